@@ -1,0 +1,5 @@
+import sys
+
+from jaxbasics.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""Input checks shared by every public function (used by all chapter sections).
+
+Each check runs in Python on the argument's static facts (shape, dtype) and, when the
+argument is a concrete array rather than a tracer inside ``jax.jit``, on its values.
+That way a bad input is reported before anything is traced or compiled, with a message
+that names the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds values we can look at (not a tracer under jit/grad/vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def float_array(x: Any, name: str) -> jax.Array:
+    """``x`` as a JAX array with a floating dtype, or ``TypeError`` naming ``name``.
+
+    Python floats become float32 (float64 under ``jax_enable_x64``); integer and boolean
+    inputs are refused rather than silently cast, as PyTorch's losses do.
+    """
+    if isinstance(x, bool | int) or (hasattr(x, "dtype") and not _is_float_dtype(x.dtype)):
+        dtype = type(x).__name__ if not hasattr(x, "dtype") else str(x.dtype)
+        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
+                        f"got {dtype}")
+    arr = jnp.asarray(x)
+    if not _is_float_dtype(arr.dtype):
+        raise TypeError(f"{name} must have a floating dtype, got {arr.dtype}")
+    return arr
+
+
+def _is_float_dtype(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def int_array(x: Any, name: str) -> jax.Array:
+    """``x`` as a JAX array with an integer dtype, or ``TypeError`` naming ``name``."""
+    arr = x if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x))
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"{name} must have an integer dtype (token ids), got {arr.dtype}")
+    return arr
+
+
+def nonempty(x: jax.Array, name: str) -> None:
+    """Raise ``ValueError`` when ``x`` has no elements."""
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def same_shape(a: jax.Array, a_name: str, b: jax.Array, b_name: str) -> None:
+    """Raise ``ValueError`` unless ``a`` and ``b`` have identical shapes."""
+    if a.shape != b.shape:
+        raise ValueError(f"{b_name} must have the same shape as {a_name} {tuple(a.shape)}, "
+                         f"got {tuple(b.shape)}")
+
+
+def shape_is(x: jax.Array, name: str, expected: Sequence[int | None]) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` = any size)."""
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape,
+                                                                            strict=True))
+    if not ok:
+        pretty = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name} must have shape {pretty}, got {tuple(x.shape)}")
+
+
+def in_range(x: jax.Array, name: str, lo: float, hi: float) -> None:
+    """Raise ``ValueError`` when a concrete ``x`` has values outside ``[lo, hi]`` or NaN.
+
+    Tracers (inside ``jax.jit``) are skipped: their values are unknown until run time.
+    """
+    if not is_concrete(x) or x.size == 0:
+        return
+    arr = np.asarray(x, dtype=np.float64)
+    bad = ~((arr >= lo) & (arr <= hi))
+    if bad.any():
+        finite = arr[~np.isnan(arr)]
+        seen = f"values from {finite.min():g} to {finite.max():g}" if finite.size else "only"
+        nan = " and NaN" if finite.size < arr.size else ""
+        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}], got {seen}{nan} "
+                         f"({int(bad.sum())} of {arr.size} out of range)")
+
+
+def one_of(value: Any, name: str, allowed: Sequence[Any]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def positive_int(value: Any, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

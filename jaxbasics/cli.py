@@ -1,0 +1,67 @@
+"""Command line: ``jaxbasics tour | compare | train | generate | bench``.
+
+Each subcommand's heavy imports happen inside its handler so ``jaxbasics --help`` is quick
+and ``compare`` can explain a missing PyTorch instead of failing at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_tour(args: argparse.Namespace) -> int:
+    from jaxbasics.tour import print_tour, run_tour
+
+    result = run_tour(seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_tour(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxbasics",
+        description="The basic LLM concepts (tensors, autodiff, backprop, SimpleNet, GPT-2) "
+                    "the JAX way: pure functions, jax.grad, jax.jit, Flax NNX, Optax.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    tour = sub.add_parser("tour", help="walk the chapter section by section, computing every "
+                                       "number (tensors → autodiff → graph → backprop → GPT-2)",
+                          description="Walk the chapter: tensors, the single-neuron gradient "
+                                      "(jax.grad vs hand formula vs finite differences), its "
+                                      "jaxpr, SimpleNet backprop and one SGD step, GPT-2 config.")
+    tour.add_argument("--json", action="store_true", help="print all values as JSON instead")
+    tour.add_argument("--seed", type=int, default=0, help="seed for SimpleNet (default 0)")
+    tour.set_defaults(func=_cmd_tour)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Registration functions of the other subcommands (each module adds its own parser)."""
+    registrations = []
+    for module_name in ("jaxbasics.compare.cli", "jaxbasics.gpt_cli", "benchmarks.cli"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue
+            raise
+        registrations.append(module.register)
+    return registrations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The GPT-2 configuration: the chapter's last section (``GPT_CONFIG_124M``) and its larger
+siblings, with an exact parameter count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from jaxbasics import checks
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of a GPT-2 style decoder.
+
+    Attributes:
+      vocab_size: number of token ids (GPT-2's BPE: 50,257 = 50,000 merges + 256 bytes + 1).
+      context_length: longest sequence the position embedding covers.
+      emb_dim: width d of the residual stream.
+      n_heads: attention heads; each has d / n_heads dimensions.
+      n_layers: transformer blocks.
+      drop_rate: dropout after embeddings, attention weights and each residual branch.
+      qkv_bias: bias on the query/key/value projections (the chapter: False; OpenAI's
+        released weights: True).
+      tie_embeddings: reuse the token embedding as the output head (the chapter's model:
+        untied, 163M parameters; OpenAI's GPT-2: tied, 124M).
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            checks.positive_int(getattr(self, name), name)
+        if self.emb_dim % self.n_heads:
+            raise ValueError(f"emb_dim must be divisible by n_heads, got emb_dim={self.emb_dim} "
+                             f"and n_heads={self.n_heads} (remainder {self.emb_dim % self.n_heads})")
+        if not isinstance(self.drop_rate, int | float) or not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        for name in ("qkv_bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def head_dim(self) -> int:
+        """d / n_heads."""
+        return self.emb_dim // self.n_heads
+
+    def replace(self, **changes: Any) -> GPTConfig:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown GPTConfig field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The chapter's configuration, exactly.
+GPT_CONFIG_124M = GPTConfig()
+GPT_CONFIG_355M = GPTConfig(emb_dim=1024, n_heads=16, n_layers=24)
+GPT_CONFIG_774M = GPTConfig(emb_dim=1280, n_heads=20, n_layers=36)
+GPT_CONFIG_1558M = GPTConfig(emb_dim=1600, n_heads=25, n_layers=48)
+
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPT_CONFIG_124M,
+    "gpt2-medium": GPT_CONFIG_355M,
+    "gpt2-large": GPT_CONFIG_774M,
+    "gpt2-xl": GPT_CONFIG_1558M,
+}
+
+
+def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
+                    include_position: bool = True) -> int:
+    """Exact number of trainable scalars in :class:`jaxbasics.gpt.GPT` for ``cfg``.
+
+    With V vocab, C context, d width, L layers::
+
+        embeddings  V·d + C·d
+        per block   LayerNorm 2d + QKV 3d² (+3d with qkv_bias) + out-proj d² + d
+                    + LayerNorm 2d + MLP (d·4d + 4d) + (4d·d + d)
+        final       LayerNorm 2d + head V·d (0 when tied)
+
+    ``tie_embeddings`` overrides ``cfg.tie_embeddings``; ``include_position=False`` leaves out
+    the C·d position table (the N in the 6N FLOPs-per-token rule).
+    GPT_CONFIG_124M: 163,009,536 untied, 124,412,160 tied.
+    """
+    tied = cfg.tie_embeddings if tie_embeddings is None else tie_embeddings
+    d, v = cfg.emb_dim, cfg.vocab_size
+    block = (2 * d + 3 * d * d + (3 * d if cfg.qkv_bias else 0) + d * d + d
+             + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d))
+    total = v * d + cfg.n_layers * block + 2 * d + (0 if tied else v * d)
+    if include_position:
+        total += cfg.context_length * d
+    return total

@@ -1,0 +1,125 @@
+"""SimpleNet: the chapter's backpropagation section (a two-layer net trained with BCE + SGD).
+
+    h = x W1 + b1      (B, 10) @ (10, 5) -> (B, 5)
+    r = relu(h)
+    s = r W2 + b2      (B, 5) @ (5, 1)   -> (B, 1)
+    a = σ(s)
+    L = mean BCE(a, y)
+
+Backpropagation, written out as the matrix chain rule (:func:`manual_gradients`):
+
+    dL/ds  = (a - y) / B                       (B, 1)   [BCE ∘ sigmoid]
+    dL/dW2 = rᵀ dL/ds,  dL/db2 = Σ_batch dL/ds
+    dL/dr  = dL/ds W2ᵀ                         (B, 5)
+    dL/dh  = dL/dr ⊙ [h > 0]                   [relu']
+    dL/dW1 = xᵀ dL/dh,  dL/db1 = Σ_batch dL/dh
+
+Flax ``Linear`` stores its kernel as (in, out), the transpose of ``torch.nn.Linear.weight``.
+Parameters are initialised as PyTorch does (U(±1/sqrt(fan_in)) for kernel and bias) so the
+two frameworks start from the same distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxbasics import checks
+from jaxbasics.losses import binary_cross_entropy
+
+
+def torch_linear_init(fan_in: int):
+    """Initializer drawing U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch ``nn.Linear``'s default."""
+    bound = 1.0 / jnp.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    init = torch_linear_init(n_in)
+    return nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, rngs=rngs)
+
+
+class SimpleNet(nnx.Module):
+    """Linear(n_in, n_hidden) → ReLU → Linear(n_hidden, n_out) → Sigmoid; defaults 10, 5, 1.
+
+    ``model(x)`` maps x of shape (B, n_in) to probabilities of shape (B, n_out).
+    """
+
+    def __init__(self, n_in: int = 10, n_hidden: int = 5, n_out: int = 1, *, rngs: nnx.Rngs):
+        for value, name in ((n_in, "n_in"), (n_hidden, "n_hidden"), (n_out, "n_out")):
+            checks.positive_int(value, name)
+        self.fc1 = _linear(n_in, n_hidden, rngs)
+        self.fc2 = _linear(n_hidden, n_out, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(self.fc2(jax.nn.relu(self.fc1(x))))
+
+
+def check_batch(model: SimpleNet, x: Any, y: Any) -> tuple[jax.Array, jax.Array]:
+    """Validate a (x, y) batch for ``model``: x (B, n_in) float, y (B, n_out) float in [0, 1]."""
+    n_in, n_out = model.fc1.in_features, model.fc2.out_features
+    x, y = checks.float_array(x, "x"), checks.float_array(y, "y")
+    checks.shape_is(x, "x", (None, n_in))
+    checks.nonempty(x, "x")
+    checks.shape_is(y, "y", (x.shape[0], n_out))
+    checks.in_range(y, "y", 0.0, 1.0)
+    return x, y
+
+
+def bce_loss(model: SimpleNet, x: jax.Array, y: jax.Array) -> jax.Array:
+    """``mean BCE(model(x), y)`` for x (B, n_in), y (B, n_out): the chapter's training loss."""
+    return binary_cross_entropy(model(x), y)
+
+
+def manual_gradients(params: dict, x: jax.Array, y: jax.Array) -> dict:
+    """The backward pass by hand (module docstring), no ``jax.grad``.
+
+    Args:
+      params: ``nnx.state(model, nnx.Param).to_pure_dict()``, i.e.
+        ``{"fc1": {"kernel": (n_in, H), "bias": (H,)}, "fc2": {"kernel": (H, O), "bias": (O,)}}``.
+      x: (B, n_in). y: (B, O).
+
+    Returns:
+      A dict of the same structure holding dL/dθ. Exact while the BCE clamp is inactive.
+    """
+    w1, b1 = params["fc1"]["kernel"], params["fc1"]["bias"]
+    w2, b2 = params["fc2"]["kernel"], params["fc2"]["bias"]
+    h = x @ w1 + b1
+    r = jax.nn.relu(h)
+    a = jax.nn.sigmoid(r @ w2 + b2)
+    d_s = (a - y) / y.size
+    d_h = (d_s @ w2.T) * (h > 0)
+    return {"fc1": {"kernel": x.T @ d_h, "bias": d_h.sum(0)},
+            "fc2": {"kernel": r.T @ d_s, "bias": d_s.sum(0)}}
+
+
+def named_parameters(tree: Any) -> list[tuple[str, jax.Array]]:
+    """``[("fc1.kernel", array), ...]``: a parameter (or gradient) tree flattened with dotted
+    names, like ``model.named_parameters()`` or iterating ``p.grad`` in PyTorch."""
+    if isinstance(tree, nnx.Module):
+        tree = nnx.state(tree, nnx.Param)
+    if isinstance(tree, nnx.State):
+        tree = tree.to_pure_dict()
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(".".join(_key_name(k) for k in path), leaf) for path, leaf in flat]
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def toy_batch(key: jax.Array, batch_size: int, n_in: int = 10) -> tuple[jax.Array, jax.Array]:
+    """A learnable binary task: x ~ N(0, 1)^(B, n_in), y = 1[Σ x_j > 0] of shape (B, 1)."""
+    checks.positive_int(batch_size, "batch_size")
+    x = jax.random.normal(key, (batch_size, n_in))
+    return x, (x.sum(axis=1, keepdims=True) > 0).astype(jnp.float32)

@@ -1,0 +1,200 @@
+"""``jaxbasics tour``: the whole chapter, section by section, computed live.
+
+:func:`run_tour` computes every number and returns them as a nested dict (the ``--json``
+output); :func:`print_tour` renders that dict for a person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from rich.console import Console
+from rich.table import Table
+
+from jaxbasics import neuron, simplenet, tensors
+from jaxbasics.config import GPT_CONFIG_124M, parameter_count
+from jaxbasics.train_step import loss_of_params, make_scan_train, make_train_step, split_params
+
+LEARNING_RATE = 0.01  # the chapter's SGD learning rate
+
+
+def _tensor_section() -> dict[str, Any]:
+    examples = {name: {"value": np.asarray(x).tolist(), **tensors.describe(x)}
+                for name, x in tensors.chapter_tensors().items()}
+    t2 = jnp.array([[1, 2, 3], [4, 5, 6]])
+    return {
+        "examples": examples,
+        "default_dtypes": {"jax": tensors.default_dtypes(), "jax_x64": tensors.default_dtypes(True),
+                           "torch": tensors.TORCH_DEFAULT_DTYPES},
+        "to_float32": str(tensors.to_dtype(jnp.array([1, 2, 3]), "float32").dtype),
+        "tensor2d": t2.tolist(),
+        "reshape_3x2": tensors.reshape(t2, (3, 2)).tolist(),
+        "transpose": tensors.transpose(t2).tolist(),
+        "matmul_t2_t2T": tensors.matmul(t2, t2.T).tolist(),
+        "functional_update": {"x.at[0, 0].set(99)": t2.at[0, 0].set(99).tolist(),
+                              "x_unchanged": t2.tolist()},
+    }
+
+
+def _neuron_section() -> dict[str, Any]:
+    ex = neuron.CHAPTER_EXAMPLE
+    args = (ex.w, ex.b, ex.x, ex.y)
+    value, (gw, gb) = neuron.value_and_gradients(*args)
+    mw, mb = neuron.manual_gradients(*args)
+    nw, nb = neuron.numerical_gradients(*args)
+    return {"inputs": {"x": ex.x, "w": ex.w, "b": ex.b, "y": ex.y},
+            "z": ex.x * ex.w + ex.b, "a": float(neuron.forward(ex.w, ex.b, ex.x)),
+            "loss": float(value), "grad_w": float(gw), "grad_b": float(gb),
+            "manual_grad_w": float(mw), "manual_grad_b": float(mb),
+            "numerical_grad_w": float(nw), "numerical_grad_b": float(nb)}
+
+
+def _graph_section() -> dict[str, Any]:
+    forward, backward = neuron.graph(of="loss"), neuron.graph(of="grad")
+    return {"forward_jaxpr": str(forward), "grad_jaxpr": str(backward),
+            "forward_equations": len(forward.jaxpr.eqns), "grad_equations": len(backward.jaxpr.eqns)}
+
+
+def _simplenet_section(seed: int) -> dict[str, Any]:
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
+    x, y = simplenet.toy_batch(jax.random.key(seed + 1), 8)
+    graphdef, params = split_params(model)
+    loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
+    grads = jax.grad(loss_fn)(params, x, y)
+    manual = simplenet.manual_gradients(params.to_pure_dict(), x, y)
+    grad_vs_manual = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                         zip(jax.tree.leaves(grads.to_pure_dict()), jax.tree.leaves(manual),
+                             strict=True))
+
+    tx = optax.sgd(LEARNING_RATE)
+    step = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
+    new_params, _, loss_before = step(params, tx.init(params), x, y)
+    loss_after = loss_fn(new_params, x, y)
+    expected = jax.tree.map(lambda p, g: p - LEARNING_RATE * g, params, grads)
+    sgd_rule_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                        zip(jax.tree.leaves(new_params), jax.tree.leaves(expected), strict=True))
+
+    # Accumulation: PyTorch sums .grad over backward() calls; optax.MultiSteps averages k
+    # micro-batches and applies one update, equal to one step on the whole batch.
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    mstep = make_train_step(graphdef, simplenet.bce_loss, multi, donate=False)
+    p, s = params, multi.init(params)
+    for half in (slice(0, 4), slice(4, 8)):
+        p, s, _ = mstep(p, s, x[half], y[half])
+    accumulation_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                            zip(jax.tree.leaves(p), jax.tree.leaves(new_params), strict=True))
+
+    steps = 2000
+    xs, ys = jax.vmap(lambda k: simplenet.toy_batch(k, 32))(
+        jax.random.split(jax.random.key(seed + 2), steps))
+    _, _, losses = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False)(
+        params, tx.init(params), xs, ys)
+    return {
+        "architecture": "Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid, BCE, SGD lr=0.01",
+        "seed": seed, "batch_size": int(x.shape[0]),
+        "parameters": {name: list(v.shape) for name, v in simplenet.named_parameters(params)},
+        "gradients": {name: np.asarray(g).round(6).tolist()
+                      for name, g in simplenet.named_parameters(grads)},
+        "max_abs_grad_minus_manual": grad_vs_manual,
+        "loss_before": float(loss_before), "loss_after": float(loss_after),
+        "max_abs_sgd_rule_diff": sgd_rule_diff,
+        "max_abs_multisteps_vs_full_batch": accumulation_diff,
+        "scan": {"steps": steps, "batch_size": 32,
+                 "mean_loss_first_100": float(losses[:100].mean()),
+                 "mean_loss_last_100": float(losses[-100:].mean())},
+    }
+
+
+def _gpt_section() -> dict[str, Any]:
+    cfg = GPT_CONFIG_124M
+    return {"GPT_CONFIG_124M": cfg.to_dict(),
+            "parameters_untied": parameter_count(cfg, tie_embeddings=False),
+            "parameters_tied": parameter_count(cfg, tie_embeddings=True)}
+
+
+def run_tour(seed: int = 0) -> dict[str, Any]:
+    """Compute every section; returns ``{"device", "tensors", "neuron", "graph", "simplenet",
+    "gpt2"}`` with plain Python values (JSON-serialisable)."""
+    return {"device": str(jax.devices()[0]), "jax_version": jax.__version__,
+            "tensors": _tensor_section(), "neuron": _neuron_section(), "graph": _graph_section(),
+            "simplenet": _simplenet_section(seed), "gpt2": _gpt_section()}
+
+
+def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="cyan")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value if isinstance(value, str) else repr(value))
+    return table
+
+
+def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
+    """Render :func:`run_tour`'s result section by section."""
+    c = console or Console()
+    c.rule(f"[bold]jaxbasics tour[/] — JAX {r['jax_version']} on {r['device']}")
+
+    t = r["tensors"]
+    c.print("\n[bold]1. Tensors[/] — jnp arrays stand in for torch tensors")
+    c.print(_kv("the chapter's arrays", [(n, f"shape {e['shape']}, {e['dtype']}: {e['value']}")
+                                        for n, e in t["examples"].items()]))
+    dd = t["default_dtypes"]
+    c.print(_kv("default dtypes of [1, 2, 3] and [1.0]", [
+        ("JAX", f"{dd['jax']['int']} / {dd['jax']['float']}"),
+        ("JAX, jax_enable_x64", f"{dd['jax_x64']['int']} / {dd['jax_x64']['float']}"),
+        ("PyTorch", f"{dd['torch']['int']} / {dd['torch']['float']}"),
+        ("to_dtype(int array, 'float32')", t["to_float32"])]))
+    c.print(_kv("shape operations on tensor2d", [
+        ("tensor2d", str(t["tensor2d"])), ("reshape(3, 2)  (= torch .view)", str(t["reshape_3x2"])),
+        (".T", str(t["transpose"])), ("tensor2d @ tensor2d.T", str(t["matmul_t2_t2T"])),
+        ("x.at[0, 0].set(99)", f"{t['functional_update']['x.at[0, 0].set(99)']} "
+                                f"(x itself stays {t['functional_update']['x_unchanged']})")]))
+    c.print("  No .view aliasing: arrays are immutable, so reshape returns a new array and "
+            "in-place writes become x.at[...].set(...).")
+
+    n = r["neuron"]
+    c.print("\n[bold]2. Automatic differentiation[/] — z = x·w + b, a = σ(z), L = BCE(a, y)")
+    c.print(_kv(f"x={n['inputs']['x']}, w={n['inputs']['w']}, b={n['inputs']['b']}, "
+                f"y={n['inputs']['y']}", [
+        ("z, a, L", f"{n['z']:.4f}, {n['a']:.6f}, {n['loss']:.6f}"),
+        ("jax.grad         dL/dw, dL/db", f"{n['grad_w']:.6f}, {n['grad_b']:.6f}"),
+        ("by hand (a-y)x, a-y", f"{n['manual_grad_w']:.6f}, {n['manual_grad_b']:.6f}"),
+        ("finite differences", f"{n['numerical_grad_w']:.6f}, {n['numerical_grad_b']:.6f}")]))
+
+    g = r["graph"]
+    c.print("\n[bold]3. The computational graph[/] — jax.make_jaxpr of the loss "
+            f"({g['forward_equations']} equations):")
+    c.print(g["forward_jaxpr"], markup=False, highlight=False)
+    c.print(f"…and of its gradient ({g['grad_equations']} equations), which JAX derives by "
+            "transforming that graph instead of recording a tape.")
+
+    s = r["simplenet"]
+    c.print(f"\n[bold]4. Backpropagation in SimpleNet[/] — {s['architecture']}")
+    c.print(_kv(f"gradients by name (seed {s['seed']}, batch {s['batch_size']})", [
+        (f"{name} {s['parameters'][name]}", str(np.round(np.asarray(v), 4).tolist()))
+        for name, v in s["gradients"].items()]))
+    c.print(f"  max |jax.grad − hand-written matrix chain rule| = "
+            f"{s['max_abs_grad_minus_manual']:.2e}")
+    c.print("\n[bold]5. One SGD step[/] — params ← params − 0.01·grad")
+    c.print(_kv("", [("loss before", f"{s['loss_before']:.6f}"),
+                     ("loss after", f"{s['loss_after']:.6f}"),
+                     ("max |step − (p − 0.01·g)|", f"{s['max_abs_sgd_rule_diff']:.2e}"),
+                     ("max |MultiSteps(2 halves) − full batch|",
+                      f"{s['max_abs_multisteps_vs_full_batch']:.2e}"),
+                     (f"one lax.scan of {s['scan']['steps']} steps: mean loss, "
+                      "first → last 100", f"{s['scan']['mean_loss_first_100']:.4f} → "
+                                         f"{s['scan']['mean_loss_last_100']:.4f}")]))
+    c.print("  PyTorch's loss.backward() adds into p.grad, hence optimizer.zero_grad(); jax.grad "
+            "returns fresh arrays every call. Accumulate on purpose: sum_gradients(...) or "
+            "optax.MultiSteps.")
+
+    gp = r["gpt2"]
+    c.print("\n[bold]6. GPT_CONFIG_124M[/]")
+    c.print(_kv("", [*gp["GPT_CONFIG_124M"].items(),
+                     ("parameters, untied head", f"{gp['parameters_untied']:,}"),
+                     ("parameters, head tied to token embedding", f"{gp['parameters_tied']:,}")]))

@@ -1,0 +1,95 @@
+"""Functional training: the chapter's "training loop" part of the backpropagation section.
+
+PyTorch's loop mutates objects::
+
+    optimizer.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); optimizer.step()
+
+``loss.backward()`` *adds* into each ``p.grad``, which is why ``zero_grad()`` comes first.
+The JAX loop is a pure function of the parameters (split from the NNX module once)::
+
+    loss, grads = jax.value_and_grad(loss_of_params)(params, batch)  # fresh grads every call
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)                    # new arrays, old donated
+
+Nothing accumulates unless asked: :func:`sum_gradients` does what two ``backward()`` calls
+do, and ``optax.MultiSteps`` averages k micro-batches into one update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+from flax import nnx
+
+LossFn = Callable[..., jax.Array]  # loss_fn(model, *batch) -> scalar
+
+
+def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
+    """``(graphdef, params)`` of a module whose only state is ``nnx.Param`` (e.g. SimpleNet)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        raise ValueError(f"model has non-parameter state ({sorted(rest.to_pure_dict())}); "
+                         f"split it with nnx.split(model, nnx.Param, ...) and thread it yourself")
+    return graphdef, params
+
+
+def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable[..., jax.Array]:
+    """``f(params, *batch) = loss_fn(nnx.merge(graphdef, params), *batch)``: a pure function
+    of the parameters, ready for ``jax.grad``."""
+    def f(params: nnx.State, *batch: Any) -> jax.Array:
+        return loss_fn(nnx.merge(graphdef, params), *batch)
+    return f
+
+
+def _step_body(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation):
+    value_and_grad = jax.value_and_grad(loss_of_params(graphdef, loss_fn))
+
+    def step(params, opt_state, *batch):
+        loss, grads = value_and_grad(params, *batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    *, donate: bool = True) -> Callable[..., tuple[nnx.State, Any, jax.Array]]:
+    """One compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
+
+    ``params ← params + tx(∇_params loss_fn(model, *batch))``. With ``donate=True`` the input
+    ``params``/``opt_state`` buffers are reused for the outputs: do not touch them afterwards.
+    The loss reported is the one *before* the update.
+    """
+    return jax.jit(_step_body(graphdef, loss_fn, tx), donate_argnums=(0, 1) if donate else ())
+
+
+def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    *, donate: bool = True) -> Callable[..., tuple[nnx.State, Any, jax.Array]]:
+    """Many steps in one compiled call: ``(params, opt_state, *stacked) -> (..., losses)``.
+
+    Each array in ``stacked`` has a leading axis of length S (one batch per step); the
+    ``jax.lax.scan`` applies the same update as :func:`make_train_step` S times and returns
+    the S losses (shape (S,)). No Python runs between steps.
+    """
+    body = _step_body(graphdef, loss_fn, tx)
+
+    def run(params, opt_state, *stacked):
+        def scan_body(carry, batch):
+            params, opt_state, loss = body(*carry, *batch)
+            return (params, opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(scan_body, (params, opt_state), stacked)
+        return params, opt_state, losses
+
+    return jax.jit(run, donate_argnums=(0, 1) if donate else ())
+
+
+def sum_gradients(*grad_trees: Any) -> Any:
+    """Elementwise sum of gradient pytrees: what PyTorch's ``.grad`` holds after several
+    ``backward()`` calls without ``zero_grad()``."""
+    if not grad_trees:
+        raise ValueError("sum_gradients needs at least one gradient tree, got none")
+    return jax.tree.map(lambda *g: sum(g[1:], g[0]), *grad_trees)

@@ -1,0 +1,92 @@
+"""Single-neuron autodiff: jax.grad against the hand formula and finite differences."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxbasics import neuron
+
+EX = neuron.CHAPTER_EXAMPLE
+floats = st.floats(-3.0, 3.0, allow_nan=False, width=32)
+
+
+def test_chapter_values_give_the_chapters_gradients():
+    gw, gb = neuron.gradients(EX.w, EX.b, EX.x, EX.y)
+    assert round(float(gw), 4) == -0.0898
+    assert round(float(gb), 4) == -0.0817
+    # exact hand-derived values in float64: a = σ(2.42)
+    a = 1.0 / (1.0 + np.exp(-2.42))
+    np.testing.assert_allclose([float(gw), float(gb)], [(a - 1.0) * 1.1, a - 1.0], rtol=1e-6)
+
+
+def test_chapter_values_agree_with_hand_formula_and_finite_differences():
+    grads = neuron.gradients(EX.w, EX.b, EX.x, EX.y)
+    chex.assert_trees_all_close(grads, neuron.manual_gradients(EX.w, EX.b, EX.x, EX.y),
+                                rtol=1e-6)
+    chex.assert_trees_all_close(grads, neuron.numerical_gradients(EX.w, EX.b, EX.x, EX.y),
+                                rtol=1e-5, atol=1e-7)
+
+
+def test_value_and_gradients_reports_the_bce_loss():
+    loss, _ = neuron.value_and_gradients(EX.w, EX.b, EX.x, EX.y)
+    np.testing.assert_allclose(float(loss), -np.log(1.0 / (1.0 + np.exp(-2.42))), rtol=1e-6)
+
+
+@given(w=floats, b=floats, x=floats, y=st.floats(0.0, 1.0, width=32))
+def test_grad_equals_hand_formula_for_random_scalars(w, b, x, y):
+    grads = neuron.gradients(w, b, x, y)
+    chex.assert_trees_all_close(grads, neuron.manual_gradients(w, b, x, y), rtol=1e-5, atol=1e-7)
+
+
+@given(w=floats, b=floats, x=floats, y=st.floats(0.0, 1.0, width=32))
+def test_grad_agrees_with_finite_differences_for_random_scalars(w, b, x, y):
+    chex.assert_trees_all_close(neuron.gradients(w, b, x, y),
+                                neuron.numerical_gradients(w, b, x, y), rtol=1e-4, atol=1e-6)
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 16))
+def test_batched_inputs_average_the_per_example_gradients(seed, n):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n).astype(np.float32)
+    y = rng.integers(0, 2, size=n).astype(np.float32)
+    w, b = np.float32(rng.normal()), np.float32(rng.normal())
+    a = 1.0 / (1.0 + np.exp(-(x.astype(np.float64) * w + b)))
+    expected = (np.mean((a - y) * x), np.mean(a - y))
+    chex.assert_trees_all_close(neuron.gradients(w, b, x, y), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_graph_is_an_executable_jaxpr_of_the_loss_and_its_gradient():
+    forward = neuron.graph(of="loss")
+    assert "logistic" in str(forward)
+    args = [np.float32(v) for v in (EX.w, EX.b, EX.x, EX.y)]
+    (value,) = jax.core.eval_jaxpr(forward.jaxpr, forward.consts, *args)
+    np.testing.assert_allclose(float(value), float(neuron.loss(*args)), rtol=1e-7)
+    backward = neuron.graph(of="grad")
+    gw, gb = jax.core.eval_jaxpr(backward.jaxpr, backward.consts, *args)
+    chex.assert_trees_all_close((gw, gb), neuron.gradients(*args), rtol=1e-7)
+
+
+@pytest.mark.parametrize("args, error, fragment", [
+    ((2, 0.0, 1.1, 1.0), TypeError, "w must have a floating dtype"),
+    ((2.2, 0.0, np.array([1, 2]), np.array([1.0, 0.0])), TypeError, "x must have a floating"),
+    ((np.ones(2, np.float32), 0.0, 1.1, 1.0), ValueError, "w must be a scalar"),
+    ((2.2, 0.0, np.ones(3, np.float32), np.ones(2, np.float32)), ValueError,
+     "y must have the same shape as x (3,), got (2,)"),
+    ((2.2, 0.0, 1.1, 1.5), ValueError, "y must lie in [0, 1]"),
+    ((2.2, 0.0, np.zeros(0, np.float32), np.zeros(0, np.float32)), ValueError,
+     "x must not be empty"),
+    ((2.2, 0.0, 1.1, float("nan")), ValueError, "NaN"),
+])
+def test_bad_inputs_raise_clear_errors(args, error, fragment):
+    for fn in (neuron.gradients, neuron.manual_gradients, neuron.numerical_gradients):
+        with pytest.raises(error) as info:
+            fn(*args)
+        assert fragment in str(info.value)
+
+
+def test_graph_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="of must be one of 'loss', 'grad', got 'hessian'"):
+        neuron.graph(of="hessian")

@@ -1,0 +1,20 @@
+"""The README's two set-up commands exist, and CI runs the test command verbatim."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_has_install_and_test_commands_and_ci_runs_the_test_one():
+    blocks = _bash_blocks()
+    main_job, test_cmd = blocks[0], blocks[1]
+    assert "pip install" in main_job and main_job.endswith("jaxbasics tour")
+    assert test_cmd.startswith("python -m pip install torch==2.13.0 ")
+    assert test_cmd.endswith("python -m pytest")
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci_lines

@@ -1,0 +1,183 @@
+"""SimpleNet backprop: jax.grad against the hand-written chain rule, SGD steps, scan, accumulation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxbasics import simplenet
+from jaxbasics.finite_diff import numerical_grad
+from jaxbasics.train_step import (
+    loss_of_params,
+    make_scan_train,
+    make_train_step,
+    split_params,
+    sum_gradients,
+)
+
+LR = 0.01
+
+
+def _setup(seed: int, batch: int = 8):
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
+    graphdef, params = split_params(model)
+    x, y = simplenet.toy_batch(jax.random.key(seed + 1), batch)
+    return model, graphdef, params, x, y
+
+
+def test_architecture_matches_the_chapter():
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
+    shapes = {name: v.shape for name, v in simplenet.named_parameters(model)}
+    assert shapes == {"fc1.kernel": (10, 5), "fc1.bias": (5,), "fc2.kernel": (5, 1),
+                      "fc2.bias": (1,)}
+    x = jax.random.normal(jax.random.key(1), (4, 10))
+    p = nnx.state(model, nnx.Param).to_pure_dict()
+    expected = jax.nn.sigmoid(
+        jax.nn.relu(x @ p["fc1"]["kernel"] + p["fc1"]["bias"]) @ p["fc2"]["kernel"]
+        + p["fc2"]["bias"])
+    chex.assert_trees_all_close(model(x), expected, rtol=1e-6)
+
+
+def test_init_follows_torch_uniform_bounds():
+    model = simplenet.SimpleNet(n_in=400, n_hidden=300, rngs=nnx.Rngs(3))
+    bound = 1 / np.sqrt(400)
+    for leaf in (model.fc1.kernel[...], model.fc1.bias[...]):
+        assert float(jnp.abs(leaf).max()) <= bound
+    # U(-k, k) has standard deviation k / sqrt(3); 120,000 draws pin it to ~0.3 %
+    np.testing.assert_allclose(float(model.fc1.kernel[...].std()), bound / np.sqrt(3), rtol=0.02)
+    assert float(jnp.abs(model.fc2.kernel[...]).max()) <= 1 / np.sqrt(300)
+
+
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 33))
+def test_jax_grad_equals_hand_written_backward_pass(seed, batch):
+    _, graphdef, params, x, y = _setup(seed, batch)
+    grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
+    manual = simplenet.manual_gradients(params.to_pure_dict(), x, y)
+    chex.assert_trees_all_close(grads.to_pure_dict(), manual, rtol=1e-5, atol=1e-7)
+
+
+def test_jax_grad_agrees_with_finite_differences():
+    _, graphdef, params, x, y = _setup(7, 6)
+    loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
+    grads = jax.grad(loss_fn)(params, x, y).to_pure_dict()
+    numeric = numerical_grad(
+        lambda p, x_, y_: loss_fn(nnx.State(jax.tree.map(jnp.asarray, p)), x_, y_),
+        params.to_pure_dict(), x, y)
+    chex.assert_trees_all_close(grads, numeric, rtol=1e-4, atol=1e-6)
+
+
+@given(seed=st.integers(0, 10_000))
+def test_one_sgd_step_is_params_minus_lr_times_grad(seed):
+    _, graphdef, params, x, y = _setup(seed)
+    grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
+    expected = jax.tree.map(lambda p, g: p - LR * g, params, grads)
+    tx = optax.sgd(LR)
+    step = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
+    new_params, _, loss = step(params, tx.init(params), x, y)
+    chex.assert_trees_all_close(new_params, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(loss, loss_of_params(graphdef, simplenet.bce_loss)(params, x, y),
+                               rtol=1e-6)
+
+
+def test_donated_step_matches_undonated_step():
+    _, graphdef, params, x, y = _setup(4)
+    tx = optax.sgd(LR)
+    expected, _, _ = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)(
+        params, tx.init(params), x, y)
+    copy = jax.tree.map(jnp.array, params)
+    got, _, _ = make_train_step(graphdef, simplenet.bce_loss, tx)(copy, tx.init(copy), x, y)
+    chex.assert_trees_all_close(got, expected, rtol=0, atol=0)
+
+
+def test_scan_of_many_steps_equals_python_loop():
+    _, graphdef, params, _, _ = _setup(11)
+    steps = 25
+    xs, ys = jax.vmap(lambda k: simplenet.toy_batch(k, 16))(
+        jax.random.split(jax.random.key(5), steps))
+    tx = optax.sgd(LR)
+    step = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
+    p, s, losses = params, tx.init(params), []
+    for i in range(steps):
+        p, s, loss = step(p, s, xs[i], ys[i])
+        losses.append(loss)
+    scan = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False)
+    p_scan, _, scan_losses = scan(params, tx.init(params), xs, ys)
+    chex.assert_trees_all_close(p_scan, p, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(scan_losses, jnp.stack(losses), rtol=1e-5)
+
+
+def test_training_lowers_the_loss():
+    _, graphdef, params, _, _ = _setup(2)
+    xs, ys = jax.vmap(lambda k: simplenet.toy_batch(k, 32))(
+        jax.random.split(jax.random.key(9), 1500))
+    tx = optax.sgd(0.1)
+    _, _, losses = make_scan_train(graphdef, simplenet.bce_loss, tx)(
+        params, tx.init(params), xs, ys)
+    assert float(losses[-100:].mean()) < 0.5 * float(losses[:100].mean())
+
+
+def test_multisteps_accumulation_equals_one_full_batch_step():
+    _, graphdef, params, x, y = _setup(8, 12)
+    tx = optax.sgd(LR)
+    full, _, _ = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)(
+        params, tx.init(params), x, y)
+    multi = optax.MultiSteps(tx, every_k_schedule=3)
+    mstep = make_train_step(graphdef, simplenet.bce_loss, multi, donate=False)
+    p, s = params, multi.init(params)
+    for i in range(3):
+        p, s, _ = mstep(p, s, x[4 * i:4 * i + 4], y[4 * i:4 * i + 4])
+        if i < 2:  # nothing applied before the k-th micro-batch
+            chex.assert_trees_all_close(p, params, rtol=0, atol=0)
+    chex.assert_trees_all_close(p, full, rtol=1e-6, atol=1e-8)
+
+
+def test_sum_gradients_is_what_two_backward_calls_accumulate():
+    _, graphdef, params, x, y = _setup(6, 10)
+    loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
+    g1 = jax.grad(loss_fn)(params, x[:5], y[:5])
+    g2 = jax.grad(loss_fn)(params, x[5:], y[5:])
+    both = jax.grad(lambda p: loss_fn(p, x[:5], y[:5]) + loss_fn(p, x[5:], y[5:]))(params)
+    chex.assert_trees_all_close(sum_gradients(g1, g2), both, rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one gradient tree"):
+        sum_gradients()
+
+
+def test_named_parameters_accepts_module_state_and_dict():
+    model, _, params, _, _ = _setup(0)
+    names = [n for n, _ in simplenet.named_parameters(model)]
+    assert names == [n for n, _ in simplenet.named_parameters(params)]
+    assert names == [n for n, _ in simplenet.named_parameters(params.to_pure_dict())]
+    assert sorted(names) == ["fc1.bias", "fc1.kernel", "fc2.bias", "fc2.kernel"]
+
+
+@pytest.mark.parametrize("x, y, error, fragment", [
+    (np.ones((4, 9), np.float32), np.ones((4, 1), np.float32), ValueError,
+     "x must have shape (*, 10), got (4, 9)"),
+    (np.ones((4, 10), np.float32), np.ones((4,), np.float32), ValueError,
+     "y must have shape (4, 1), got (4,)"),
+    (np.ones((4, 10), np.float32), np.full((4, 1), 2.0, np.float32), ValueError,
+     "y must lie in [0, 1]"),
+    (np.ones((4, 10), np.int32), np.ones((4, 1), np.float32), TypeError,
+     "x must have a floating dtype"),
+    (np.ones((0, 10), np.float32), np.ones((0, 1), np.float32), ValueError,
+     "x must not be empty"),
+])
+def test_check_batch_rejects_bad_inputs(x, y, error, fragment):
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
+    with pytest.raises(error) as info:
+        simplenet.check_batch(model, x, y)
+    assert fragment in str(info.value)
+
+
+def test_bad_sizes_and_non_parameter_state_are_refused():
+    with pytest.raises(ValueError, match="n_hidden must be a positive integer, got 0"):
+        simplenet.SimpleNet(n_hidden=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        simplenet.toy_batch(jax.random.key(0), 0)
+    with pytest.raises(ValueError, match="non-parameter state"):
+        split_params(nnx.BatchNorm(3, rngs=nnx.Rngs(0)))

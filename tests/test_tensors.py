@@ -1,0 +1,52 @@
+"""Tensor helpers: the chapter's arrays, dtype rules, shape operations."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbasics import tensors
+
+
+def test_chapter_tensors_have_ranks_zero_to_three_and_int32():
+    t = tensors.chapter_tensors()
+    assert [t[k].ndim for k in ("tensor0d", "tensor1d", "tensor2d", "tensor3d")] == [0, 1, 2, 3]
+    assert tensors.describe(t["tensor3d"])["shape"] == (2, 2, 2)
+    assert int(t["tensor3d"][1, 1, 1]) == 8
+    assert {str(v.dtype) for v in t.values()} == {"int32"}
+
+
+def test_default_dtypes_follow_x64_flag_without_changing_it():
+    assert tensors.default_dtypes() == {"int": "int32", "float": "float32"}
+    assert tensors.default_dtypes(x64=True) == {"int": "int64", "float": "float64"}
+    assert tensors.default_dtypes(x64=False) == {"int": "int32", "float": "float32"}
+    assert jnp.array([1]).dtype == jnp.int32  # global flag untouched
+
+
+def test_to_dtype_converts_and_truncates_like_torch():
+    out = tensors.to_dtype(jnp.array([1.7, -1.7]), "int32")
+    assert out.dtype == jnp.int32 and out.tolist() == [1, -1]
+    assert tensors.to_dtype([1, 2, 3], jnp.float32).dtype == jnp.float32
+    with pytest.raises(TypeError, match="dtype must be a NumPy/JAX dtype"):
+        tensors.to_dtype([1], "float33")
+
+
+def test_reshape_transpose_matmul_give_the_chapters_values():
+    t2 = jnp.array([[1, 2, 3], [4, 5, 6]])
+    assert tensors.reshape(t2, (3, 2)).tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert tensors.reshape(t2, (-1,)).tolist() == [1, 2, 3, 4, 5, 6]
+    assert tensors.transpose(t2).tolist() == [[1, 4], [2, 5], [3, 6]]
+    assert tensors.matmul(t2, t2.T).tolist() == [[14, 32], [32, 77]]
+    np.testing.assert_array_equal(tensors.matmul(np.ones((2, 3, 4)), np.ones((4,))),
+                                  np.full((2, 3), 4.0))
+
+
+def test_shape_errors_name_the_shapes():
+    t2 = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"shape \(4, 2\) is incompatible with x of shape \(2, 3\)"):
+        tensors.reshape(t2, (4, 2))
+    with pytest.raises(ValueError, match="incompatible"):
+        tensors.reshape(t2, (-1, -1))
+    with pytest.raises(ValueError, match=r"inner sizes differ: a has shape \(2, 3\)"):
+        tensors.matmul(t2, t2)
+    with pytest.raises(ValueError, match="rank >= 1"):
+        tensors.matmul(jnp.array(1.0), t2)
