@@ -82,7 +82,7 @@ def manual_gradients(params: dict, x: jax.Array, y: jax.Array) -> dict:
     """The backward pass by hand (module docstring), no ``jax.grad``.
 
     Args:
-      params: ``nnx.state(model, nnx.Param).to_pure_dict()``, i.e.
+      params: ``split_params(model)[1]`` (``nnx.state(model, nnx.Param).to_pure_dict()``), i.e.
         ``{"fc1": {"kernel": (n_in, H), "bias": (H,)}, "fc2": {"kernel": (H, O), "bias": (O,)}}``.
       x: (B, n_in). y: (B, O).
 

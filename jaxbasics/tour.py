@@ -18,6 +18,7 @@ from rich.table import Table
 
 from jaxbasics import neuron, simplenet, tensors
 from jaxbasics.config import GPT_CONFIG_124M, parameter_count
+from jaxbasics.console import make_console
 from jaxbasics.train_step import loss_of_params, make_scan_train, make_train_step, split_params
 
 LEARNING_RATE = 0.01  # the chapter's SGD learning rate
@@ -66,9 +67,9 @@ def _simplenet_section(seed: int) -> dict[str, Any]:
     graphdef, params = split_params(model)
     loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
     grads = jax.grad(loss_fn)(params, x, y)
-    manual = simplenet.manual_gradients(params.to_pure_dict(), x, y)
+    manual = simplenet.manual_gradients(params, x, y)
     grad_vs_manual = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                         zip(jax.tree.leaves(grads.to_pure_dict()), jax.tree.leaves(manual),
+                         zip(jax.tree.leaves(grads), jax.tree.leaves(manual),
                              strict=True))
 
     tx = optax.sgd(LEARNING_RATE)
@@ -136,7 +137,7 @@ def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
     """Render :func:`run_tour`'s result section by section."""
-    c = console or Console()
+    c = console or make_console(100)
     c.rule(f"[bold]jaxbasics tour[/] — JAX {r['jax_version']} on {r['device']}")
 
     t = r["tensors"]

@@ -27,19 +27,25 @@ from flax import nnx
 LossFn = Callable[..., jax.Array]  # loss_fn(model, *batch) -> scalar
 
 
-def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
-    """``(graphdef, params)`` of a module whose only state is ``nnx.Param`` (e.g. SimpleNet)."""
+def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
+    """``(graphdef, params)`` of a module whose only state is ``nnx.Param`` (e.g. SimpleNet).
+
+    ``params`` is a plain nested dict of arrays (``{"fc1": {"kernel": ..., "bias": ...}}``):
+    plain dicts are flattened by JAX's C++ pytree code, which keeps the per-call dispatch of a
+    jitted step about 10 µs cheaper than passing ``nnx.State``. ``nnx.merge(graphdef, params)``
+    rebuilds the module.
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if jax.tree.leaves(rest):
         raise ValueError(f"model has non-parameter state ({sorted(rest.to_pure_dict())}); "
                          f"split it with nnx.split(model, nnx.Param, ...) and thread it yourself")
-    return graphdef, params
+    return graphdef, params.to_pure_dict()
 
 
 def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable[..., jax.Array]:
     """``f(params, *batch) = loss_fn(nnx.merge(graphdef, params), *batch)``: a pure function
     of the parameters, ready for ``jax.grad``."""
-    def f(params: nnx.State, *batch: Any) -> jax.Array:
+    def f(params: Any, *batch: Any) -> jax.Array:
         return loss_fn(nnx.merge(graphdef, params), *batch)
     return f
 
@@ -56,7 +62,7 @@ def _step_body(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransf
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> Callable[..., tuple[nnx.State, Any, jax.Array]]:
+                    *, donate: bool = True) -> Callable[..., tuple[Any, Any, jax.Array]]:
     """One compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
 
     ``params ← params + tx(∇_params loss_fn(model, *batch))``. With ``donate=True`` the input
@@ -67,7 +73,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
 
 
 def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> Callable[..., tuple[nnx.State, Any, jax.Array]]:
+                    *, donate: bool = True) -> Callable[..., tuple[Any, Any, jax.Array]]:
     """Many steps in one compiled call: ``(params, opt_state, *stacked) -> (..., losses)``.
 
     Each array in ``stacked`` has a leading axis of length S (one batch per step); the

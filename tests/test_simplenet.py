@@ -57,17 +57,16 @@ def test_init_follows_torch_uniform_bounds():
 def test_jax_grad_equals_hand_written_backward_pass(seed, batch):
     _, graphdef, params, x, y = _setup(seed, batch)
     grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
-    manual = simplenet.manual_gradients(params.to_pure_dict(), x, y)
-    chex.assert_trees_all_close(grads.to_pure_dict(), manual, rtol=1e-5, atol=1e-7)
+    manual = simplenet.manual_gradients(params, x, y)
+    chex.assert_trees_all_close(grads, manual, rtol=1e-5, atol=1e-7)
 
 
 def test_jax_grad_agrees_with_finite_differences():
     _, graphdef, params, x, y = _setup(7, 6)
     loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
-    grads = jax.grad(loss_fn)(params, x, y).to_pure_dict()
+    grads = jax.grad(loss_fn)(params, x, y)
     numeric = numerical_grad(
-        lambda p, x_, y_: loss_fn(nnx.State(jax.tree.map(jnp.asarray, p)), x_, y_),
-        params.to_pure_dict(), x, y)
+        lambda p, x_, y_: loss_fn(p, x_, y_), params, x, y)
     chex.assert_trees_all_close(grads, numeric, rtol=1e-4, atol=1e-6)
 
 
@@ -151,7 +150,7 @@ def test_named_parameters_accepts_module_state_and_dict():
     model, _, params, _, _ = _setup(0)
     names = [n for n, _ in simplenet.named_parameters(model)]
     assert names == [n for n, _ in simplenet.named_parameters(params)]
-    assert names == [n for n, _ in simplenet.named_parameters(params.to_pure_dict())]
+    assert names == [n for n, _ in simplenet.named_parameters(nnx.state(model, nnx.Param))]
     assert sorted(names) == ["fc1.bias", "fc1.kernel", "fc2.bias", "fc2.kernel"]
 
 

@@ -1,0 +1,168 @@
+"""Side-by-side timing of one optimisation step, PyTorch against JAX, in one process.
+
+For each problem (the single neuron, SimpleNet at a given batch) the same SGD step
+(forward, BCE, backward, parameter update with lr 0.01) is timed four ways:
+
+* ``torch_eager``: ``zero_grad(); loss.backward(); optimizer.step()``
+* ``torch_compile``: the same step function through ``torch.compile`` (None where it fails)
+* ``jax_jit``: ``jax.jit(value_and_grad + optax)`` over split state, buffers donated
+* ``jax_scan``: ``steps`` updates inside one ``jax.lax.scan``, per-step time
+
+Each is a median over repeated samples after warm-up (:func:`jaxbasics.timing.measure`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+from flax import nnx
+
+from jaxbasics import neuron, simplenet
+from jaxbasics.compare import torch_reference as ref
+from jaxbasics.compare.transfer import torch_to_flax
+from jaxbasics.timing import measure
+from jaxbasics.train_step import make_scan_train, make_train_step, split_params
+
+LR = 0.01
+
+
+def _no_sync(out: Any) -> Any:
+    return out
+
+
+def _torch_sync(out: Any) -> Any:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out
+
+
+def _time_torch(step: Callable[[], Any], compile_torch: bool, repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"torch_eager_us": measure(step, sync=_torch_sync,
+                                                     repeats=repeats).median_us}
+    out["torch_compile_us"] = None
+    if compile_torch:
+        try:
+            compiled = torch.compile(step)
+            start = time.perf_counter()
+            compiled()
+            out["torch_compile_s"] = time.perf_counter() - start
+            out["torch_compile_us"] = measure(compiled, sync=_torch_sync,
+                                              repeats=repeats).median_us
+        except Exception as err:  # torch.compile needs a working C++ toolchain; report why not
+            out["torch_compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return out
+
+
+def time_neuron(*, compile_torch: bool = True, scan_steps: int = 1000,
+                repeats: int = 15) -> dict[str, Any]:
+    """One gradient-descent step on (w, b) for the chapter's neuron, four ways."""
+    ex = neuron.CHAPTER_EXAMPLE
+    w_t = torch.tensor([ex.w], requires_grad=True)
+    b_t = torch.tensor([ex.b], requires_grad=True)
+    x_t, y_t = torch.tensor([ex.x]), torch.tensor([ex.y])
+
+    def torch_step():
+        w_t.grad = b_t.grad = None
+        loss = F.binary_cross_entropy(torch.sigmoid(x_t * w_t + b_t), y_t)
+        loss.backward()
+        with torch.no_grad():
+            w_t.sub_(LR * w_t.grad)
+            b_t.sub_(LR * b_t.grad)
+        return loss
+
+    result = _time_torch(torch_step, compile_torch, repeats)
+
+    def jax_body(params, x, y):
+        loss, (gw, gb) = jax.value_and_grad(neuron.loss, argnums=(0, 1))(*params, x, y)
+        return (params[0] - LR * gw, params[1] - LR * gb), loss
+
+    step = jax.jit(jax_body, donate_argnums=0)
+    x, y = jnp.float32(ex.x), jnp.float32(ex.y)
+    state = [(jnp.float32(ex.w), jnp.float32(ex.b))]
+
+    def jax_step():
+        state[0], loss = step(state[0], x, y)
+        return loss
+
+    result["jax_jit_us"] = measure(jax_step, repeats=repeats).median_us
+
+    @jax.jit
+    def scan(params):
+        return jax.lax.scan(lambda p, _: jax_body(p, x, y), params, length=scan_steps)
+
+    params0 = (jnp.float32(ex.w), jnp.float32(ex.b))
+    result["jax_scan_us"] = measure(lambda: scan(params0), repeats=repeats).median_us / scan_steps
+    result["scan_steps"] = scan_steps
+    return result
+
+
+def time_simplenet(batch: int, *, compile_torch: bool = True, scan_steps: int = 1000,
+                   repeats: int = 15, seed: int = 0) -> dict[str, Any]:
+    """One SimpleNet SGD step at ``batch`` examples, four ways, from identical weights."""
+    torch.manual_seed(seed)
+    t_model = ref.TorchSimpleNet()
+    j_model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
+    torch_to_flax(t_model, j_model)
+    x_np, y_np = (np.asarray(a) for a in simplenet.toy_batch(jax.random.key(seed), batch))
+    x_t, y_t = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+    optimizer = torch.optim.SGD(t_model.parameters(), lr=LR)
+    loss_fn = torch.nn.BCELoss()
+
+    def torch_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(t_model(x_t), y_t)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    result = _time_torch(torch_step, compile_torch, repeats)
+
+    graphdef, params = split_params(j_model)
+    tx = optax.sgd(LR)
+    step = make_train_step(graphdef, simplenet.bce_loss, tx)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    state = [jax.tree.map(jnp.copy, params), None]
+    state[1] = tx.init(state[0])
+
+    def jax_step():
+        state[0], state[1], loss = step(state[0], state[1], x, y)
+        return loss
+
+    result["jax_jit_us"] = measure(jax_step, repeats=repeats).median_us
+
+    run = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False)
+    xs = jnp.broadcast_to(x, (scan_steps, *x.shape))
+    ys = jnp.broadcast_to(y, (scan_steps, *y.shape))
+    opt0 = tx.init(params)
+    result["jax_scan_us"] = measure(lambda: run(params, opt0, xs, ys),
+                                    repeats=repeats).median_us / scan_steps
+    result["scan_steps"] = scan_steps
+    return result
+
+
+def add_ratios(entry: dict[str, Any]) -> dict[str, Any]:
+    """Add ``speedup_*`` = torch eager time / other time (higher: faster than torch eager)."""
+    eager = entry["torch_eager_us"]
+    for key in ("torch_compile_us", "jax_jit_us", "jax_scan_us"):
+        if entry.get(key):
+            entry[f"speedup_{key[:-3]}_vs_torch_eager"] = eager / entry[key]
+    return entry
+
+
+def run_timings(*, compile_torch: bool = True, batches: tuple[int, ...] = (1, 1024),
+                repeats: int = 15) -> dict[str, dict[str, Any]]:
+    """``{"neuron": {...}, "simplenet_b1": {...}, "simplenet_b1024": {...}}`` in microseconds."""
+    out = {"neuron": add_ratios(time_neuron(compile_torch=compile_torch, repeats=repeats))}
+    for b in batches:
+        steps = 1000 if b <= 64 else 200
+        out[f"simplenet_b{b}"] = add_ratios(time_simplenet(
+            b, compile_torch=compile_torch, scan_steps=steps, repeats=repeats))
+    return out

@@ -1,0 +1,137 @@
+"""PyTorch parity: every row of `jaxbasics compare`, weight transfer, and the no-torch path."""
+
+import json
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxbasics import neuron, simplenet
+from jaxbasics.cli import main
+from jaxbasics.compare import torch_reference as ref
+from jaxbasics.compare.parity import run_parity
+from jaxbasics.compare.speed import time_simplenet
+from jaxbasics.compare.transfer import flax_to_torch, torch_named_as_flax, torch_to_flax
+from jaxbasics.train_step import loss_of_params, split_params
+
+
+@pytest.fixture(scope="module")
+def parity():
+    return run_parity(seed=0, steps=100)
+
+
+def test_every_parity_row_is_within_its_tolerance(parity):
+    rows, _ = parity
+    assert len(rows) >= 20
+    bad = [r for r in rows if not r.ok]
+    assert not bad, bad
+
+
+def test_parity_values_carry_the_chapter_numbers(parity):
+    _, values = parity
+    for side in ("torch", "jax"):
+        assert round(values["neuron"][side]["grad_w"], 4) == -0.0898
+        assert round(values["neuron"][side]["grad_b"], 4) == -0.0817
+    assert values["simplenet"]["max_abs_param_diff_after_100_steps"] < 1e-5
+    np.testing.assert_allclose(values["bce_edges"]["torch_loss"], values["bce_edges"]["jax_loss"],
+                               rtol=1e-6)
+
+
+def test_documented_dtype_difference_is_real():
+    assert ref.chapter_tensors()["tensor1d"].dtype == torch.int64
+    assert jnp.array([1, 2, 3]).dtype == jnp.int32
+    assert ref.chapter_tensors()["tensor1d"].tolist() == [1, 2, 3]
+
+
+@given(w=st.floats(-3, 3, width=32), b=st.floats(-3, 3, width=32), x=st.floats(-3, 3, width=32),
+       y=st.floats(0, 1, width=32))
+def test_neuron_gradients_match_torch_for_random_values(w, b, x, y):
+    t_loss, t_gw, t_gb = ref.neuron_gradients(w, b, x, y)
+    j_loss, (j_gw, j_gb) = neuron.value_and_gradients(w, b, x, y)
+    chex.assert_trees_all_close((float(j_loss), float(j_gw), float(j_gb)), (t_loss, t_gw, t_gb),
+                                rtol=1e-5, atol=1e-6)
+
+
+@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 3, 16]))
+def test_simplenet_forward_loss_and_gradients_match_torch(seed, batch):
+    torch.manual_seed(seed)
+    t_model = ref.TorchSimpleNet()
+    j_model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
+    torch_to_flax(t_model, j_model)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, 10)).astype(np.float32)
+    y = rng.integers(0, 2, size=(batch, 1)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(j_model(x), t_model(torch.from_numpy(x)).numpy(), rtol=1e-6,
+                                   atol=1e-7)
+    t_loss, t_grads = ref.gradients(t_model, x, y)
+    graphdef, params = split_params(j_model)
+    j_loss, j_grads = jax.value_and_grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
+    np.testing.assert_allclose(float(j_loss), t_loss, rtol=1e-6)
+    chex.assert_trees_all_close(j_grads, torch_named_as_flax(t_grads), rtol=1e-5, atol=1e-7)
+
+
+def test_weight_transfer_round_trips_exactly():
+    j_model = simplenet.SimpleNet(rngs=nnx.Rngs(5))
+    t_model = ref.TorchSimpleNet()
+    flax_to_torch(j_model, t_model)
+    np.testing.assert_array_equal(t_model.fc1.weight.detach().numpy(), np.asarray(j_model.fc1.kernel[...]).T)
+    back = simplenet.SimpleNet(rngs=nnx.Rngs(6))
+    torch_to_flax(t_model, back)
+    chex.assert_trees_all_equal(nnx.state(back, nnx.Param).to_pure_dict(),
+                                nnx.state(j_model, nnx.Param).to_pure_dict())
+
+
+def test_weight_transfer_refuses_mismatched_sizes():
+    with pytest.raises(ValueError, match=r"fc1.kernel: target expects shape \(10, 5\), source gives "
+                                         r"\(10, 7\)"):
+        torch_to_flax(ref.TorchSimpleNet(n_hidden=7), simplenet.SimpleNet(rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"fc1.weight: target expects shape \(7, 10\)"):
+        flax_to_torch(simplenet.SimpleNet(rngs=nnx.Rngs(0)), ref.TorchSimpleNet(n_hidden=7))
+
+
+def test_timing_reports_all_four_ways_as_positive_numbers():
+    t = time_simplenet(4, compile_torch=False, scan_steps=5, repeats=1)
+    for key in ("torch_eager_us", "jax_jit_us", "jax_scan_us"):
+        assert t[key] > 0
+    assert t["torch_compile_us"] is None
+
+
+def test_compare_cli_json_has_the_documented_keys(capsys):
+    assert main(["compare", "--json", "--no-compile", "--repeats", "1", "--steps", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["all_equal"] is True
+    assert out["neuron"]["torch"]["grad_w"] == pytest.approx(out["neuron"]["jax"]["grad_w"],
+                                                             rel=1e-6)
+    assert out["simplenet"]["max_abs_param_diff_after_100_steps"] < 1e-5
+    for case in ("neuron", "simplenet_b1", "simplenet_b1024"):
+        for key in ("torch_eager_us", "jax_jit_us", "jax_scan_us"):
+            assert out["timing"][case][key] > 0
+    assert out["versions"]["torch"].startswith("2.")
+
+
+def test_compare_without_torch_explains_how_to_install():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from jaxbasics.cli import main\n"
+            "sys.exit(main(['compare']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 3
+    assert "pip install torch==2.13.0" in done.stderr and ".[compare]" in done.stderr
+
+
+def test_core_package_does_not_import_torch():
+    code = ("import sys, jaxbasics, jaxbasics.cli\n"
+            "jaxbasics.cli.build_parser()\n"
+            "assert 'torch' not in sys.modules, 'torch imported by the core'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
