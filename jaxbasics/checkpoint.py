@@ -1,0 +1,68 @@
+"""Checkpoints of GPT-2 training (orbax): parameters, optimizer state and step, plus a JSON
+sidecar with the configuration and loss history so a run can be resumed or reloaded.
+
+Layout of a run directory::
+
+    run/
+      checkpoints/<step>/...    orbax StandardSave of {"params", "opt_state"}
+      run.json                  {"config", "options", "task", "history", "step"}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxbasics.config import GPTConfig
+
+
+def _manager(run_dir: Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+
+
+def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict) -> None:
+    """Write the arrays for ``step`` and the JSON sidecar (``meta`` plus ``step``)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _manager(run_dir) as mgr:
+        mgr.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+                 force=True)
+        mgr.wait_until_finished()
+    (run_dir / "run.json").write_text(json.dumps({**meta, "step": step}, indent=1))
+
+
+def load_meta(run_dir: str | Path) -> dict:
+    """The JSON sidecar of a run directory, or ``FileNotFoundError`` saying what is missing."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {run_dir}: {path} does not exist "
+                                f"(train with --out {run_dir} first)")
+    return json.loads(path.read_text())
+
+
+def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any
+            ) -> tuple[int, Any, Any]:
+    """``(step, params, opt_state)`` of the latest checkpoint, shaped like the ``*_like`` trees
+    (arrays or ``jax.ShapeDtypeStruct``)."""
+    meta = load_meta(run_dir)
+    target = {"params": params_like, "opt_state": opt_state_like}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    with _manager(Path(run_dir)) as mgr:
+        step = mgr.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint steps under {Path(run_dir) / 'checkpoints'}")
+        if step != meta["step"]:
+            raise ValueError(f"run.json says step {meta['step']} but the latest checkpoint is "
+                             f"step {step}; the run directory is inconsistent")
+        restored = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return step, restored["params"], restored["opt_state"]
+
+
+def config_of(meta: dict) -> GPTConfig:
+    """The :class:`GPTConfig` recorded in a run's sidecar."""
+    return GPTConfig(**meta["config"])

@@ -1,0 +1,130 @@
+"""Training data for GPT-2 (the chapter's model put to work): a byte-level tokenizer, an
+embedded synthetic task (multi-digit addition written as text) and windows of a user's
+UTF-8 text file.
+
+Every batch is a pure function of ``(seed, step)``, so a run resumed from a checkpoint at
+step s sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxbasics import checks
+
+IGNORE = -1  # label value excluded from the loss (see losses.cross_entropy's ignore_index)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids 0..255: no vocabulary file, any text round-trips."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+
+@dataclass
+class AdditionTask:
+    """``"123+045=861\\n"``: two zero-padded ``digits``-digit numbers and their sum written
+    least-significant digit first (the order a carry propagates, which makes the task learnable
+    by a small model in minutes). A seeded 2 % of all pairs (at most 2,000) is held out.
+
+    Loss is taken only on the answer and the newline (the operands are unpredictable).
+    """
+
+    digits: int = 3
+    seed: int = 0
+    tokenizer: ByteTokenizer = field(default_factory=ByteTokenizer)
+
+    def __post_init__(self) -> None:
+        checks.positive_int(self.digits, "digits")
+        if self.digits > 6:
+            raise ValueError(f"digits must be <= 6 (the pair table has 10**(2*digits) rows), "
+                             f"got {self.digits}")
+        n = 10 ** self.digits
+        order = np.random.default_rng(self.seed).permutation(n * n)
+        n_test = min(2000, max(1, n * n // 50))
+        self._test, self._train = order[:n_test], order[n_test:]
+        self.prompt_len = 2 * self.digits + 2  # "aaa+bbb="
+        self.answer_len = self.digits + 1  # reversed sum, may carry into one more digit
+        self.seq_len = self.prompt_len + self.answer_len + 1  # + "\n"
+
+    def text(self, a: int, b: int) -> str:
+        d = self.digits
+        return f"{a:0{d}d}+{b:0{d}d}=" + f"{a + b:0{d + 1}d}"[::-1] + "\n"
+
+    def _encode_pairs(self, pairs: np.ndarray) -> np.ndarray:
+        n = 10 ** self.digits
+        rows = [self.tokenizer.encode(self.text(int(p) // n, int(p) % n)) for p in pairs]
+        return np.asarray(rows, np.int32)
+
+    def batch(self, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of shape (B, seq_len - 1): inputs and next-token labels, prompt labels
+        set to :data:`IGNORE`."""
+        rng = np.random.default_rng([self.seed, step])
+        seqs = self._encode_pairs(self._train[rng.integers(0, len(self._train), batch_size)])
+        x, y = seqs[:, :-1], seqs[:, 1:].copy()
+        y[:, : self.prompt_len - 1] = IGNORE
+        return x, y
+
+    def test_prompts(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out ``(prompts (N, prompt_len), answers (N, answer_len + 1))`` token ids."""
+        seqs = self._encode_pairs(self._test[:limit])
+        return seqs[:, : self.prompt_len], seqs[:, self.prompt_len:]
+
+    def decode_answer(self, tokens: np.ndarray) -> str:
+        return self.tokenizer.decode(tokens)
+
+
+@dataclass
+class TextDataset:
+    """Random windows of a UTF-8 text file, byte-tokenised: x = bytes[o:o+T], y = bytes[o+1:o+T+1]."""
+
+    path: str | Path
+    context_length: int
+    seed: int = 0
+    tokenizer: ByteTokenizer = field(default_factory=ByteTokenizer)
+
+    def __post_init__(self) -> None:
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"text file not found: {path}")
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {err.start})") from err
+        checks.positive_int(self.context_length, "context_length")
+        if len(raw) < self.context_length + 2:
+            raise ValueError(f"{path} has {len(raw)} bytes; need more than context_length + 1 = "
+                             f"{self.context_length + 1} to cut one training window")
+        split = int(len(raw) * 0.9)
+        data = np.frombuffer(raw, np.uint8).astype(np.int32)
+        self.train, self.val = data[:split], data[split:]
+        if len(self.val) < self.context_length + 2:  # tiny files: validate on the tail anyway
+            self.val = data[-(self.context_length + 2):]
+
+    def _windows(self, data: np.ndarray, rng: np.random.Generator, batch_size: int):
+        starts = rng.integers(0, len(data) - self.context_length - 1, batch_size)
+        idx = starts[:, None] + np.arange(self.context_length + 1)[None, :]
+        seqs = data[idx]
+        return seqs[:, :-1], seqs[:, 1:]
+
+    def batch(self, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._windows(self.train, np.random.default_rng([self.seed, step]), batch_size)
+
+    def val_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._windows(self.val, np.random.default_rng([self.seed, 10**9]), batch_size)
+
+
+def step_key(seed: int, step: int) -> jax.Array:
+    """Dropout key of training step ``step``: a pure function of (seed, step)."""
+    return jax.random.fold_in(jax.random.key(seed), step)

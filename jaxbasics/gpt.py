@@ -1,0 +1,227 @@
+"""GPT-2 in Flax NNX: the model that the chapter's ``GPT_CONFIG_124M`` describes.
+
+References: Radford et al., "Language Models are Unsupervised Multitask Learners" (2019);
+the architecture follows OpenAI's released GPT-2 (pre-LayerNorm blocks, tanh-GELU,
+LayerNorm eps 1e-5, learned position embeddings).
+
+    x = drop(tok_emb[idx] + pos_emb[pos])                      (B, T, d)
+    repeat n_layers:                                           (one lax.scan over stacked blocks)
+        x = x + drop(attn(ln1(x)))     causal, n_heads heads of d/n_heads
+        x = x + drop(mlp(ln2(x)))      d -> 4d -> GELU -> d
+    logits = ln_f(x) @ W_out                                   (B, T, V)
+
+The blocks' parameters are stacked along a leading ``n_layers`` axis and the forward pass
+is one ``jax.lax.scan``, so trace and compile time do not grow with depth. Dropout uses an
+explicit key (``rng=``) and is active only with ``deterministic=False``; the model holds
+parameters and nothing else, so ``split_params`` gives a plain dict of arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxbasics import checks
+from jaxbasics.config import GPTConfig
+
+LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
+INIT_STD = 0.02
+
+KVCache = dict[str, jax.Array]  # {"k", "v"}: (n_layers, B, T_max, n_heads, head_dim)
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout: keep with prob 1 - rate and scale by 1/(1 - rate); identity without key."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class CausalSelfAttention(nnx.Module):
+    """Multi-head causal self-attention with a fused (d, 3d) query/key/value projection."""
+
+    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
+        d = cfg.emb_dim
+        self.n_heads, self.head_dim, self.drop_rate = cfg.n_heads, cfg.head_dim, cfg.drop_rate
+        self.qkv = nnx.Linear(d, 3 * d, use_bias=cfg.qkv_bias, dtype=dtype,
+                              kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
+        # residual projection: std 0.02 / sqrt(2 n_layers) (GPT-2 paper, section 2.3)
+        self.proj = nnx.Linear(d, d, dtype=dtype, rngs=rngs, kernel_init=nnx.initializers.normal(
+            INIT_STD / math.sqrt(2 * cfg.n_layers)))
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None,
+                 cache: tuple[jax.Array, jax.Array] | None = None, pos: jax.Array | int = 0
+                 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        b, t, d = x.shape
+        q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * self.n_heads, self.head_dim), 3,
+                            axis=2)  # each (B, T, H, hd)
+        if cache is not None:  # write this step's keys/values at [pos, pos + T)
+            k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, pos, 0, 0))
+            v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
+            cache = (k, v)
+        if cache is None and key is None:
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # fused where possible
+        else:
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+            scores = scores / math.sqrt(self.head_dim)
+            q_pos = pos + jnp.arange(t)[:, None]
+            mask = jnp.arange(k.shape[1])[None, :] <= q_pos  # (T, T_k): keys up to own position
+            weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+            weights = _dropout(weights, self.drop_rate, key).astype(v.dtype)
+            out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        return self.proj(out.reshape(b, t, d)), cache
+
+
+class MLP(nnx.Module):
+    """d -> 4d -> GELU (tanh approximation, as GPT-2) -> d."""
+
+    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
+        d = cfg.emb_dim
+        self.fc = nnx.Linear(d, 4 * d, dtype=dtype, rngs=rngs,
+                             kernel_init=nnx.initializers.normal(INIT_STD))
+        self.proj = nnx.Linear(4 * d, d, dtype=dtype, rngs=rngs, kernel_init=nnx.initializers.normal(
+            INIT_STD / math.sqrt(2 * cfg.n_layers)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.proj(jax.nn.gelu(self.fc(x), approximate=True))
+
+
+class Block(nnx.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln1(x)), then + mlp(ln2(x))."""
+
+    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
+        d = cfg.emb_dim
+        self.drop_rate = cfg.drop_rate
+        self.ln1 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.attn = CausalSelfAttention(cfg, dtype=dtype, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, cache=None, pos=0):
+        keys = (None,) * 3 if key is None else tuple(jax.random.split(key, 3))
+        h, cache = self.attn(self.ln1(x), key=keys[0], cache=cache, pos=pos)
+        x = x + _dropout(h, self.drop_rate, keys[1])
+        x = x + _dropout(self.mlp(self.ln2(x)), self.drop_rate, keys[2])
+        return x, cache
+
+
+class GPT(nnx.Module):
+    """GPT-2 language model for a :class:`~jaxbasics.config.GPTConfig`.
+
+    Args:
+      cfg: the configuration (``GPT_CONFIG_124M`` for the chapter's model).
+      dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters stay float32.
+      remat: recompute each block's activations in the backward pass (``jax.checkpoint``),
+        trading about a third more compute for activation memory that no longer grows with depth.
+      rngs: parameter initialisation keys.
+    """
+
+    def __init__(self, cfg: GPTConfig, *, dtype: Any = jnp.float32, remat: bool = False,
+                 rngs: nnx.Rngs):
+        if not isinstance(cfg, GPTConfig):
+            raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
+        self.cfg, self.dtype, self.remat = cfg, dtype, remat
+        emb_init = nnx.initializers.normal(INIT_STD)
+        self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype,
+                                 embedding_init=emb_init, rngs=rngs)
+        self.pos_emb = nnx.Embed(cfg.context_length, cfg.emb_dim, dtype=dtype,
+                                 embedding_init=emb_init, rngs=rngs)
+
+        @nnx.split_rngs(splits=cfg.n_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def stacked_blocks(rngs: nnx.Rngs) -> Block:
+            return Block(cfg, dtype=dtype, rngs=rngs)
+
+        self.blocks = stacked_blocks(rngs)  # every parameter has a leading n_layers axis
+        self.ln_f = nnx.LayerNorm(cfg.emb_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.head = None if cfg.tie_embeddings else nnx.Linear(
+            cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype,
+            kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
+
+    def __call__(self, idx: jax.Array, *, deterministic: bool = True,
+                 rng: jax.Array | None = None) -> jax.Array:
+        """Next-token logits (B, T, V), float32, for token ids ``idx`` (B, T), T <= context.
+
+        ``deterministic=False`` turns dropout on and needs ``rng`` (a JAX key) when
+        ``drop_rate > 0``.
+        """
+        idx = check_tokens(idx, self.cfg)
+        key = None
+        if not deterministic and self.cfg.drop_rate > 0:
+            if rng is None:
+                raise ValueError("rng (a jax.random.key) is required when deterministic=False "
+                                 f"and drop_rate={self.cfg.drop_rate} > 0")
+            key = rng
+        logits, _ = self._forward(idx, key=key, cache=None, pos=0)
+        return logits
+
+    def decode(self, idx: jax.Array, cache: KVCache, pos: jax.Array | int
+               ) -> tuple[jax.Array, KVCache]:
+        """Logits for ``idx`` (B, T) placed at positions ``pos .. pos+T-1``, attending to the
+        keys/values already in ``cache`` (see :func:`init_cache`); returns the updated cache.
+        No dropout. The caller keeps ``pos + T <= cache length``."""
+        idx = check_tokens(idx, self.cfg)
+        return self._forward(idx, key=None, cache=cache, pos=pos)
+
+    def _forward(self, idx, *, key, cache, pos):
+        b, t = idx.shape
+        emb_key, layer_key = (None, None) if key is None else tuple(jax.random.split(key))
+        x = self.tok_emb(idx) + self.pos_emb(pos + jnp.arange(t))  # (B, T, d)
+        x = _dropout(x, self.cfg.drop_rate, emb_key)
+        graphdef, state = nnx.split(self.blocks)
+        layer_keys = None if layer_key is None else jax.random.split(layer_key, self.cfg.n_layers)
+        layer_cache = None if cache is None else (cache["k"], cache["v"])
+
+        def body(h, xs):
+            layer_state, lkey, lcache = xs
+            h, lcache = nnx.merge(graphdef, layer_state)(h, key=lkey, cache=lcache, pos=pos)
+            return h, lcache
+
+        if self.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
+        x, new_cache = jax.lax.scan(body, x, (state, layer_keys, layer_cache))
+        x = self.ln_f(x)
+        logits = self.tok_emb.attend(x) if self.head is None else self.head(x)
+        if new_cache is not None:
+            new_cache = {"k": new_cache[0], "v": new_cache[1]}
+        return logits.astype(jnp.float32), new_cache
+
+
+def init_cache(cfg: GPTConfig, batch_size: int, max_len: int | None = None,
+               dtype: Any = jnp.float32) -> KVCache:
+    """Zeroed key/value cache ``{"k", "v"}`` of shape (n_layers, B, max_len, n_heads, head_dim)."""
+    checks.positive_int(batch_size, "batch_size")
+    max_len = cfg.context_length if max_len is None else max_len
+    checks.positive_int(max_len, "max_len")
+    if max_len > cfg.context_length:
+        raise ValueError(f"max_len must be <= context_length {cfg.context_length}, got {max_len}")
+    shape = (cfg.n_layers, batch_size, max_len, cfg.n_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def check_tokens(idx: Any, cfg: GPTConfig) -> jax.Array:
+    """Validate token ids for ``cfg``: integer dtype, shape (B, T) with 1 <= T <=
+    context_length, and (on concrete arrays) values in [0, vocab_size)."""
+    idx = checks.int_array(idx, "idx")
+    if idx.ndim != 2:
+        raise ValueError(f"idx must have shape (batch, seq_len), got {tuple(idx.shape)}")
+    checks.nonempty(idx, "idx")
+    if idx.shape[1] > cfg.context_length:
+        raise ValueError(f"idx has {idx.shape[1]} tokens per sequence, more than "
+                         f"context_length={cfg.context_length}")
+    if checks.is_concrete(idx):
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"idx must hold token ids in [0, {cfg.vocab_size}), got values "
+                             f"from {lo} to {hi}")
+    return idx
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable scalars actually held by ``model``."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,177 @@
+"""Loading GPT-2 checkpoints in the Hugging Face format (a directory holding ``config.json``
+and ``model.safetensors``) into :class:`jaxbasics.gpt.GPT`, and their tokenizer files.
+
+Nothing is downloaded: point at a directory (e.g. one written by ``save_pretrained`` or a
+copy of the ``gpt2`` repository). Key mapping, per block i (``transformer.`` prefix optional)::
+
+    wte.weight (V, d) -> tok_emb.embedding        wpe.weight (C, d) -> pos_emb.embedding
+    h.i.ln_1.{weight,bias} -> blocks.ln1.{scale,bias}[i]
+    h.i.attn.c_attn.{weight (d, 3d), bias} -> blocks.attn.qkv.{kernel, bias}[i]
+    h.i.attn.c_proj -> blocks.attn.proj    h.i.ln_2 -> blocks.ln2
+    h.i.mlp.c_fc (d, 4d) -> blocks.mlp.fc  h.i.mlp.c_proj (4d, d) -> blocks.mlp.proj
+    ln_f -> ln_f                           lm_head.weight (V, d) -> head.kernel (d, V), if untied
+
+GPT-2's ``Conv1D`` layers store weights as (in, out), Flax's kernel layout, so they are
+copied as they are; only ``lm_head`` (a ``torch.nn.Linear``, (out, in)) is transposed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxbasics.config import GPTConfig
+from jaxbasics.data import ByteTokenizer
+from jaxbasics.gpt import GPT, LN_EPS
+
+_BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older checkpoints
+_BLOCK_MAP = {  # ours (under blocks.) -> Hugging Face (under h.i.), "T" = transpose
+    ("ln1", "scale"): "ln_1.weight", ("ln1", "bias"): "ln_1.bias",
+    ("attn", "qkv", "kernel"): "attn.c_attn.weight", ("attn", "qkv", "bias"): "attn.c_attn.bias",
+    ("attn", "proj", "kernel"): "attn.c_proj.weight", ("attn", "proj", "bias"): "attn.c_proj.bias",
+    ("ln2", "scale"): "ln_2.weight", ("ln2", "bias"): "ln_2.bias",
+    ("mlp", "fc", "kernel"): "mlp.c_fc.weight", ("mlp", "fc", "bias"): "mlp.c_fc.bias",
+    ("mlp", "proj", "kernel"): "mlp.c_proj.weight", ("mlp", "proj", "bias"): "mlp.c_proj.bias",
+}
+
+
+def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
+    """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json`` (dropout off by default,
+    for inference; OpenAI's weights have ``qkv_bias=True`` and tied embeddings)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected a Hugging Face GPT-2 directory "
+                                f"with config.json and model.safetensors")
+    hf = json.loads(path.read_text())
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"{path}: model_type must be 'gpt2', got {hf.get('model_type')!r}")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"{path}: activation_function must be the tanh GELU ('gelu_new'), "
+                         f"got {act!r}")
+    eps = hf.get("layer_norm_epsilon", LN_EPS)
+    if abs(eps - LN_EPS) > 1e-12:
+        raise ValueError(f"{path}: layer_norm_epsilon must be {LN_EPS}, got {eps}")
+    return GPTConfig(vocab_size=hf["vocab_size"],
+                     context_length=hf.get("n_positions", hf.get("n_ctx", 1024)),
+                     emb_dim=hf["n_embd"], n_heads=hf["n_head"], n_layers=hf["n_layer"],
+                     drop_rate=drop_rate, qkv_bias=True,
+                     tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+
+
+def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        files = sorted({directory / f for f in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in "
+                                f"{directory}")
+    tensors: dict[str, np.ndarray] = {}
+    for f in files:
+        for key, value in load_file(str(f)).items():
+            tensors[key.removeprefix("transformer.")] = value
+    return tensors
+
+
+def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp.float32) -> GPT:
+    """A :class:`GPT` holding the weights of the Hugging Face GPT-2 checkpoint in ``directory``.
+
+    Raises ``ValueError`` naming the tensor when a shape disagrees with ``config.json``, or
+    when tensors are missing or unexpected.
+    """
+    directory = Path(directory)
+    cfg = config_from_hf(directory, drop_rate)
+    tensors = _read_tensors(directory)
+    abstract = nnx.eval_shape(lambda: GPT(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    expected = state.to_pure_dict()
+    used: set[str] = set()
+
+    def take(key: str, want: tuple[int, ...], transpose: bool = False) -> jax.Array:
+        if key not in tensors:
+            raise ValueError(f"{directory}: tensor {key!r} is missing from the checkpoint")
+        value = tensors[key].T if transpose else tensors[key]
+        if value.shape != tuple(want):
+            raise ValueError(f"{directory}: tensor {key!r} has shape {value.shape}, but "
+                             f"config.json implies {tuple(want)}")
+        used.add(key)
+        return jnp.asarray(value, jnp.float32)
+
+    params: dict = {
+        "tok_emb": {"embedding": take("wte.weight", expected["tok_emb"]["embedding"].shape)},
+        "pos_emb": {"embedding": take("wpe.weight", expected["pos_emb"]["embedding"].shape)},
+        "ln_f": {"scale": take("ln_f.weight", expected["ln_f"]["scale"].shape),
+                 "bias": take("ln_f.bias", expected["ln_f"]["bias"].shape)},
+        "blocks": {},
+    }
+    for path, hf_name in _BLOCK_MAP.items():
+        want = _get(expected["blocks"], path)
+        if want is None:  # qkv bias absent from a qkv_bias=False config
+            continue
+        layers = [take(f"h.{i}.{hf_name}", want.shape[1:]) for i in range(cfg.n_layers)]
+        _set(params["blocks"], path, jnp.stack(layers))
+    if not cfg.tie_embeddings:
+        params["head"] = {"kernel": take("lm_head.weight", expected["head"]["kernel"].shape,
+                                         transpose=True)}
+    unexpected = sorted(k for k in tensors if k not in used and not k.endswith(_BUFFERS)
+                        and not (cfg.tie_embeddings and k == "lm_head.weight"))
+    if unexpected:
+        raise ValueError(f"{directory}: unexpected tensors for a {cfg.n_layers}-layer GPT-2: "
+                         f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+    return nnx.merge(graphdef, params)
+
+
+def _get(tree: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class _HFTokenizer:
+    def __init__(self, tok: Any):
+        self._tok = tok
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode([int(i) for i in ids])
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """The checkpoint's BPE tokenizer (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``,
+    read with the ``tokenizers`` package), else the byte-level fallback."""
+    directory = Path(directory)
+    try:
+        import tokenizers
+    except ImportError:
+        return ByteTokenizer()
+    if (directory / "tokenizer.json").is_file():
+        return _HFTokenizer(tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")))
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        return _HFTokenizer(tokenizers.ByteLevelBPETokenizer(
+            str(directory / "vocab.json"), str(directory / "merges.txt")))
+    return ByteTokenizer()
