@@ -101,8 +101,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=c, disable=args.quiet) as progress:
         bar = progress.add_task("compiling…", total=opts.steps)
+        ran: list[int] = []
 
         def on_step(step: int, r: dict) -> None:
+            ran.append(step)
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
                                                              f"{r['tokens_per_s']:,.0f} tok/s")
         try:
@@ -113,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             c.print(f"interrupted: checkpoint saved in {args.out}; continue with --resume")
             return 130
     h = result.history
-    if not h:
+    if not ran:
         c.print(f"nothing to do: {args.out} is already at step {result.step}")
         return 0
     c.print(f"loss {h[0]['loss']:.4f} → {h[-1]['loss']:.4f} after {result.step} steps")

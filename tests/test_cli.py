@@ -51,3 +51,35 @@ def test_unknown_command_fails_with_usage():
                           text=True, check=False)
     assert done.returncode == 2
     assert "invalid choice: 'nope'" in done.stderr
+
+
+def test_train_then_generate_from_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--digits", "2", "--steps", "20", "--batch-size", "16", "--out", str(out),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out accuracy" in text and "loss 5." in text
+    assert (out / "loss.png").stat().st_size > 10_000 and (out / "run.json").is_file()
+    assert main(["train", "--digits", "2", "--steps", "20", "--batch-size", "16", "--out",
+                 str(out), "--quiet", "--resume"]) == 0
+    assert "already at step 20" in capsys.readouterr().out
+    assert main(["generate", "--run", str(out), "--prompt", "12+34=", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("12+34=")
+
+
+def test_train_on_a_text_file(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 40, encoding="utf-8")
+    assert main(["train", "--text", str(corpus), "--context", "32", "--steps", "15",
+                 "--batch-size", "8", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "validation loss" in text and "sample:" in text
+
+
+def test_train_and_generate_report_bad_input(tmp_path, capsys):
+    assert main(["train", "--text", str(tmp_path / "nope.txt"), "--quiet"]) == 2
+    assert "text file not found" in capsys.readouterr().err
+    assert main(["train", "--steps", "0", "--quiet"]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err
+    assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""Generation: KV cache equals recomputation for greedy and sampling; argument checks."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxbasics.config import GPTConfig
+from jaxbasics.generate import generate, sample_next
+from jaxbasics.gpt import GPT
+
+CFG = GPTConfig(vocab_size=53, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
+                drop_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GPT(CFG, rngs=nnx.Rngs(3))
+
+
+PROMPT = jnp.asarray(np.random.default_rng(0).integers(0, 53, (3, 4)), jnp.int32)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(0.0, None), (1.0, None), (0.7, 5), (1.3, 1)])
+def test_kv_cache_generation_equals_recomputation(model, temperature, top_k):
+    kwargs = dict(temperature=temperature, top_k=top_k, rng=jax.random.key(7))
+    cached = generate(model, PROMPT, 12, **kwargs)
+    full = generate(model, PROMPT, 12, use_cache=False, **kwargs)
+    chex.assert_trees_all_equal(cached, full)
+    assert cached.shape == (3, 16)
+    chex.assert_trees_all_equal(cached[:, :4], PROMPT)
+
+
+def test_greedy_picks_the_argmax_of_the_models_logits(model):
+    out = generate(model, PROMPT, 3)
+    seq = PROMPT
+    for _ in range(3):
+        nxt = jnp.argmax(model(seq)[:, -1], axis=-1).astype(jnp.int32)
+        seq = jnp.concatenate([seq, nxt[:, None]], axis=1)
+    chex.assert_trees_all_equal(out, seq)
+
+
+def test_top_k_one_is_greedy(model):
+    chex.assert_trees_all_equal(generate(model, PROMPT, 8, temperature=0.9, top_k=1,
+                                         rng=jax.random.key(1)), generate(model, PROMPT, 8))
+
+
+def test_top_k_sampling_only_draws_from_the_k_largest():
+    logits = jnp.tile(jnp.arange(10.0)[None], (2000, 1))
+    draws = sample_next(logits, jax.random.key(0), 1.0, 3)
+    assert set(np.asarray(draws).tolist()) == {7, 8, 9}
+    counts = np.bincount(np.asarray(draws), minlength=10)[7:] / 2000
+    np.testing.assert_allclose(counts, np.exp([7, 8, 9]) / np.exp([7, 8, 9]).sum(), atol=0.04)
+
+
+def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
+    a = generate(model, PROMPT, 10, temperature=1.0, rng=jax.random.key(1))
+    chex.assert_trees_all_equal(a, generate(model, PROMPT, 10, temperature=1.0,
+                                            rng=jax.random.key(1)))
+    assert not np.array_equal(a, generate(model, PROMPT, 10, temperature=1.0,
+                                          rng=jax.random.key(2)))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"max_new_tokens": 13}, "prompt length 4 + max_new_tokens 13 = 17 exceeds context_length=16"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
+    ({"max_new_tokens": 2, "temperature": -1.0}, "temperature must be a number >= 0, got -1.0"),
+    ({"max_new_tokens": 2, "top_k": 0}, "top_k must be None or an int in [1, 53], got 0"),
+    ({"max_new_tokens": 2, "temperature": 1.0}, "rng (a jax.random.key) is required"),
+])
+def test_bad_generation_arguments(model, kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        generate(model, PROMPT, **kwargs)
+    assert fragment in str(info.value)

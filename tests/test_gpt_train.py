@@ -1,0 +1,162 @@
+"""GPT training: optimizer pieces, learning the addition task, exact checkpoint resume."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxbasics.config import GPTConfig
+from jaxbasics.data import IGNORE, AdditionTask, TextDataset
+from jaxbasics.gpt_train import (
+    TrainOptions,
+    addition_accuracy,
+    build_model,
+    decay_mask,
+    learning_rate_schedule,
+    make_gpt_train_step,
+    make_optimizer,
+    train,
+)
+from jaxbasics.train_step import split_params
+
+CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
+                drop_rate=0.0)
+
+
+def test_decay_mask_covers_matrices_and_embeddings_only():
+    _, params = split_params(build_model(CFG.replace(qkv_bias=True), TrainOptions()))
+    flat = {"/".join(str(k.key) for k in path): v for path, v in
+            jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]}
+    assert flat["tok_emb/embedding"] and flat["blocks/attn/qkv/kernel"] and flat["head/kernel"]
+    assert not flat["blocks/attn/qkv/bias"] and not flat["blocks/ln1/scale"]
+    assert not flat["ln_f/bias"]
+    assert sum(flat.values()) == 7  # 2 embeddings, qkv, proj, fc, mlp proj, head
+
+
+def test_schedule_warms_up_then_decays_by_cosine():
+    opts = TrainOptions(steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr_ratio=0.1)
+    lr = learning_rate_schedule(opts)
+    np.testing.assert_allclose([lr(0), lr(50), lr(100), lr(550), lr(1000)],
+                               [0.0, 5e-4, 1e-3, 1e-4 + 0.5 * 9e-4, 1e-4], rtol=1e-5)
+
+
+def test_accumulating_two_halves_equals_one_full_batch_step():
+    task = AdditionTask(2)
+    x, y = task.batch(0, 16)
+    key = jax.random.key(0)
+    model = build_model(CFG, TrainOptions())
+    graphdef, params = split_params(model)
+    full_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2))
+    full, _, _ = make_gpt_train_step(graphdef, full_tx, donate=False)(
+        params, full_tx.init(params), x, y, key)
+    acc_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2, accumulate=2))
+    step = make_gpt_train_step(graphdef, acc_tx, donate=False)
+    p, s = params, acc_tx.init(params)
+    for half in (slice(0, 8), slice(8, 16)):
+        p, s, _ = step(p, s, x[half], y[half], key)
+    chex.assert_trees_all_close(p, full, rtol=1e-5, atol=1e-6)
+
+
+def test_addition_batches_mask_the_prompt_and_are_reproducible():
+    task = AdditionTask(3, seed=1)
+    x, y = task.batch(5, 4)
+    assert x.shape == y.shape == (4, 12)
+    assert (y[:, :7] == IGNORE).all() and (y[:, 7:] >= 0).all()
+    text = task.tokenizer.decode(list(x[0]) + [int(y[0, -1])])
+    a, b, s = int(text[:3]), int(text[4:7]), text[8:12]
+    assert s[::-1] == f"{a + b:04d}"
+    chex.assert_trees_all_equal(task.batch(5, 4), (x, y))
+    prompts, _ = task.test_prompts()
+    train_pairs = {task.tokenizer.decode(r[:8]) for r in task.batch(0, 4000)[0]}
+    assert not train_pairs & {task.tokenizer.decode(p) for p in prompts}  # held out
+
+
+def test_training_lowers_the_loss_and_learns_two_digit_addition():
+    task = AdditionTask(2)
+    opts = TrainOptions(steps=600, batch_size=64, learning_rate=1e-2, warmup_steps=30)
+    result = train(CFG, task, opts)
+    losses = [r["loss"] for r in result.history]
+    assert np.mean(losses[:5]) > 3.0  # ln 256 = 5.5 at the start
+    assert np.mean(losses[-20:]) < 0.05 * np.mean(losses[:5])
+    accuracy, _ = addition_accuracy(result.model, task)
+    assert accuracy > 0.9  # held-out sums; guessing would get 1 in 1,000
+
+
+def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(tmp_path):
+    task = AdditionTask(2)
+    cfg = CFG.replace(drop_rate=0.1)  # dropout keys must line up too
+    opts = TrainOptions(steps=12, batch_size=8, warmup_steps=2, save_every=100, accumulate=2)
+    whole = train(cfg, task, opts)
+    first = train(cfg, task, opts, run_dir=tmp_path, stop_after=5)
+    assert first.step == 5
+    resumed = train(cfg, task, opts, run_dir=tmp_path, resume=True)
+    assert resumed.step == 12 and len(resumed.history) == 12
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    task = AdditionTask(2)
+    opts = TrainOptions(steps=3, batch_size=4, warmup_steps=1)
+    train(CFG, task, opts, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot resume .* its options"):
+        train(CFG, task, TrainOptions(steps=4, batch_size=4, warmup_steps=1), run_dir=tmp_path,
+              resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        train(CFG, task, opts, run_dir=tmp_path / "empty", resume=True)
+
+
+def test_bf16_training_step_runs_with_float32_state():
+    task = AdditionTask(2)
+    opts = TrainOptions(steps=20, batch_size=16, warmup_steps=2, bf16=True, learning_rate=3e-3)
+    result = train(CFG, task, opts)
+    assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {jnp.dtype("float32")}
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_text_dataset_windows_and_errors(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("hello jax — " * 50, encoding="utf-8")
+    ds = TextDataset(path, 16)
+    x, y = ds.batch(0, 3)
+    assert x.shape == (3, 16)
+    chex.assert_trees_all_equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(FileNotFoundError, match="text file not found"):
+        TextDataset(tmp_path / "missing.txt", 16)
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00" * 100)
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        TextDataset(tmp_path / "bin", 16)
+    (tmp_path / "short").write_text("abc")
+    with pytest.raises(ValueError, match="has 3 bytes; need more than context_length"):
+        TextDataset(tmp_path / "short", 16)
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"steps": 0}, "steps must be a positive integer"),
+    ({"warmup_steps": 1500}, "warmup_steps must be an int in [0, steps=1500)"),
+    ({"learning_rate": 2.0}, "learning_rate must be in [0, 1]"),
+    ({"accumulate": 0}, "accumulate must be a positive integer"),
+])
+def test_bad_train_options(changes, fragment):
+    with pytest.raises(ValueError) as info:
+        TrainOptions(**changes)
+    assert fragment in str(info.value)
+
+
+def test_vocab_mismatch_is_refused():
+    with pytest.raises(ValueError, match="tokenizer has 256 ids but cfg.vocab_size=100"):
+        train(CFG.replace(vocab_size=100), AdditionTask(2), TrainOptions(steps=2, warmup_steps=0))
+
+
+def test_optax_adamw_is_what_runs():
+    """The optimizer chain is optax's: clip then adamw, nothing hand-written."""
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=1))
+    params = {"w": {"kernel": jnp.ones((2, 2))}, "b": {"bias": jnp.ones(2)}}
+    grads = jax.tree.map(lambda p: 10 * p, params)  # global norm sqrt(600) > 1: clipped
+    updates, _ = tx.update(grads, tx.init(params), params)
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
+        learning_rate_schedule(TrainOptions(steps=10, warmup_steps=1)), b1=0.9, b2=0.95,
+        weight_decay=0.1, mask=decay_mask))
+    chex.assert_trees_all_close(updates, ref.update(grads, ref.init(params), params)[0])

@@ -1,0 +1,98 @@
+"""Loading Hugging Face GPT-2 checkpoints: logit and generation parity with transformers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from jaxbasics.data import ByteTokenizer
+from jaxbasics.generate import generate
+from jaxbasics.hf import config_from_hf, load_gpt2, load_tokenizer
+
+
+def _save_tiny(path, tie=True, seed=0):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=3, n_head=4,
+                     tie_word_embeddings=tie, bos_token_id=0, eos_token_id=0,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # random LayerNorm and bias values, so a mix-up would show
+        for name, p in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_logits_match_transformers(tmp_path, tie):
+    hf = _save_tiny(tmp_path, tie=tie)
+    ours = load_gpt2(tmp_path)
+    assert ours.cfg.qkv_bias and ours.cfg.tie_embeddings == tie and ours.cfg.n_layers == 3
+    ids = np.random.default_rng(1).integers(0, 97, (2, 24))
+    with torch.no_grad():
+        want = hf(torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours(ids)), want, atol=1e-4)
+
+
+def test_greedy_generation_matches_transformers(tmp_path):
+    hf = _save_tiny(tmp_path, seed=3)
+    ours = load_gpt2(tmp_path)
+    prompt = np.random.default_rng(2).integers(1, 97, (2, 6))
+    with torch.no_grad():
+        want = hf.generate(torch.from_numpy(prompt), max_new_tokens=14, do_sample=False,
+                           pad_token_id=0, eos_token_id=None).numpy()
+    np.testing.assert_array_equal(np.asarray(generate(ours, prompt, 14)), want)
+
+
+def test_shape_disagreeing_with_config_is_named(tmp_path):
+    _save_tiny(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("h.1.mlp.c_fc.weight"))
+    tensors[key] = np.zeros((32, 64), np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"tensor 'h.1.mlp.c_fc.weight' has shape \(32, 64\), "
+                                         r"but config.json implies \(32, 128\)"):
+        load_gpt2(tmp_path)
+
+
+def test_missing_and_unexpected_tensors_are_refused(tmp_path):
+    _save_tiny(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["n_layer"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="tensor 'h.3.ln_1.weight' is missing"):
+        load_gpt2(tmp_path)
+    cfg["n_layer"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unexpected tensors for a 2-layer GPT-2"):
+        load_gpt2(tmp_path)
+
+
+def test_missing_files_and_foreign_configs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        load_gpt2(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="model_type must be 'gpt2', got 'llama'"):
+        config_from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"vocab_size": 10, "n_embd": 8, "n_head": 2, "n_layer": 1}))
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        load_gpt2(tmp_path)
+
+
+def test_tokenizer_files_are_used_with_byte_fallback(tmp_path):
+    assert isinstance(load_tokenizer(tmp_path), ByteTokenizer)
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20,
+                            vocab_size=300, min_frequency=1)
+    bpe.save_model(str(tmp_path))
+    tok = load_tokenizer(tmp_path)
+    ids = tok.encode("the lazy fox")
+    assert len(ids) < len("the lazy fox")  # merges applied, not bytes
+    assert tok.decode(ids) == "the lazy fox"
