@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Registration functions of the other subcommands (each module adds its own parser)."""
     registrations = []
-    for module_name in ("jaxbasics.compare.cli", "jaxbasics.gpt_cli", "benchmarks.cli"):
+    for module_name in ("jaxbasics.compare.cli", "jaxbasics.gpt_cli", "jaxbasics.bench.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

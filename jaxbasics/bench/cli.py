@@ -1,0 +1,109 @@
+"""``jaxbasics bench``: run suites, print tables, write JSON (and plots with --plot)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark the chapter's problems (neuron, SimpleNet, GPT-2 step), JAX vs "
+                      "PyTorch, on CPU/GPU/TPU; write JSON",
+        description="Median-of-repeats timings after warm-up, with device sync. smoke: seconds, "
+                    "for CI; cpu: what 2 CPU cores can do in a few minutes; full: GPT-2 124M, "
+                    "for accelerators.")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "all"], default="all")
+    p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
+                   help="JAX platform to run on (default: JAX's default device)")
+    p.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    p.add_argument("--plot", type=Path, default=None, help="also draw PNG charts into this folder")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.device:
+        os.environ["JAX_PLATFORMS"] = args.device  # read when JAX first initialises a backend
+        import jax
+
+        jax.config.update("jax_platforms", args.device)
+    from jaxbasics.bench.suites import SUITES, run_suites
+
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    try:
+        result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
+                            log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
+    except (RuntimeError, ValueError) as err:
+        print(f"jaxbasics bench: {err}", file=sys.stderr)
+        return 2
+    print_tables(result)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"results: {args.out}")
+    if args.plot:
+        from jaxbasics.bench.plot import plot_results
+
+        for path in plot_results(result, args.plot):
+            print(f"plot: {path}")
+    return 0
+
+
+def _f(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from jaxbasics.console import make_console
+
+    c = make_console()
+    m = result["meta"]
+    c.rule(f"[bold]{m['device_kind']} ×{m['device_count']} ({m['platform']}), size {m['size']}, "
+           f"JAX {m['jax']}, PyTorch {m.get('torch')}")
+    rows = []
+    if "neuron" in result:
+        rows.append(("neuron", result["neuron"]))
+    for name, entry in result.get("simplenet", {}).items():
+        rows.append((f"simplenet {name}", entry))
+    if rows:
+        t = Table(title="one SGD step, µs (median); speed-up = torch eager / other",
+                  title_justify="left")
+        for col in ("case", "torch eager", "torch.compile", "JAX jit", "JAX scan/step",
+                    "jit ×", "scan ×"):
+            t.add_column(col, justify="right")
+        for name, e in rows:
+            t.add_row(name, _f(e["torch_eager_us"], ",.2f"), _f(e.get("torch_compile_us"), ",.2f"),
+                      _f(e["jax_jit_us"], ",.2f"), _f(e["jax_scan_us"], ",.3f"),
+                      _f(e.get("speedup_jax_jit_vs_torch_eager"), ".1f"),
+                      _f(e.get("speedup_jax_scan_vs_torch_eager"), ".0f"))
+        c.print(t)
+    if "gpt2" in result:
+        g = result["gpt2"]
+        cfg = g["config"]
+        t = Table(title=f"GPT-2 train step: d={cfg['emb_dim']}, {cfg['n_layers']} layers, vocab "
+                        f"{cfg['vocab_size']}, batch {g['batch_size']}×{g['seq_len']}, "
+                        f"{g['parameters']:,} params; peak {g['peak_flops'] / 1e12:.3g} TFLOP/s "
+                        f"({g['peak_source']})", title_justify="left")
+        for col in ("variant", "step ms", "tokens/s", "MFU", "compile s", "vs torch eager",
+                    "first loss"):
+            t.add_column(col, justify="right")
+        for name, e in g["variants"].items():
+            if "error" in e:
+                t.add_row(name, e["error"][:60], "", "", "", "", "")
+                continue
+            t.add_row(name, _f(e["step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
+                      _f(e["mfu"], ".1%"), _f(e.get("compile_s"), ".1f"),
+                      _f(e.get("speedup_vs_torch_eager"), ".2f"), _f(e["first_loss"], ".4f"))
+        c.print(t)

@@ -1,0 +1,67 @@
+"""What the benchmark ran on, and the peak it is measured against (MFU's denominator)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
+                   "TPU v4": 275e12, "TPU v5e": 197e12, "TPU v5p": 459e12}
+
+
+def device_info() -> dict:
+    """Platform, device kind and count, host, library versions and the date."""
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    info = {"platform": dev.platform, "device_kind": dev.device_kind,
+            "device_count": jax.device_count(), "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(),
+            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def table_peak_flops(device_kind: str) -> float | None:
+    """Data-sheet bf16 peak for a known accelerator, else None."""
+    for name, peak in PEAK_BF16_FLOPS.items():
+        if name.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
+    """FLOP/s of a large jitted (n, n) @ (n, n) matmul, best of ``repeats``: the CPU's
+    practical peak, measured in the same run as the model."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def peak_memory_bytes() -> dict:
+    """Peak device memory where the backend reports it; the process's max RSS always."""
+    out = {"host_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        out["device_peak_bytes"] = stats["peak_bytes_in_use"]
+    return out

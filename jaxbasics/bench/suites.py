@@ -1,0 +1,61 @@
+"""Run benchmark suites at a size and collect one JSON-ready result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxbasics.bench.device import device_info
+
+SUITES = ("neuron", "simplenet", "gpt2")
+#: size -> settings of the small-model suites
+SMALL = {"smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
+         "cpu": {"batches": (1, 1024), "repeats": 15, "scan_steps": 1000, "compile": True},
+         "full": {"batches": (1, 1024, 4096), "repeats": 25, "scan_steps": 1000,
+                  "compile": True}}
+
+
+def _torch_ok() -> bool:
+    from jaxbasics.compare import torch_available
+
+    return torch_available()
+
+
+def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None = None,
+               log=print) -> dict[str, Any]:
+    """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...}``."""
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+    if size not in SMALL:
+        raise ValueError(f"size must be one of {', '.join(SMALL)}, got {size!r}")
+    settings = SMALL[size]
+    compile_torch = settings["compile"] if compile_torch is None else compile_torch
+    has_torch = _torch_ok()
+    out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
+                                    "dtype": "float32 (gpt2: float32 and bfloat16)"}}
+    if ("neuron" in suites or "simplenet" in suites) and not has_torch:
+        raise RuntimeError("the neuron and simplenet suites compare with PyTorch; install it: "
+                           "python -m pip install torch==2.13.0 && python -m pip install -e "
+                           "\".[compare]\"  (or run --suite gpt2 alone)")
+    if "neuron" in suites:
+        from jaxbasics.compare.speed import add_ratios, time_neuron
+
+        log("neuron: one gradient-descent step on (w, b)")
+        out["neuron"] = add_ratios(time_neuron(compile_torch=compile_torch,
+                                               scan_steps=settings["scan_steps"],
+                                               repeats=settings["repeats"]))
+    if "simplenet" in suites:
+        from jaxbasics.compare.speed import add_ratios, time_simplenet
+
+        out["simplenet"] = {}
+        for b in settings["batches"]:
+            log(f"simplenet: SGD step at batch {b}")
+            out["simplenet"][f"b{b}"] = add_ratios(time_simplenet(
+                b, compile_torch=compile_torch, repeats=settings["repeats"],
+                scan_steps=settings["scan_steps"] if b <= 64 else max(20, settings["scan_steps"] // 5)))
+    if "gpt2" in suites:
+        from jaxbasics.bench.gpt2 import run_gpt2
+
+        log(f"gpt2 ({size}): forward + backward + AdamW step")
+        out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch)
+    return out

@@ -1,0 +1,63 @@
+"""Benchmarks: the FLOPs formula, timing helper, and the smoke suite end to end (CPU)."""
+
+import json
+
+import pytest
+
+from jaxbasics.bench.device import table_peak_flops
+from jaxbasics.bench.gpt2 import flops_per_token
+from jaxbasics.bench.suites import run_suites
+from jaxbasics.cli import main
+from jaxbasics.config import GPT_CONFIG_124M
+from jaxbasics.timing import measure
+
+
+def test_flops_per_token_of_gpt2_124m():
+    n = 163_009_536 - 1024 * 768  # no position embeddings
+    assert flops_per_token(GPT_CONFIG_124M) == 6 * n + 12 * 12 * 12 * 64 * 1024
+    assert flops_per_token(GPT_CONFIG_124M) == 1_086_584_832
+
+
+def test_data_sheet_peaks_by_device_kind():
+    assert table_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert table_peak_flops("NVIDIA H200") == 989e12
+    assert table_peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert table_peak_flops("cpu") is None
+
+
+def test_measure_reports_a_median_inside_its_range_and_checks_arguments():
+    t = measure(lambda: sum(range(1000)), sync=lambda o: o, repeats=5)
+    assert 0 < t.min_us <= t.median_us <= t.max_us and t.inner >= 1
+    with pytest.raises(ValueError, match="warmup and repeats must be >= 1, got warmup=0"):
+        measure(lambda: None, warmup=0)
+
+
+def test_unknown_suite_and_size_are_refused():
+    with pytest.raises(ValueError, match=r"unknown suite\(s\) \['bogus'\]"):
+        run_suites(("bogus",), "smoke")
+    with pytest.raises(ValueError, match="size must be one of smoke, cpu, full, got 'huge'"):
+        run_suites(("gpt2",), "huge")
+
+
+def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "smoke.json"
+    assert main(["bench", "--size", "smoke", "--out", str(out), "--plot", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert r["meta"]["platform"] == "cpu" and r["meta"]["size"] == "smoke"
+    for key in ("jax", "flax", "optax", "torch", "device_kind", "device_count", "date"):
+        assert r["meta"][key]
+    for e in [r["neuron"], *r["simplenet"].values()]:
+        assert e["torch_eager_us"] > 0 and e["jax_jit_us"] > 0 and e["jax_scan_us"] > 0
+        assert e["speedup_jax_jit_vs_torch_eager"] == pytest.approx(
+            e["torch_eager_us"] / e["jax_jit_us"])
+    g = r["gpt2"]
+    assert set(g["variants"]) >= {"jax_fp32", "jax_bf16", "torch_eager_fp32"}
+    fp32 = g["variants"]["jax_fp32"]
+    assert fp32["mfu"] == pytest.approx(fp32["tokens_per_s"] * g["flops_per_token"]
+                                        / g["peak_flops"])
+    # same initial weights on both sides: the first losses agree
+    assert fp32["first_loss"] == pytest.approx(g["variants"]["torch_eager_fp32"]["first_loss"],
+                                               rel=1e-5)
+    assert (tmp_path / "step_time.png").stat().st_size > 10_000
+    assert (tmp_path / "gpt2.png").stat().st_size > 10_000
+    assert "GPT-2 train step" in capsys.readouterr().out
