@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--mesh", default=None,
+                   help="shard over devices, e.g. data=8 or data=2,fsdp=4 (axes data, fsdp, "
+                        "tensor); multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                        "JAX_PROCESS_ID on every host")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
@@ -79,6 +83,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxbasics.plots import plot_loss
 
     try:
+        mesh = None
+        if args.mesh:
+            from jaxbasics import sharding
+
+            sharding.initialize_distributed()
+            mesh = sharding.make_mesh(args.mesh)
         task: Any = (TextDataset(args.text, args.context, seed=args.seed) if args.text
                      else AdditionTask(args.digits, seed=args.seed))
         cfg = _model_config(args, task_seq_len(task))
@@ -96,7 +106,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{cfg.n_layers} layers, {cfg.n_heads} heads, context {cfg.context_length}) on {what}"
             f"; {opts.steps} steps of {opts.batch_size}×{task_seq_len(task)} tokens"
             f"{' ×' + str(opts.accumulate) if opts.accumulate > 1 else ''}"
-            f"{', bf16' if opts.bf16 else ''}")
+            f"{', bf16' if opts.bf16 else ''}"
+            f"{f', mesh {dict(mesh.shape)}' if mesh is not None else ''}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=c, disable=args.quiet) as progress:
@@ -108,7 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
                                                              f"{r['tokens_per_s']:,.0f} tok/s")
         try:
-            result = train(cfg, task, opts, run_dir=args.out, resume=args.resume, on_step=on_step)
+            result = train(cfg, task, opts, run_dir=args.out, resume=args.resume, on_step=on_step,
+                           mesh=mesh)
         except (ValueError, FileNotFoundError) as err:
             return _fail("train", err)
         except KeyboardInterrupt:

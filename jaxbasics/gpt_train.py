@@ -110,8 +110,12 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
 
 
 def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True) -> Callable:
-    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``."""
+                        donate: bool = True, shardings: tuple | None = None) -> Callable:
+    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``.
+
+    ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
+    (see :func:`sharded_state`); without it, JAX's default placement.
+    """
     def step(params, opt_state, x, y, key):
         def loss_fn(p):
             return lm_loss(nnx.merge(graphdef, p), x, y, key)
@@ -121,7 +125,29 @@ def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
         return (optax.apply_updates(params, updates), opt_state,
                 {"loss": loss, "grad_norm": optax.global_norm(grads)})
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    donate_argnums = (0, 1) if donate else ()
+    if shardings is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    p_sh, o_sh, b_sh, rep = shardings
+    return jax.jit(step, donate_argnums=donate_argnums,
+                   in_shardings=(p_sh, o_sh, b_sh, b_sh, rep), out_shardings=(p_sh, o_sh, rep))
+
+
+def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any
+                  ) -> tuple[Any, Any, tuple]:
+    """Place ``params`` and ``opt_state`` on ``mesh`` (parameter rules of
+    :mod:`jaxbasics.sharding`; Adam moments follow their parameter) and return them with the
+    ``shardings`` tuple for :func:`make_gpt_train_step`."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from jaxbasics import sharding
+
+    rep = NamedSharding(mesh, PartitionSpec())
+    p_sh = sharding.param_shardings(params, mesh)
+    o_sh = optax.tree_map_params(tx, lambda _, s: s, opt_state, p_sh,
+                                 transform_non_params=lambda _: rep)
+    return (jax.device_put(params, p_sh), jax.device_put(opt_state, o_sh),
+            (p_sh, o_sh, sharding.batch_sharding(mesh), rep))
 
 
 def addition_accuracy(model: GPT, task: AdditionTask, limit: int = 500
@@ -148,14 +174,16 @@ class TrainResult:
 
 def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, *,
           run_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
-          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, dict], None] | None = None, mesh: Any = None) -> TrainResult:
     """Train a fresh (or, with ``resume``, the checkpointed) model on ``task``.
 
     Batches and dropout keys are pure functions of ``(seed, step)``, so a resumed run ends
     with the same parameters as an uninterrupted one. ``stop_after`` ends the run after that
     many steps *of this call* (saving a checkpoint); Ctrl-C also saves before stopping.
     ``on_step(step, record)`` is called after each optimizer update with
-    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}``.
+    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}``. With a ``mesh``
+    (:func:`jaxbasics.sharding.make_mesh`) parameters, optimizer state and batches are
+    sharded over it and each host feeds its own rows of every batch.
     """
     if task_vocab(task) > cfg.vocab_size:
         raise ValueError(f"the task's tokenizer has {task_vocab(task)} ids but "
@@ -177,7 +205,18 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
                                  f"this run's {meta[key]}")
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
-    step_fn = make_gpt_train_step(graphdef, tx)
+    shardings = None
+    if mesh is not None:
+        from jaxbasics import sharding
+
+        sharding.check_batch_divides(opts.batch_size, mesh)
+        params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)
+
+        def place(batch: np.ndarray) -> jax.Array:
+            return sharding.global_batch(sharding.host_slice(batch), mesh)
+    else:
+        place = jnp.asarray
+    step_fn = make_gpt_train_step(graphdef, tx, shardings=shardings)
     schedule = learning_rate_schedule(opts)
     tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
@@ -196,7 +235,7 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             for j in range(opts.accumulate):
                 micro = step * opts.accumulate + j
                 x, y = task.batch(micro, opts.batch_size)
-                params, opt_state, metrics = step_fn(params, opt_state, x, y,
+                params, opt_state, metrics = step_fn(params, opt_state, place(x), place(y),
                                                      step_key(opts.seed, micro))
                 losses.append(metrics["loss"])
             record = {"step": step + 1, "loss": float(jnp.mean(jnp.stack(losses))),

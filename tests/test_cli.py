@@ -83,3 +83,8 @@ def test_train_and_generate_report_bad_input(tmp_path, capsys):
     assert "steps must be a positive integer" in capsys.readouterr().err
     assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_train_refuses_a_mesh_that_does_not_fit(capsys):
+    assert main(["train", "--mesh", "data=3", "--quiet"]) == 2
+    assert "mesh {'data': 3} needs 3 devices" in capsys.readouterr().err

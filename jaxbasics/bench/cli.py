@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "all"], default="all")
+    p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "scaling", "all"],
+                   default="all", help="scaling: data-parallel GPT-2 step on 1, 2, 4, 8 devices")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                    help="JAX platform to run on (default: JAX's default device)")
@@ -106,4 +107,15 @@ def print_tables(result: dict[str, Any]) -> None:
             t.add_row(name, _f(e["step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
                       _f(e["mfu"], ".1%"), _f(e.get("compile_s"), ".1f"),
                       _f(e.get("speedup_vs_torch_eager"), ".2f"), _f(e["first_loss"], ".4f"))
+        c.print(t)
+    if "scaling" in result:
+        s = result["scaling"]
+        note = " (simulated devices sharing the host's cores)" if s["simulated_devices"] else ""
+        t = Table(title=f"data-parallel scaling, {s['per_device_batch']} sequences per device"
+                        f"{note}", title_justify="left")
+        for col in ("devices", "step ms", "tokens/s", "tokens/s per device", "efficiency"):
+            t.add_column(col, justify="right")
+        for r in s["runs"].values():
+            t.add_row(str(r["devices"]), _f(r["step_ms"], ",.1f"), _f(r["tokens_per_s"], ",.0f"),
+                      _f(r["tokens_per_s_per_device"], ",.0f"), _f(r["efficiency"], ".0%"))
         c.print(t)

@@ -6,7 +6,7 @@ from typing import Any
 
 from jaxbasics.bench.device import device_info
 
-SUITES = ("neuron", "simplenet", "gpt2")
+SUITES = ("neuron", "simplenet", "gpt2", "scaling")
 #: size -> settings of the small-model suites
 SMALL = {"smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
          "cpu": {"batches": (1, 1024), "repeats": 15, "scan_steps": 1000, "compile": True},
@@ -58,4 +58,10 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
 
         log(f"gpt2 ({size}): forward + backward + AdamW step")
         out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch)
+    if "scaling" in suites:
+        from jaxbasics.bench.scaling import run_scaling
+
+        log(f"scaling ({size}): data-parallel GPT-2 step on 1..{min(8, out['meta']['device_count'])}"
+            " devices")
+        out["scaling"] = run_scaling(size)
     return out

@@ -1,0 +1,159 @@
+"""Scaling GPT-2 training out over devices and hosts with JAX's own machinery: a
+``jax.sharding.Mesh`` with named axes, ``NamedSharding``/``PartitionSpec`` for every
+parameter and batch, and ``jax.distributed.initialize`` for several hosts.
+
+Mesh axes:
+
+* ``data``   — data parallel: the batch is split, parameters are replicated.
+* ``fsdp``   — fully sharded data parallel: the batch is split *and* every parameter's
+  model-width (``embed``) axis is sharded, so each device holds 1/fsdp of the weights and
+  optimizer state; XLA inserts the all-gathers and reduce-scatters.
+* ``tensor`` — tensor (Megatron-style) parallel: the attention/MLP inner axes and the vocab
+  are split.
+
+Each parameter gets logical axis names (:func:`logical_axes`); :data:`RULES` maps them to
+mesh axes. A dimension whose size the mesh axis does not divide stays replicated (e.g.
+GPT-2's 50,257-token vocab). The same ``make_gpt_train_step`` is compiled with these
+shardings; the numbers equal the single-device run to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+#: logical axis -> mesh axis
+RULES = {"embed": "fsdp", "qkv": "tensor", "mlp": "tensor", "vocab": "tensor",
+         "layers": None, "batch": BATCH_AXES}
+
+# logical axes of each GPT parameter, keyed by its path with the block's layer axis first
+_LOGICAL = {
+    ("tok_emb", "embedding"): ("vocab", "embed"),
+    ("pos_emb", "embedding"): (None, "embed"),
+    ("head", "kernel"): ("embed", "vocab"),
+    ("attn", "qkv", "kernel"): ("layers", "embed", "qkv"),
+    ("attn", "qkv", "bias"): ("layers", "qkv"),
+    ("attn", "proj", "kernel"): ("layers", "qkv", "embed"),
+    ("mlp", "fc", "kernel"): ("layers", "embed", "mlp"),
+    ("mlp", "fc", "bias"): ("layers", "mlp"),
+    ("mlp", "proj", "kernel"): ("layers", "mlp", "embed"),
+}
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """``"data=2,fsdp=4"`` -> ``{"data": 2, "fsdp": 4}``; names from :data:`MESH_AXES`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"mesh must look like 'data=8' or 'data=2,fsdp=4', got {spec!r}")
+    axes: dict[str, int] = {}
+    for part in spec.split(","):
+        name, sep, size = part.strip().partition("=")
+        if not sep or name not in MESH_AXES or not size.isdigit() or int(size) < 1:
+            raise ValueError(f"mesh entry {part.strip()!r} must be AXIS=N with AXIS one of "
+                             f"{', '.join(MESH_AXES)} and N >= 1 (in {spec!r})")
+        if name in axes:
+            raise ValueError(f"mesh axis {name!r} is given twice in {spec!r}")
+        axes[name] = int(size)
+    return axes
+
+
+def make_mesh(axes: dict[str, int] | str, devices: list | None = None) -> Mesh:
+    """A ``Mesh`` over the first ``prod(sizes)`` devices with axes ``data, fsdp, tensor`` (size
+    1 where not given). The product must divide the number of devices."""
+    if isinstance(axes, str):
+        axes = parse_mesh(axes)
+    devices = jax.devices() if devices is None else list(devices)
+    shape = tuple(axes.get(name, 1) for name in MESH_AXES)
+    n = int(np.prod(shape))
+    if n > len(devices) or len(devices) % n:
+        raise ValueError(f"mesh {axes} needs {n} devices, which must divide the "
+                         f"{len(devices)} available")
+    return Mesh(np.asarray(devices[:n]).reshape(shape), MESH_AXES)
+
+
+def logical_axes(path: tuple[str, ...], ndim: int) -> tuple[str | None, ...]:
+    """Logical axis names of the parameter at ``path`` (dict keys) with ``ndim`` dims."""
+    key = path[1:] if path[0] == "blocks" else path
+    names = _LOGICAL.get(tuple(key))
+    if names is None:  # LayerNorm scales/biases, projection biases: small, replicated
+        names = ("layers",) + (None,) * (ndim - 1) if path[0] == "blocks" else (None,) * ndim
+    if len(names) != ndim:
+        raise ValueError(f"parameter {'.'.join(path)} has {ndim} dims, expected {len(names)}")
+    return names
+
+
+def _mesh_axis(mesh: Mesh, logical: str | None, size: int) -> Any:
+    target = RULES.get(logical) if logical else None
+    if target is None:
+        return None
+    names = target if isinstance(target, tuple) else (target,)
+    names = tuple(a for a in names if mesh.shape[a] > 1)
+    total = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    if not names or size % total:
+        return None
+    return names if len(names) > 1 else names[0]
+
+
+def param_specs(params: Any, mesh: Mesh) -> Any:
+    """``PartitionSpec`` for each parameter of a GPT params dict (same tree structure)."""
+    def spec(path, leaf):
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        names = logical_axes(keys, leaf.ndim)
+        return PartitionSpec(*(_mesh_axis(mesh, n, s) for n, s in zip(names, leaf.shape,
+                                                                       strict=True)))
+    return jax.tree_util.tree_map_with_path(spec, params)
+
+
+def param_shardings(params: Any, mesh: Mesh) -> Any:
+    """``NamedSharding`` for each parameter (see :func:`param_specs`)."""
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(params, mesh),
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch rows split over ``data`` × ``fsdp``; sequence positions not split."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` splits evenly over the data × fsdp devices."""
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % n:
+        raise ValueError(f"batch_size {batch_size} must be divisible by data × fsdp = {n} "
+                         f"(mesh {dict(mesh.shape)})")
+
+
+def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A global batch array sharded over the mesh, built from this host's rows ``local``
+    (all rows on a single host). Every host passes its own slice, in process order."""
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local))
+
+
+def host_slice(batch: np.ndarray) -> np.ndarray:
+    """This process's rows of a global batch: rows ``[i·B/P, (i+1)·B/P)`` for process i of P."""
+    p, i = jax.process_count(), jax.process_index()
+    if len(batch) % p:
+        raise ValueError(f"global batch of {len(batch)} rows does not split over {p} hosts")
+    step = len(batch) // p
+    return batch[i * step:(i + 1) * step]
+
+
+def initialize_distributed() -> bool:
+    """Start multi-host JAX from ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; return False (single host) when unset.
+    On managed clusters (TPU pods, SLURM) ``jax.distributed.initialize()`` finds these itself."""
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        return False
+    try:
+        n, i = int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"])
+    except (KeyError, ValueError) as err:
+        raise ValueError("JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and "
+                         "JAX_PROCESS_ID must be integers too") from err
+    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i)
+    return True

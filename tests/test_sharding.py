@@ -1,0 +1,112 @@
+"""Sharded GPT-2 training on 8 simulated CPU devices equals the single-device run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxbasics import sharding
+
+SPECS = ("data=8", "fsdp=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("sharding_probe.py"))],
+                          capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE"))
+    return json.loads(line[len("PROBE"):])
+
+
+def test_probe_saw_eight_devices(probe):
+    assert probe["device_count"] == 8
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_sharded_training_matches_one_device(probe, spec):
+    r = probe[spec]
+    assert r["n_devices"] == 8
+    assert r["param_diff"] < 2e-6, r  # float32 reduction-order differences only
+    assert r["loss_diff"] < 2e-5, r
+
+
+def test_data_parallel_replicates_parameters(probe):
+    r = probe["data=8"]
+    assert r["fc_spec"] == [None, None, None] and r["fc_shard_shape"] == [2, 64, 256]
+
+
+def test_fsdp_shards_parameters_and_adam_moments(probe):
+    r = probe["fsdp=8"]
+    assert r["fc_spec"] == [None, "fsdp", None]
+    assert r["fc_shard_shape"] == [2, 8, 256]  # 64 / 8 of the embed axis per device
+    assert r["adam_mu_shard_shape"] == [2, 8, 256]
+    assert r["emb_spec"] == [None, "fsdp"]
+
+
+def test_tensor_axis_splits_mlp_and_vocab(probe):
+    r = probe["data=2,fsdp=2,tensor=2"]
+    assert r["fc_spec"] == [None, "fsdp", "tensor"] and r["fc_shard_shape"] == [2, 32, 128]
+    assert r["emb_spec"] == ["tensor", "fsdp"]
+
+
+def test_batch_rows_are_split_over_data_and_fsdp(probe):
+    assert probe["batch_shards"] == [[0, 3], [6, 9], [12, 15], [18, 21], [24, 27], [30, 33],
+                                     [36, 39], [42, 45]]
+
+
+def test_bad_meshes_fail_clearly(probe):
+    e = probe["errors"]
+    assert e["mesh_not_dividing"] == "mesh {'data': 3} needs 3 devices, which must divide the 8 available"
+    assert "needs 16 devices" in e["mesh_too_big"]
+    assert "AXIS one of data, fsdp, tensor" in e["bad_axis"]
+    assert e["batch_not_dividing"].startswith("batch_size 12 must be divisible by data × fsdp = 8")
+
+
+@pytest.mark.parametrize("spec, expected", [("data=8", {"data": 8}),
+                                            ("data=2, fsdp=4", {"data": 2, "fsdp": 4})])
+def test_parse_mesh(spec, expected):
+    assert sharding.parse_mesh(spec) == expected
+
+
+@pytest.mark.parametrize("spec, fragment", [("", "mesh must look like"),
+                                            ("data=0", "N >= 1"), ("data=2,data=2", "twice"),
+                                            ("data", "AXIS=N")])
+def test_parse_mesh_rejects(spec, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        sharding.parse_mesh(spec)
+
+
+def test_logical_axes_of_gpt_parameters():
+    assert sharding.logical_axes(("blocks", "mlp", "fc", "kernel"), 3) == ("layers", "embed", "mlp")
+    assert sharding.logical_axes(("blocks", "ln1", "scale"), 2) == ("layers", None)
+    assert sharding.logical_axes(("ln_f", "bias"), 1) == (None,)
+    with pytest.raises(ValueError, match="has 2 dims, expected 3"):
+        sharding.logical_axes(("blocks", "mlp", "fc", "kernel"), 2)
+
+
+def test_distributed_start_needs_all_variables(monkeypatch):
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    assert sharding.initialize_distributed() is False
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers"):
+        sharding.initialize_distributed()
+
+
+def test_scaling_benchmark_on_simulated_devices():
+    code = ("import json\nfrom jaxbasics.bench.scaling import run_scaling\n"
+            "print('PROBE' + json.dumps(run_scaling('smoke')))")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("PROBE"))[5:])
+    assert list(r["runs"]) == ["1", "2", "4"] and r["simulated_devices"] is True
+    for run in r["runs"].values():
+        assert run["tokens_per_s_per_device"] * run["devices"] == pytest.approx(run["tokens_per_s"])
+    assert r["runs"]["1"]["efficiency"] == 1.0
