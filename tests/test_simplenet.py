@@ -21,6 +21,7 @@ from jaxbasics.train_step import (
 )
 
 LR = 0.01
+_STEPS: dict = {}
 
 
 def _setup(seed: int, batch: int = 8):
@@ -53,7 +54,7 @@ def test_init_follows_torch_uniform_bounds():
     assert float(jnp.abs(model.fc2.kernel[...]).max()) <= 1 / np.sqrt(300)
 
 
-@given(seed=st.integers(0, 10_000), batch=st.integers(1, 33))
+@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 2, 7, 33]))  # few shapes: few compiles
 def test_jax_grad_equals_hand_written_backward_pass(seed, batch):
     _, graphdef, params, x, y = _setup(seed, batch)
     grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
@@ -76,8 +77,9 @@ def test_one_sgd_step_is_params_minus_lr_times_grad(seed):
     grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)
     expected = jax.tree.map(lambda p, g: p - LR * g, params, grads)
     tx = optax.sgd(LR)
-    step = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
-    new_params, _, loss = step(params, tx.init(params), x, y)
+    if graphdef not in _STEPS:  # one compiled step for every example: the structure is the same
+        _STEPS[graphdef] = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
+    new_params, _, loss = _STEPS[graphdef](params, tx.init(params), x, y)
     chex.assert_trees_all_close(new_params, expected, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(loss, loss_of_params(graphdef, simplenet.bce_loss)(params, x, y),
                                rtol=1e-6)
