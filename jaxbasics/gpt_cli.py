@@ -59,6 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_cmd_generate)
 
 
+def _missing_train_extra() -> str | None:
+    """Name the 'train' extra's packages that are not installed, or None."""
+    import importlib.util
+
+    missing = [name for name, module in (("orbax-checkpoint", "orbax.checkpoint"),
+                                         ("matplotlib", "matplotlib"),
+                                         ("safetensors", "safetensors"))
+               if importlib.util.find_spec(module.split(".")[0]) is None]
+    if not missing:
+        return None
+    return (f"needs the 'train' extra ({', '.join(missing)} missing): "
+            f"python -m pip install -e \".[train]\"")
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"jaxbasics {command}: {err}", file=sys.stderr)
     return 2
@@ -74,6 +88,9 @@ def _model_config(args: argparse.Namespace, seq_len: int):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if (missing := _missing_train_extra()) is not None:
+        print(f"jaxbasics train: {missing}", file=sys.stderr)
+        return 3
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxbasics.config import parameter_count
@@ -158,6 +175,9 @@ def _text_report(c, model, task) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    if (missing := _missing_train_extra()) is not None:
+        print(f"jaxbasics generate: {missing}", file=sys.stderr)
+        return 3
     import jax
     import numpy as np
 

@@ -88,3 +88,16 @@ def test_train_and_generate_report_bad_input(tmp_path, capsys):
 def test_train_refuses_a_mesh_that_does_not_fit(capsys):
     assert main(["train", "--mesh", "data=3", "--quiet"]) == 2
     assert "mesh {'data': 3} needs 3 devices" in capsys.readouterr().err
+
+
+def test_train_without_its_extra_says_what_to_install():
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "import importlib.util as u; real = u.find_spec\n"
+            "u.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a)\n"
+            "from jaxbasics.cli import main\n"
+            "sys.exit(main(['train', '--quiet']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 3
+    assert "needs the 'train' extra (matplotlib missing)" in done.stderr
+    assert 'pip install -e ".[train]"' in done.stderr
