@@ -27,14 +27,14 @@ def float_array(x: Any, name: str) -> jax.Array:
     Python floats become float32 (float64 under ``jax_enable_x64``); integer and boolean
     inputs are refused rather than silently cast, as PyTorch's losses do.
     """
-    if isinstance(x, bool | int) or (hasattr(x, "dtype") and not _is_float_dtype(x.dtype)):
-        dtype = type(x).__name__ if not hasattr(x, "dtype") else str(x.dtype)
+    if isinstance(x, bool | int):
+        actual: Any = type(x).__name__
+    else:
+        actual = x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+    if isinstance(actual, str) or not _is_float_dtype(actual):
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
-                        f"got {dtype}")
-    arr = jnp.asarray(x)
-    if not _is_float_dtype(arr.dtype):
-        raise TypeError(f"{name} must have a floating dtype, got {arr.dtype}")
-    return arr
+                        f"got {actual}")
+    return jnp.asarray(x)
 
 
 def _is_float_dtype(dtype: Any) -> bool:

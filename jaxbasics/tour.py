@@ -61,6 +61,12 @@ def _graph_section() -> dict[str, Any]:
             "forward_equations": len(forward.jaxpr.eqns), "grad_equations": len(backward.jaxpr.eqns)}
 
 
+def _max_abs_diff(a: Any, b: Any) -> float:
+    """Largest |a - b| over all leaves of two pytrees of the same structure."""
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def _simplenet_section(seed: int) -> dict[str, Any]:
     model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
     x, y = simplenet.toy_batch(jax.random.key(seed + 1), 8)
@@ -68,17 +74,14 @@ def _simplenet_section(seed: int) -> dict[str, Any]:
     loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
     grads = jax.grad(loss_fn)(params, x, y)
     manual = simplenet.manual_gradients(params, x, y)
-    grad_vs_manual = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                         zip(jax.tree.leaves(grads), jax.tree.leaves(manual),
-                             strict=True))
+    grad_vs_manual = _max_abs_diff(grads, manual)
 
     tx = optax.sgd(LEARNING_RATE)
     step = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
     new_params, _, loss_before = step(params, tx.init(params), x, y)
     loss_after = loss_fn(new_params, x, y)
     expected = jax.tree.map(lambda p, g: p - LEARNING_RATE * g, params, grads)
-    sgd_rule_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                        zip(jax.tree.leaves(new_params), jax.tree.leaves(expected), strict=True))
+    sgd_rule_diff = _max_abs_diff(new_params, expected)
 
     # Accumulation: PyTorch sums .grad over backward() calls; optax.MultiSteps averages k
     # micro-batches and applies one update, equal to one step on the whole batch.
@@ -87,8 +90,7 @@ def _simplenet_section(seed: int) -> dict[str, Any]:
     p, s = params, multi.init(params)
     for half in (slice(0, 4), slice(4, 8)):
         p, s, _ = mstep(p, s, x[half], y[half])
-    accumulation_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                            zip(jax.tree.leaves(p), jax.tree.leaves(new_params), strict=True))
+    accumulation_diff = _max_abs_diff(p, new_params)
 
     steps = 2000
     xs, ys = jax.vmap(lambda k: simplenet.toy_batch(k, 32))(

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_python
 
 from jaxbasics.cli import main
 
@@ -96,8 +97,7 @@ def test_train_without_its_extra_says_what_to_install():
             "u.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a)\n"
             "from jaxbasics.cli import main\n"
             "sys.exit(main(['train', '--quiet']))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    done = run_python(code)
     assert done.returncode == 3
     assert "needs the 'train' extra (matplotlib missing)" in done.stderr
     assert 'pip install -e ".[train]"' in done.stderr

@@ -1,8 +1,6 @@
 """PyTorch parity: every row of `jaxbasics compare`, weight transfer, and the no-torch path."""
 
 import json
-import subprocess
-import sys
 
 import chex
 import jax
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,8 +121,7 @@ def test_compare_without_torch_explains_how_to_install():
     code = ("import sys; sys.modules['torch'] = None\n"
             "from jaxbasics.cli import main\n"
             "sys.exit(main(['compare']))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    done = run_python(code)
     assert done.returncode == 3
     assert "pip install torch==2.13.0" in done.stderr and ".[compare]" in done.stderr
 
@@ -132,6 +130,5 @@ def test_core_package_does_not_import_torch():
     code = ("import sys, jaxbasics, jaxbasics.cli\n"
             "jaxbasics.cli.build_parser()\n"
             "assert 'torch' not in sys.modules, 'torch imported by the core'\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr

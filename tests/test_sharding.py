@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 from jaxbasics import sharding
 
@@ -102,8 +103,7 @@ def test_scaling_benchmark_on_simulated_devices():
     code = ("import json\nfrom jaxbasics.bench.scaling import run_scaling\n"
             "print('PROBE' + json.dumps(run_scaling('smoke')))")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          check=False, timeout=600)
+    done = run_python(code, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("PROBE"))[5:])
     assert list(r["runs"]) == ["1", "2", "4"] and r["simulated_devices"] is True
