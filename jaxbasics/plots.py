@@ -14,15 +14,17 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
 
     steps = [r["step"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.plot(steps, [r["loss"] for r in history], lw=1, color="tab:blue", label="loss")
+    (loss_line,) = ax.plot(steps, [r["loss"] for r in history], lw=1, color="tab:blue",
+                           label="loss")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in history], lw=1, color="tab:orange", label="learning rate")
+    (lr_line,) = lr_ax.plot(steps, [r["lr"] for r in history], lw=1, color="tab:orange",
+                            label="learning rate")
     lr_ax.set_ylabel("learning rate")
-    fig.legend(loc="upper right")
+    ax.legend(handles=[loss_line, lr_line], loc="upper right", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     path = Path(path)

@@ -37,14 +37,16 @@ def test_tour_prints_every_section(capsys):
     assert "163,009,536" in text
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["tour", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["tour", "--help"], ["compare", "--help"],
+                                  ["train", "--help"], ["generate", "--help"], ["bench", "--help"]])
 def test_help_exits_zero_and_describes_commands(argv):
     done = subprocess.run([sys.executable, "-m", "jaxbasics", *argv], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0
     assert "usage: jaxbasics" in done.stdout
     if argv == ["--help"]:
-        assert "tour" in done.stdout
+        for command in ("tour", "compare", "train", "generate", "bench"):
+            assert command in done.stdout
 
 
 def test_unknown_command_fails_with_usage():
