@@ -61,3 +61,8 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     assert (tmp_path / "step_time.png").stat().st_size > 10_000
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
     assert "GPT-2 train step" in capsys.readouterr().out
+
+
+def test_unavailable_device_is_reported(capsys):
+    assert main(["bench", "--device", "tpu", "--size", "smoke", "--suite", "gpt2"]) == 2
+    assert "--device tpu: JAX sees no such device here (available: cpu)" in capsys.readouterr().err

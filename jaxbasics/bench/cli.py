@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.device:
-        os.environ["JAX_PLATFORMS"] = args.device  # read when JAX first initialises a backend
         import jax
 
-        jax.config.update("jax_platforms", args.device)
+        try:
+            device = jax.devices(args.device)[0]
+        except RuntimeError:
+            available = sorted({d.platform for d in jax.devices()})
+            print(f"jaxbasics bench: --device {args.device}: JAX sees no such device here "
+                  f"(available: {', '.join(available)})", file=sys.stderr)
+            return 2
+        jax.config.update("jax_default_device", device)
     from jaxbasics.bench.suites import SUITES, run_suites
 
     suites = SUITES if args.suite == "all" else (args.suite,)
