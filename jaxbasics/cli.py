@@ -24,6 +24,7 @@ def _cmd_tour(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxbasics`` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="jaxbasics",
         description="The basic LLM concepts (tensors, autodiff, backprop, SimpleNet, GPT-2) "
@@ -59,6 +60,7 @@ def _extra_commands():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxbasics`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -62,6 +62,7 @@ class GPTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
 

@@ -25,9 +25,11 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
+        """UTF-8 bytes of ``text`` as ids."""
         return list(text.encode("utf-8"))
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
+        """Text of the byte ids (ids outside 0..255 dropped, bad UTF-8 replaced)."""
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
 
@@ -58,6 +60,7 @@ class AdditionTask:
         self.seq_len = self.prompt_len + self.answer_len + 1  # + "\n"
 
     def text(self, a: int, b: int) -> str:
+        """The training line for ``a + b``: operands zero-padded, sum reversed, newline."""
         d = self.digits
         return f"{a:0{d}d}+{b:0{d}d}=" + f"{a + b:0{d + 1}d}"[::-1] + "\n"
 
@@ -81,6 +84,7 @@ class AdditionTask:
         return seqs[:, : self.prompt_len], seqs[:, self.prompt_len:]
 
     def decode_answer(self, tokens: np.ndarray) -> str:
+        """Text of answer token ids (still least-significant digit first)."""
         return self.tokenizer.decode(tokens)
 
 
@@ -119,9 +123,11 @@ class TextDataset:
         return seqs[:, :-1], seqs[:, 1:]
 
     def batch(self, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, T) and y (B, T) from the training 90 % of the file; a pure function of (seed, step)."""
         return self._windows(self.train, np.random.default_rng([self.seed, step]), batch_size)
 
     def val_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed batch from the held-out last 10 % of the file."""
         return self._windows(self.val, np.random.default_rng([self.seed, 10**9]), batch_size)
 
 

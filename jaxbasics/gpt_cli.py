@@ -11,6 +11,7 @@ from jaxbasics.config import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``generate`` subcommands to the ``jaxbasics`` parser."""
     t = sub.add_parser(
         "train", help="train a GPT-2 on the embedded addition task (default) or a UTF-8 text file",
         description="Train a GPT-2 style model with AdamW, warmup + cosine schedule and gradient "

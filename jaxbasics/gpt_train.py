@@ -165,6 +165,8 @@ def addition_accuracy(model: GPT, task: AdditionTask, limit: int = 500
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: the model, its params and optimizer state, the step
+    reached and the per-step history."""
     model: GPT
     params: Any
     opt_state: Any
@@ -256,14 +258,17 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
 
 
 def task_vocab(task: AdditionTask | TextDataset) -> int:
+    """Number of token ids the task's tokenizer produces."""
     return task.tokenizer.vocab_size
 
 
 def task_seq_len(task: AdditionTask | TextDataset) -> int:
+    """Tokens per training sequence (T of the (B, T) batches)."""
     return task.seq_len - 1 if isinstance(task, AdditionTask) else task.context_length
 
 
 def describe_task(task: AdditionTask | TextDataset) -> dict:
+    """JSON description of the task, stored with checkpoints and compared on resume."""
     if isinstance(task, AdditionTask):
         return {"kind": "addition", "digits": task.digits, "seed": task.seed}
     return {"kind": "text", "path": str(Path(task.path).absolute()),

@@ -146,6 +146,8 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 class Tokenizer(Protocol):
+    """What generation needs of a tokenizer: ``encode(str) -> ids`` and ``decode(ids) -> str``."""
+
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
 

@@ -26,6 +26,7 @@ class Timing:
     inner: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
         return asdict(self)
 
 

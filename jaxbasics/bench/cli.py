@@ -10,6 +10,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand to the ``jaxbasics`` parser."""
     p = sub.add_parser(
         "bench", help="benchmark the chapter's problems (neuron, SimpleNet, GPT-2 step), JAX vs "
                       "PyTorch, on CPU/GPU/TPU; write JSON",
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
     p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "scaling", "all"],
                    default="all", help="scaling: data-parallel GPT-2 step on 1, 2, 4, 8 devices")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
@@ -32,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the chosen suites, print their tables, write JSON/plots; returns the exit status."""
     if args.device:
         import jax
 
@@ -70,6 +73,7 @@ def _f(value: Any, spec: str) -> str:
 
 
 def print_tables(result: dict[str, Any]) -> None:
+    """Render a results dict (as written to JSON) as tables."""
     from rich.table import Table
 
     from jaxbasics.console import make_console

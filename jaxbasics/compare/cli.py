@@ -15,6 +15,7 @@ from jaxbasics.compare import MissingTorchError, require_torch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``compare`` subcommand to the ``jaxbasics`` parser."""
     p = sub.add_parser(
         "compare", help="PyTorch (modules, backward(), .grad, step()) vs JAX (pure functions, "
                         "jax.grad, Optax): equal numbers and timings side by side",

@@ -42,6 +42,7 @@ class Row:
     ok: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
         return asdict(self)
 
 
