@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
-    t.add_argument("--remat", action="store_true", help="recompute block activations in backward")
+    t.add_argument("--remat", nargs="?", const="full", default=False, metavar="POLICY",
+                   help="recompute block activations in the backward pass: 'full' (default "
+                        "when given) or 'dots' (keep matmul outputs; fastest on CPU)")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size")
     t.add_argument("--context", type=int, default=128, help="context length for --text")

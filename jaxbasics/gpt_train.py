@@ -28,7 +28,7 @@ from jaxbasics import checkpoint, checks
 from jaxbasics.config import GPTConfig
 from jaxbasics.data import IGNORE, AdditionTask, TextDataset, step_key
 from jaxbasics.generate import generate
-from jaxbasics.gpt import GPT
+from jaxbasics.gpt import GPT, remat_policy
 from jaxbasics.losses import cross_entropy
 from jaxbasics.train_step import split_params
 
@@ -49,7 +49,7 @@ class TrainOptions:
     clip_norm: float = 1.0
     accumulate: int = 1  # micro-batches per optimizer update (optax.MultiSteps)
     bf16: bool = False  # bfloat16 compute, float32 parameters and optimizer state
-    remat: bool = False
+    remat: bool | str = False  # see GPT: False, True/"full", "dots", or a checkpoint policy name
     seed: int = 0
     save_every: int = 500
 
@@ -64,6 +64,7 @@ class TrainOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
+        remat_policy(self.remat)
         if self.learning_rate == 0 or self.clip_norm <= 0:
             raise ValueError(f"learning_rate and clip_norm must be > 0, got {self.learning_rate} "
                              f"and {self.clip_norm}")

@@ -96,11 +96,12 @@ def test_initialisation_follows_gpt2():
     assert float(p["ln_f"]["scale"].min()) == 1.0
 
 
-def test_remat_gives_the_same_loss_and_gradients():
+@pytest.mark.parametrize("remat", [True, "dots"])
+def test_remat_gives_the_same_loss_and_gradients(remat):
     ids = _ids(2)
     grads = []
-    for remat in (False, True):
-        graphdef, params = split_params(GPT(TINY, remat=remat, rngs=nnx.Rngs(0)))
+    for setting in (False, remat):
+        graphdef, params = split_params(GPT(TINY, remat=setting, rngs=nnx.Rngs(0)))
         def loss(p, graphdef=graphdef):
             return lm_loss(nnx.merge(graphdef, p), ids[:, :-1], ids[:, 1:], jax.random.key(0))
 
@@ -149,3 +150,5 @@ def test_bad_model_arguments():
         GPT({"emb_dim": 3}, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="max_len must be <= context_length 12, got 13"):
         init_cache(TINY, 1, 13)
+    with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots' or a name"):
+        GPT(TINY, remat="sometimes", rngs=nnx.Rngs(0))

@@ -55,10 +55,10 @@ def _summary(step_us: float, tokens: int, fpt: float, peak: float | None) -> dic
             "mfu": None if peak is None else tps * fpt / peak}
 
 
-def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: float | None
-             ) -> dict[str, Any]:
+def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: float | None,
+             remat: bool | str = False) -> dict[str, Any]:
     """The jaxbasics train step (split state, donated buffers, blocks under lax.scan)."""
-    model = GPT(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+    model = GPT(cfg, dtype=dtype, remat=remat, rngs=nnx.Rngs(0))
     graphdef, params = split_params(model)
     tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4))
     opt_state = tx.init(params)
@@ -125,7 +125,8 @@ def time_torch(cfg: GPTConfig, batch: int, *, compile_model: bool, repeats: int,
 
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
              bf16: bool = True) -> dict[str, Any]:
-    """All variants for ``size``: JAX fp32 (and bf16), torch eager (and torch.compile)."""
+    """All variants for ``size``: JAX fp32 (plain and with ``remat="dots"``) and bf16, torch
+    eager and torch.compile."""
     cfg, batch, repeats = SIZES[size]
     kind = jax.devices()[0].device_kind
     peak = table_peak_flops(kind)
@@ -138,6 +139,9 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
         "peak_flops": peak, "peak_source": peak_source, "variants": {}}
     v = result["variants"]
     v["jax_fp32"] = time_jax(cfg, batch, dtype=jnp.float32, repeats=repeats, peak=peak)
+    # keep only matmul outputs for the backward pass: less memory traffic, faster on CPU
+    v["jax_fp32_remat_dots"] = time_jax(cfg, batch, dtype=jnp.float32, repeats=repeats,
+                                        peak=peak, remat="dots")
     if bf16:
         v["jax_bf16"] = time_jax(cfg, batch, dtype=jnp.bfloat16, repeats=repeats, peak=peak)
     if torch_side:
