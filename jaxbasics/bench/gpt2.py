@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxbasics import sharding
 from jaxbasics.bench.device import measured_matmul_peak, peak_memory_bytes, table_peak_flops
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
-from jaxbasics.gpt_train import TrainOptions, make_gpt_train_step, make_optimizer
+from jaxbasics.gpt_train import TrainOptions, make_gpt_train_step, make_optimizer, sharded_state
 from jaxbasics.timing import measure
 from jaxbasics.train_step import split_params
 
@@ -55,16 +56,23 @@ def _summary(step_us: float, tokens: int, fpt: float, peak: float | None) -> dic
             "mfu": None if peak is None else tps * fpt / peak}
 
 
-def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: float | None,
-             remat: bool | str = False) -> dict[str, Any]:
-    """The jaxbasics train step (split state, donated buffers, blocks under lax.scan)."""
-    model = GPT(cfg, dtype=dtype, remat=remat, rngs=nnx.Rngs(0))
-    graphdef, params = split_params(model)
+def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
+                  remat: bool | str = False, mesh: Any = None, repeats: int = 5
+                  ) -> dict[str, Any]:
+    """The jaxbasics train step (split state, donated buffers, blocks under lax.scan) for
+    ``batch`` sequences, sharded over ``mesh`` when given: ``{"median_us", "compile_s",
+    "first_loss"}``."""
+    graphdef, params = split_params(GPT(cfg, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
     tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4))
     opt_state = tx.init(params)
-    x, y = (jnp.asarray(a) for a in _batch(cfg, batch))
+    shardings = None
+    if mesh is None:
+        x, y = (jnp.asarray(a) for a in _batch(cfg, batch))
+    else:
+        params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)
+        x, y = (sharding.global_batch(a, mesh) for a in _batch(cfg, batch))
     key = jax.random.key(0)
-    step = make_gpt_train_step(graphdef, tx)
+    step = make_gpt_train_step(graphdef, tx, shardings=shardings)
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, x, y, key).compile()
     compile_s = time.perf_counter() - start
@@ -76,9 +84,15 @@ def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: floa
 
     first_loss = float(run())
     t = measure(run, warmup=2, repeats=repeats, min_sample_s=0.0)
-    fpt = flops_per_token(cfg)
-    return {**_summary(t.median_us, batch * cfg.context_length, fpt, peak),
-            "compile_s": compile_s, "first_loss": first_loss, **peak_memory_bytes()}
+    return {"median_us": t.median_us, "compile_s": compile_s, "first_loss": first_loss}
+
+
+def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: float | None,
+             remat: bool | str = False) -> dict[str, Any]:
+    """:func:`time_jax_step` on one device, summarised as step time, tokens/s and MFU."""
+    t = time_jax_step(cfg, batch, dtype=dtype, remat=remat, repeats=repeats)
+    return {**_summary(t["median_us"], batch * cfg.context_length, flops_per_token(cfg), peak),
+            "compile_s": t["compile_s"], "first_loss": t["first_loss"], **peak_memory_bytes()}
 
 
 def time_torch(cfg: GPTConfig, batch: int, *, compile_model: bool, repeats: int,

@@ -34,10 +34,6 @@ from jaxbasics.train_step import make_scan_train, make_train_step, split_params
 LR = 0.01
 
 
-def _no_sync(out: Any) -> Any:
-    return out
-
-
 def _torch_sync(out: Any) -> Any:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
