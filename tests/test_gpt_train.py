@@ -75,7 +75,9 @@ def test_addition_batches_mask_the_prompt_and_are_reproducible():
 
 def test_training_lowers_the_loss_and_learns_two_digit_addition():
     task = AdditionTask(2)
-    opts = TrainOptions(steps=600, batch_size=64, learning_rate=1e-2, warmup_steps=30)
+    # lr 3e-3 converges with margin on every seed tried (0-3: 94.5-100 % held out); 1e-2 sat
+    # on the edge, 72-99 % depending on the CPU's float rounding
+    opts = TrainOptions(steps=600, batch_size=64, learning_rate=3e-3, warmup_steps=30)
     result = train(CFG, task, opts)
     losses = [r["loss"] for r in result.history]
     assert np.mean(losses[:5]) > 3.0  # ln 256 = 5.5 at the start
