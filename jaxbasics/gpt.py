@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxbasics import checks
+from jaxbasics.attention import causal_attention, check_implementation
 from jaxbasics.config import GPTConfig
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
@@ -45,9 +46,10 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 class CausalSelfAttention(nnx.Module):
     """Multi-head causal self-attention with a fused (d, 3d) query/key/value projection."""
 
-    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):
         d = cfg.emb_dim
         self.n_heads, self.head_dim, self.drop_rate = cfg.n_heads, cfg.head_dim, cfg.drop_rate
+        self.implementation = attention
         self.qkv = nnx.Linear(d, 3 * d, use_bias=cfg.qkv_bias, dtype=dtype,
                               kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
         # residual projection: std 0.02 / sqrt(2 n_layers) (GPT-2 paper, section 2.3)
@@ -66,16 +68,8 @@ class CausalSelfAttention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, pos, 0, 0))
             v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
             cache = (k, v)
-        if cache is None and key is None:
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # fused where possible
-        else:
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-            scores = scores / math.sqrt(self.head_dim)
-            q_pos = pos + jnp.arange(t)[:, None]
-            mask = jnp.arange(k.shape[1])[None, :] <= q_pos  # (T, T_k): keys up to own position
-            weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
-            weights = _dropout(weights, self.drop_rate, key).astype(v.dtype)
-            out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = causal_attention(q, k, v, pos=pos, drop_rate=self.drop_rate, key=key,
+                               implementation=self.implementation)  # (B, T, H, hd)
         return self.proj(out.reshape(b * t, d)), cache
 
 
@@ -101,11 +95,11 @@ class Block(nnx.Module):
     activations — on CPU that made a block's forward + backward 1.6× faster.
     """
 
-    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):
         d = cfg.emb_dim
         self.drop_rate = cfg.drop_rate
         self.ln1 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
-        self.attn = CausalSelfAttention(cfg, dtype=dtype, rngs=rngs)
+        self.attn = CausalSelfAttention(cfg, dtype=dtype, rngs=rngs, attention=attention)
         self.ln2 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
@@ -133,15 +127,19 @@ class GPT(nnx.Module):
         (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``), which on CPU is also
         the fastest, since it moves far less memory; any other name of a
         ``jax.checkpoint_policies`` policy is accepted too.
+      attention: ``"xla"`` (default, any device) or ``"cudnn"`` (cuDNN flash attention on
+        NVIDIA GPUs, bfloat16/float16, no attention dropout or KV cache); see
+        :mod:`jaxbasics.attention`.
       rngs: parameter initialisation keys.
     """
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any = jnp.float32, remat: bool | str = False,
-                 rngs: nnx.Rngs):
+                 attention: str = "xla", rngs: nnx.Rngs):
         if not isinstance(cfg, GPTConfig):
             raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
         remat_policy(remat)  # validate early
-        self.cfg, self.dtype, self.remat = cfg, dtype, remat
+        check_implementation(attention)
+        self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
         emb_init = nnx.initializers.normal(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype,
                                  embedding_init=emb_init, rngs=rngs)
@@ -151,7 +149,7 @@ class GPT(nnx.Module):
         @nnx.split_rngs(splits=cfg.n_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def stacked_blocks(rngs: nnx.Rngs) -> Block:
-            return Block(cfg, dtype=dtype, rngs=rngs)
+            return Block(cfg, dtype=dtype, rngs=rngs, attention=attention)
 
         self.blocks = stacked_blocks(rngs)  # every parameter has a leading n_layers axis
         self.ln_f = nnx.LayerNorm(cfg.emb_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)

@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
-    t.add_argument("--remat", nargs="?", const="full", default=False, metavar="POLICY",
-                   help="recompute block activations in the backward pass: 'full' (default "
-                        "when given) or 'dots' (keep matmul outputs; fastest on CPU)")
+    t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
+                   help="recompute block activations in the backward pass: 'full' (when given "
+                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' (default: "
+                        "'dots' on CPU, where it is fastest, 'off' elsewhere)")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size")
     t.add_argument("--context", type=int, default=128, help="context length for --text")
@@ -115,7 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         opts = TrainOptions(steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps - 1),
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
-                            bf16=args.bf16, remat=args.remat, seed=args.seed,
+                            bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
+                            seed=args.seed,
                             save_every=args.save_every)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail("train", err)

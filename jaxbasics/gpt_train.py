@@ -49,7 +49,8 @@ class TrainOptions:
     clip_norm: float = 1.0
     accumulate: int = 1  # micro-batches per optimizer update (optax.MultiSteps)
     bf16: bool = False  # bfloat16 compute, float32 parameters and optimizer state
-    remat: bool | str = False  # see GPT: False, True/"full", "dots", or a checkpoint policy name
+    # see GPT: False, True/"full", "dots", a checkpoint policy name, or "auto" (resolve_remat)
+    remat: bool | str = "auto"
     seed: int = 0
     save_every: int = 500
 
@@ -64,7 +65,7 @@ class TrainOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
-        remat_policy(self.remat)
+        resolve_remat(self.remat)
         if self.learning_rate == 0 or self.clip_norm <= 0:
             raise ValueError(f"learning_rate and clip_norm must be > 0, got {self.learning_rate} "
                              f"and {self.clip_norm}")
@@ -97,10 +98,21 @@ def make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
     return optax.MultiSteps(tx, every_k_schedule=opts.accumulate) if opts.accumulate > 1 else tx
 
 
+def resolve_remat(remat: bool | str, backend: str | None = None) -> bool | str:
+    """The ``remat`` setting to build the model with: ``"auto"`` is ``"dots"`` on CPU, where
+    storing the blocks' elementwise intermediates costs more than recomputing them (the
+    GPT-2 step is 1.2-1.4x faster with it at every size measured: README, "Benchmarks"), and
+    ``False`` on GPU/TPU until measured there; any other value is checked and returned."""
+    if remat == "auto":
+        return "dots" if (backend or jax.default_backend()) == "cpu" else False
+    remat_policy(remat)
+    return remat
+
+
 def build_model(cfg: GPTConfig, opts: TrainOptions) -> GPT:
     """The GPT for ``cfg`` with the compute dtype and remat setting of ``opts``."""
-    return GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32, remat=opts.remat,
-               rngs=nnx.Rngs(opts.seed))
+    return GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32,
+               remat=resolve_remat(opts.remat), rngs=nnx.Rngs(opts.seed))
 
 
 def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> jax.Array:

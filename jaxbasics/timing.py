@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,27 +43,50 @@ def measure(fn: Callable[[], Any], *, sync: Callable[[Any], Any] = block, warmup
     which keeps timer resolution out of microsecond-scale results. ``sync(result)`` runs after
     each sample's last call so asynchronous work is counted.
     """
+    return measure_interleaved({"fn": fn}, syncs={"fn": sync}, warmup=warmup, repeats=repeats,
+                               min_sample_s=min_sample_s, max_inner=max_inner)["fn"]
+
+
+def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *,
+                        syncs: Mapping[str, Callable[[Any], Any]] | None = None, warmup: int = 3,
+                        repeats: int = 15, min_sample_s: float = 2e-3,
+                        max_inner: int = 10_000) -> dict[str, Timing]:
+    """Time several functions against each other: :func:`measure` for each, but with their
+    samples taken in turn (sample 1 of every function, then sample 2, ...).
+
+    On a shared or throttling machine the speed changes over seconds; timing one function
+    after another lets that drift land on one of them and bias the ratio, while taking turns
+    spreads it evenly, so ratios within one run stay fair. ``syncs[name]`` (default
+    :func:`block`) waits for ``fns[name]``'s result.
+    """
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup and repeats must be >= 1, got warmup={warmup}, repeats={repeats}")
-    for _ in range(warmup):
-        sync(fn())
-    inner = 1
-    while inner < max_inner:
+    if not fns:
+        raise ValueError("fns must name at least one function to time")
+    syncs = {name: (syncs or {}).get(name, block) for name in fns}
+
+    def sample(name: str, inner: int) -> float:
+        fn, sync = fns[name], syncs[name]
         start = time.perf_counter()
         for _ in range(inner):
             out = fn()
         sync(out)
-        if time.perf_counter() - start >= min_sample_s:
-            break
-        inner *= 2
-    samples = []
+        return time.perf_counter() - start
+
+    inners = {}
+    for name in fns:
+        for _ in range(warmup):
+            sample(name, 1)
+        inner = 1
+        while inner < max_inner and sample(name, inner) < min_sample_s:
+            inner *= 2
+        inners[name] = inner
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn()
-        sync(out)
-        samples.append((time.perf_counter() - start) / inner * 1e6)
-    return Timing(statistics.median(samples), min(samples), max(samples), repeats, inner)
+        for name, inner in inners.items():
+            samples[name].append(sample(name, inner) / inner * 1e6)
+    return {name: Timing(statistics.median(v), min(v), max(v), repeats, inners[name])
+            for name, v in samples.items()}
 
 
 def time_once(fn: Callable[[], Any], *, sync: Callable[[Any], Any] = block) -> tuple[Any, float]:

@@ -9,7 +9,7 @@ from jaxbasics.bench.gpt2 import flops_per_token
 from jaxbasics.bench.suites import run_suites
 from jaxbasics.cli import main
 from jaxbasics.config import GPT_CONFIG_124M
-from jaxbasics.timing import measure
+from jaxbasics.timing import measure, measure_interleaved
 
 
 def test_flops_per_token_of_gpt2_124m():
@@ -30,6 +30,17 @@ def test_measure_reports_a_median_inside_its_range_and_checks_arguments():
     assert 0 < t.min_us <= t.median_us <= t.max_us and t.inner >= 1
     with pytest.raises(ValueError, match="warmup and repeats must be >= 1, got warmup=0"):
         measure(lambda: None, warmup=0)
+
+
+def test_interleaved_timing_takes_turns_after_each_functions_warmup():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = measure_interleaved(fns, syncs=dict.fromkeys(fns, lambda o: o), warmup=2, repeats=4,
+                                min_sample_s=0.0)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a", "b", "c"] * 4
+    assert set(times) == {"a", "b", "c"} and all(t.repeats == 4 for t in times.values())
+    with pytest.raises(ValueError, match="fns must name at least one function"):
+        measure_interleaved({})
 
 
 def test_unknown_suite_and_size_are_refused():

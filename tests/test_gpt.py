@@ -152,3 +152,5 @@ def test_bad_model_arguments():
         init_cache(TINY, 1, 13)
     with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots' or a name"):
         GPT(TINY, remat="sometimes", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"attention implementation must be one of .* got 'sdpa'"):
+        GPT(TINY, attention="sdpa", rngs=nnx.Rngs(0))

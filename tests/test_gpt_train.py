@@ -17,6 +17,7 @@ from jaxbasics.gpt_train import (
     learning_rate_schedule,
     make_gpt_train_step,
     make_optimizer,
+    resolve_remat,
     train,
 )
 from jaxbasics.train_step import split_params
@@ -33,6 +34,15 @@ def test_decay_mask_covers_matrices_and_embeddings_only():
     assert not flat["blocks/attn/qkv/bias"] and not flat["blocks/ln1/scale"]
     assert not flat["ln_f/bias"]
     assert sum(flat.values()) == 7  # 2 embeddings, qkv, proj, fc, mlp proj, head
+
+
+def test_auto_remat_keeps_matmul_outputs_on_cpu_only():
+    assert resolve_remat("auto", "cpu") == "dots"
+    assert resolve_remat("auto", "gpu") is False and resolve_remat("auto", "tpu") is False
+    assert resolve_remat("full", "cpu") == "full" and resolve_remat(False, "cpu") is False
+    assert build_model(CFG, TrainOptions()).remat == "dots"  # these tests run on the CPU
+    with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots'"):
+        TrainOptions(remat="often")
 
 
 def test_schedule_warms_up_then_decays_by_cosine():

@@ -107,15 +107,17 @@ def print_tables(result: dict[str, Any]) -> None:
                         f"{g['parameters']:,} params; peak {g['peak_flops'] / 1e12:.3g} TFLOP/s "
                         f"({g['peak_source']})", title_justify="left")
         for col in ("variant", "step ms", "tokens/s", "MFU", "compile s", "vs torch eager",
-                    "first loss"):
+                    "peak MiB", "first loss"):
             t.add_column(col, justify="right")
         for name, e in g["variants"].items():
             if "error" in e:
-                t.add_row(name, e["error"][:60], "", "", "", "", "")
+                t.add_row(name, e["error"][:60], "", "", "", "", "", "")
                 continue
             t.add_row(name, _f(e["step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
                       _f(e["mfu"], ".1%"), _f(e.get("compile_s"), ".1f"),
-                      _f(e.get("speedup_vs_torch_eager"), ".2f"), _f(e["first_loss"], ".4f"))
+                      _f(e.get("speedup_vs_torch_eager"), ".2f"),
+                      _f(e["device_peak_bytes"] / 2**20 if "device_peak_bytes" in e else None,
+                         ",.0f"), _f(e["first_loss"], ".4f"))
         c.print(t)
     if "scaling" in result:
         s = result["scaling"]

@@ -58,10 +58,6 @@ def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> 
     return 2 * n**3 / best
 
 
-def peak_memory_bytes() -> dict:
-    """Peak device memory where the backend reports it; the process's max RSS always."""
-    out = {"host_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    stats = jax.devices()[0].memory_stats()
-    if stats and "peak_bytes_in_use" in stats:
-        out["device_peak_bytes"] = stats["peak_bytes_in_use"]
-    return out
+def host_max_rss_bytes() -> int:
+    """The largest resident set of this process so far, in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

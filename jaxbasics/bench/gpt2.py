@@ -12,6 +12,8 @@ accelerators and a large matmul measured in the same run on CPU.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -20,11 +22,11 @@ import numpy as np
 from flax import nnx
 
 from jaxbasics import sharding
-from jaxbasics.bench.device import measured_matmul_peak, peak_memory_bytes, table_peak_flops
+from jaxbasics.bench.device import host_max_rss_bytes, measured_matmul_peak, table_peak_flops
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
 from jaxbasics.gpt_train import TrainOptions, make_gpt_train_step, make_optimizer, sharded_state
-from jaxbasics.timing import measure
+from jaxbasics.timing import measure, measure_interleaved
 from jaxbasics.train_step import split_params
 
 #: size -> (config, batch size, timing repeats)
@@ -50,19 +52,71 @@ def _batch(cfg: GPTConfig, batch: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     return ids[:, :-1].astype(np.int32), ids[:, 1:].astype(np.int32)
 
 
+def _short(dtype: str | None) -> str:
+    return {"bfloat16": "bf16", "float32": "fp32"}.get(dtype or "", str(dtype))
+
+
 def _summary(step_us: float, tokens: int, fpt: float, peak: float | None) -> dict[str, Any]:
     tps = tokens / (step_us * 1e-6)
     return {"step_ms": step_us / 1e3, "tokens_per_s": tps,
             "mfu": None if peak is None else tps * fpt / peak}
 
 
-def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
-                  remat: bool | str = False, mesh: Any = None, repeats: int = 5
-                  ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the step: framework, compute dtype and the knobs that matter."""
+
+    name: str
+    framework: str  # "jax" or "torch"
+    dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
+    remat: bool | str = False  # JAX: see jaxbasics.gpt.GPT
+    attention: str = "xla"  # JAX: see jaxbasics.attention
+    compile: bool = False  # torch: through torch.compile
+
+
+def variants(platform: str, *, torch_side: bool = True, compile_torch: bool = True,
+             bf16: bool = True) -> list[Variant]:
+    """The variants run on ``platform``. Everywhere: JAX fp32 (plain and ``remat="dots"``),
+    PyTorch eager and torch.compile fp32. With bf16: JAX bf16; on GPU also JAX bf16 with
+    ``remat="dots"`` and with cuDNN flash attention, and PyTorch in bf16 autocast (on CPU
+    without bf16 matmul units those tell nothing)."""
+    gpu = platform == "gpu"
+    out = [Variant("jax_fp32", "jax"),
+           # keep only matmul outputs for the backward pass: less memory traffic
+           Variant("jax_fp32_remat_dots", "jax", remat="dots")]
+    if bf16:
+        out.append(Variant("jax_bf16", "jax", dtype="bfloat16"))
+        if gpu:
+            out += [Variant("jax_bf16_remat_dots", "jax", dtype="bfloat16", remat="dots"),
+                    Variant("jax_bf16_cudnn", "jax", dtype="bfloat16", attention="cudnn")]
+    if torch_side:
+        out.append(Variant("torch_eager_fp32", "torch"))
+        if compile_torch:
+            out.append(Variant("torch_compile_fp32", "torch", compile=True))
+        if bf16 and gpu:
+            out.append(Variant("torch_eager_bf16", "torch", dtype="bfloat16"))
+            if compile_torch:
+                out.append(Variant("torch_compile_bf16", "torch", dtype="bfloat16", compile=True))
+    return out
+
+
+@dataclass
+class Prepared:
+    """A variant ready to time: ``run()`` does one step, ``sync(out)`` waits for it."""
+
+    run: Callable[[], Any]
+    sync: Callable[[Any], Any]
+    first_loss: float
+    info: dict[str, Any]  # compile_s, memory
+
+
+def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
+                remat: bool | str = False, attention: str = "xla", mesh: Any = None
+                ) -> Prepared:
     """The jaxbasics train step (split state, donated buffers, blocks under lax.scan) for
-    ``batch`` sequences, sharded over ``mesh`` when given: ``{"median_us", "compile_s",
-    "first_loss"}``."""
-    graphdef, params = split_params(GPT(cfg, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
+    ``batch`` sequences, sharded over ``mesh`` when given, compiled and run once."""
+    graphdef, params = split_params(GPT(cfg, dtype=dtype, remat=remat, attention=attention,
+                                        rngs=nnx.Rngs(0)))
     tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4))
     opt_state = tx.init(params)
     shardings = None
@@ -75,100 +129,125 @@ def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     step = make_gpt_train_step(graphdef, tx, shardings=shardings)
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, x, y, key).compile()
-    compile_s = time.perf_counter() - start
+    info: dict[str, Any] = {"compile_s": time.perf_counter() - start}
+    memory = compiled.memory_analysis()
+    if memory is not None and getattr(memory, "peak_memory_in_bytes", 0):
+        info["device_peak_bytes"] = int(memory.peak_memory_in_bytes)  # XLA's buffer plan
     state = [params, opt_state]
 
     def run():
         state[0], state[1], metrics = compiled(state[0], state[1], x, y, key)
         return metrics["loss"]
 
-    first_loss = float(run())
-    t = measure(run, warmup=2, repeats=repeats, min_sample_s=0.0)
-    return {"median_us": t.median_us, "compile_s": compile_s, "first_loss": first_loss}
+    return Prepared(run, jax.block_until_ready, float(run()), info)
 
 
-def time_jax(cfg: GPTConfig, batch: int, *, dtype: Any, repeats: int, peak: float | None,
-             remat: bool | str = False) -> dict[str, Any]:
-    """:func:`time_jax_step` on one device, summarised as step time, tokens/s and MFU."""
-    t = time_jax_step(cfg, batch, dtype=dtype, remat=remat, repeats=repeats)
-    return {**_summary(t["median_us"], batch * cfg.context_length, flops_per_token(cfg), peak),
-            "compile_s": t["compile_s"], "first_loss": t["first_loss"], **peak_memory_bytes()}
-
-
-def time_torch(cfg: GPTConfig, batch: int, *, compile_model: bool, repeats: int,
-               peak: float | None) -> dict[str, Any]:
-    """The same step in PyTorch: eager, or with the model through ``torch.compile``."""
+def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
+                  dtype: str = "float32") -> Prepared:
+    """The same step in PyTorch (eager, or the model through ``torch.compile``; bf16 by
+    autocast), from the same initial weights as the JAX model; compiled and run once."""
     import torch
     import torch.nn.functional as F
 
     from jaxbasics.compare.torch_gpt import TorchGPT, adamw, load_from_flax
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if cuda:  # TF32 for float32 matmuls, as XLA uses by default on GPUs that have it
+        torch.set_float32_matmul_precision("high")
     model = TorchGPT(cfg)
     load_from_flax(model, split_params(GPT(cfg, rngs=nnx.Rngs(0)))[1])  # same start as JAX
     model = model.to(device).train()
-    opt = adamw(model)
+    opt = adamw(model, fused=cuda)
     x, y = (torch.from_numpy(a).long().to(device) for a in _batch(cfg, batch))
     forward = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     def sync(out):
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return out
 
     def run():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(forward(x).view(-1, cfg.vocab_size), y.view(-1))
+        with autocast:
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float().view(-1, cfg.vocab_size), y.view(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return loss
 
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     first_loss = sync(run()).item()
-    first_s = time.perf_counter() - start
-    t = measure(run, sync=sync, warmup=2, repeats=repeats, min_sample_s=0.0)
-    out = {**_summary(t.median_us, batch * cfg.context_length, flops_per_token(cfg), peak),
-           "first_loss": first_loss}
-    if compile_model:
-        out["compile_s"] = first_s
-    if device == "cuda":
-        out["device_peak_bytes"] = torch.cuda.max_memory_allocated()
-    return out
+    info: dict[str, Any] = {"compile_s": time.perf_counter() - start} if compile_model else {}
+    if cuda:
+        info["device_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return Prepared(run, sync, first_loss, info)
+
+
+def prepare(cfg: GPTConfig, batch: int, variant: Variant) -> Prepared:
+    """:func:`prepare_jax` or :func:`prepare_torch` for ``variant``."""
+    if variant.framework == "jax":
+        return prepare_jax(cfg, batch, dtype=jnp.dtype(variant.dtype), remat=variant.remat,
+                           attention=variant.attention)
+    return prepare_torch(cfg, batch, compile_model=variant.compile, dtype=variant.dtype)
+
+
+def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
+                  remat: bool | str = False, mesh: Any = None, repeats: int = 5
+                  ) -> dict[str, Any]:
+    """:func:`prepare_jax` timed alone: ``{"median_us", "compile_s", "first_loss"}``."""
+    p = prepare_jax(cfg, batch, dtype=dtype, remat=remat, mesh=mesh)
+    t = measure(p.run, warmup=2, repeats=repeats, min_sample_s=0.0)
+    return {"median_us": t.median_us, "compile_s": p.info["compile_s"],
+            "first_loss": p.first_loss}
 
 
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
              bf16: bool = True) -> dict[str, Any]:
-    """All variants for ``size``: JAX fp32 (plain and with ``remat="dots"``) and bf16, torch
-    eager and torch.compile."""
+    """Every variant of :func:`variants` for ``size``, prepared (compiled, run once) one after
+    another, then timed in turn (:func:`~jaxbasics.timing.measure_interleaved`) so that the
+    machine's drift in speed during the run is shared fairly between them."""
     cfg, batch, repeats = SIZES[size]
     kind = jax.devices()[0].device_kind
     peak = table_peak_flops(kind)
     peak_source = "data sheet, dense bf16"
     if peak is None:
         peak, peak_source = measured_matmul_peak(), "measured 2048² fp32 matmul, this run"
+    tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
-        "parameters": parameter_count(cfg), "flops_per_token": flops_per_token(cfg),
-        "peak_flops": peak, "peak_source": peak_source, "variants": {}}
-    v = result["variants"]
-    v["jax_fp32"] = time_jax(cfg, batch, dtype=jnp.float32, repeats=repeats, peak=peak)
-    # keep only matmul outputs for the backward pass: less memory traffic, faster on CPU
-    v["jax_fp32_remat_dots"] = time_jax(cfg, batch, dtype=jnp.float32, repeats=repeats,
-                                        peak=peak, remat="dots")
-    if bf16:
-        v["jax_bf16"] = time_jax(cfg, batch, dtype=jnp.bfloat16, repeats=repeats, peak=peak)
-    if torch_side:
-        v["torch_eager_fp32"] = time_torch(cfg, batch, compile_model=False, repeats=repeats,
-                                           peak=peak)
-        if compile_torch:
-            try:
-                v["torch_compile_fp32"] = time_torch(cfg, batch, compile_model=True,
-                                                     repeats=repeats, peak=peak)
-            except Exception as err:  # report, do not hide, a torch.compile failure
-                v["torch_compile_fp32"] = {"error": f"{type(err).__name__}: {err}"[:300]}
-        eager = v["torch_eager_fp32"]["step_ms"]
-        for entry in v.values():
-            if "step_ms" in entry:
-                entry["speedup_vs_torch_eager"] = eager / entry["step_ms"]
+        "parameters": parameter_count(cfg), "flops_per_token": fpt,
+        "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved", "variants": {}}
+    out, ready = result["variants"], {}
+    for v in variants(jax.devices()[0].platform, torch_side=torch_side,
+                      compile_torch=compile_torch, bf16=bf16):
+        try:
+            p = prepare(cfg, batch, v)
+        except Exception as err:  # report, do not hide, a variant that cannot run here
+            if v.framework == "jax" and v.attention == "xla":
+                raise
+            out[v.name] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            continue
+        ready[v.name] = p
+        out[v.name] = {"framework": v.framework, "dtype": v.dtype, "remat": v.remat,
+                       "attention": v.attention if v.framework == "jax" else "sdpa",
+                       "compiled": v.compile or v.framework == "jax",
+                       "first_loss": p.first_loss, **p.info}
+    times = measure_interleaved({n: p.run for n, p in ready.items()},
+                                syncs={n: p.sync for n, p in ready.items()}, warmup=2,
+                                repeats=repeats, min_sample_s=0.0)
+    for name, t in times.items():
+        out[name].update(_summary(t.median_us, tokens, fpt, peak),
+                         step_ms_min=t.min_us / 1e3, step_ms_max=t.max_us / 1e3)
+    result["host_max_rss_bytes"] = host_max_rss_bytes()
+    for entry in out.values():
+        # against PyTorch eager in the same dtype where it ran, else in float32
+        base = [out[n] for n in (f"torch_eager_{_short(entry.get('dtype'))}", "torch_eager_fp32")
+                if n in out and "step_ms" in out[n]]
+        if "step_ms" in entry and base:
+            entry["speedup_vs_torch_eager"] = base[0]["step_ms"] / entry["step_ms"]
     return result

@@ -8,7 +8,9 @@ For each problem (the single neuron, SimpleNet at a given batch) the same SGD st
 * ``jax_jit``: ``jax.jit(value_and_grad + optax)`` over split state, buffers donated
 * ``jax_scan``: ``steps`` updates inside one ``jax.lax.scan``, per-step time
 
-Each is a median over repeated samples after warm-up (:func:`jaxbasics.timing.measure`).
+Each is a median over repeated samples after warm-up, the four taking turns sample by
+sample (:func:`jaxbasics.timing.measure_interleaved`) so that a machine's drift in speed
+does not favour one of them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from flax import nnx
 from jaxbasics import neuron, simplenet
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.transfer import torch_to_flax
-from jaxbasics.timing import measure
+from jaxbasics.timing import measure_interleaved
 from jaxbasics.train_step import make_scan_train, make_train_step, split_params
 
 LR = 0.01
@@ -40,21 +42,37 @@ def _torch_sync(out: Any) -> Any:
     return out
 
 
-def _time_torch(step: Callable[[], Any], compile_torch: bool, repeats: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"torch_eager_us": measure(step, sync=_torch_sync,
-                                                     repeats=repeats).median_us}
-    out["torch_compile_us"] = None
-    if compile_torch:
-        try:
-            compiled = torch.compile(step)
-            start = time.perf_counter()
-            compiled()
-            out["torch_compile_s"] = time.perf_counter() - start
-            out["torch_compile_us"] = measure(compiled, sync=_torch_sync,
-                                              repeats=repeats).median_us
-        except Exception as err:  # torch.compile needs a working C++ toolchain; report why not
-            out["torch_compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    return out
+def _compiled_torch(step: Callable[[], Any], compile_torch: bool
+                    ) -> tuple[Callable[[], Any] | None, dict[str, Any]]:
+    """``torch.compile(step)`` after its first (compiling) call, and the compile time or the
+    reason it failed."""
+    if not compile_torch:
+        return None, {}
+    try:
+        compiled = torch.compile(step)
+        start = time.perf_counter()
+        _torch_sync(compiled())
+        return compiled, {"torch_compile_s": time.perf_counter() - start}
+    except Exception as err:  # torch.compile needs a working C++ toolchain; report why not
+        return None, {"torch_compile_error":
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+
+
+def _time_all(torch_step: Callable[[], Any], compile_torch: bool, jax_step: Callable[[], Any],
+              jax_scan: Callable[[], Any], scan_steps: int, repeats: int) -> dict[str, Any]:
+    """The four ways, timed in turn (:func:`~jaxbasics.timing.measure_interleaved`), in µs."""
+    compiled, result = _compiled_torch(torch_step, compile_torch)
+    fns = {"torch_eager": torch_step, "jax_jit": jax_step, "jax_scan": jax_scan}
+    if compiled is not None:
+        fns["torch_compile"] = compiled
+    times = measure_interleaved(fns, syncs={"torch_eager": _torch_sync,
+                                            "torch_compile": _torch_sync}, repeats=repeats)
+    result.update({"torch_eager_us": times["torch_eager"].median_us,
+                   "torch_compile_us": times["torch_compile"].median_us if compiled else None,
+                   "jax_jit_us": times["jax_jit"].median_us,
+                   "jax_scan_us": times["jax_scan"].median_us / scan_steps,
+                   "scan_steps": scan_steps})
+    return result
 
 
 def time_neuron(*, compile_torch: bool = True, scan_steps: int = 1000,
@@ -74,8 +92,6 @@ def time_neuron(*, compile_torch: bool = True, scan_steps: int = 1000,
             b_t.sub_(LR * b_t.grad)
         return loss
 
-    result = _time_torch(torch_step, compile_torch, repeats)
-
     def jax_body(params, x, y):
         loss, (gw, gb) = jax.value_and_grad(neuron.loss, argnums=(0, 1))(*params, x, y)
         return (params[0] - LR * gw, params[1] - LR * gb), loss
@@ -88,16 +104,13 @@ def time_neuron(*, compile_torch: bool = True, scan_steps: int = 1000,
         state[0], loss = step(state[0], x, y)
         return loss
 
-    result["jax_jit_us"] = measure(jax_step, repeats=repeats).median_us
-
     @jax.jit
     def scan(params):
         return jax.lax.scan(lambda p, _: jax_body(p, x, y), params, length=scan_steps)
 
     params0 = (jnp.float32(ex.w), jnp.float32(ex.b))
-    result["jax_scan_us"] = measure(lambda: scan(params0), repeats=repeats).median_us / scan_steps
-    result["scan_steps"] = scan_steps
-    return result
+    return _time_all(torch_step, compile_torch, jax_step, lambda: scan(params0), scan_steps,
+                     repeats)
 
 
 def time_simplenet(batch: int, *, compile_torch: bool = True, scan_steps: int = 1000,
@@ -119,8 +132,6 @@ def time_simplenet(batch: int, *, compile_torch: bool = True, scan_steps: int = 
         optimizer.step()
         return loss
 
-    result = _time_torch(torch_step, compile_torch, repeats)
-
     graphdef, params = split_params(j_model)
     tx = optax.sgd(LR)
     step = make_train_step(graphdef, simplenet.bce_loss, tx)
@@ -132,16 +143,12 @@ def time_simplenet(batch: int, *, compile_torch: bool = True, scan_steps: int = 
         state[0], state[1], loss = step(state[0], state[1], x, y)
         return loss
 
-    result["jax_jit_us"] = measure(jax_step, repeats=repeats).median_us
-
     run = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False)
     xs = jnp.broadcast_to(x, (scan_steps, *x.shape))
     ys = jnp.broadcast_to(y, (scan_steps, *y.shape))
     opt0 = tx.init(params)
-    result["jax_scan_us"] = measure(lambda: run(params, opt0, xs, ys),
-                                    repeats=repeats).median_us / scan_steps
-    result["scan_steps"] = scan_steps
-    return result
+    return _time_all(torch_step, compile_torch, jax_step, lambda: run(params, opt0, xs, ys),
+                     scan_steps, repeats)
 
 
 def add_ratios(entry: dict[str, Any]) -> dict[str, Any]:

@@ -66,12 +66,15 @@ class TorchGPT(nn.Module):
         return x @ self.tok_emb.weight.T if self.head is None else self.head(x)
 
 
-def adamw(model: TorchGPT, lr: float = 6e-4, weight_decay: float = 0.1) -> torch.optim.AdamW:
-    """AdamW with decay on matrices and embeddings only, as :func:`jaxbasics.gpt_train.decay_mask`."""
+def adamw(model: TorchGPT, lr: float = 6e-4, weight_decay: float = 0.1, fused: bool = False
+          ) -> torch.optim.AdamW:
+    """AdamW with decay on matrices and embeddings only, as :func:`jaxbasics.gpt_train.decay_mask`
+    (``fused``: one kernel for all parameters, on CUDA)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95),
+                             fused=fused or None)
 
 
 def load_from_flax(model: TorchGPT, params: dict) -> None:
