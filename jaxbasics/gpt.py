@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxbasics import checks
@@ -244,8 +245,9 @@ def check_tokens(idx: Any, cfg: GPTConfig) -> jax.Array:
     if idx.shape[1] > cfg.context_length:
         raise ValueError(f"idx has {idx.shape[1]} tokens per sequence, more than "
                          f"context_length={cfg.context_length}")
-    if checks.is_concrete(idx):
-        lo, hi = int(idx.min()), int(idx.max())
+    if checks.is_concrete(idx):  # numpy, not jnp: inside a trace jnp would stage the check
+        arr = np.asarray(idx)
+        lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= cfg.vocab_size:
             raise ValueError(f"idx must hold token ids in [0, {cfg.vocab_size}), got values "
                              f"from {lo} to {hi}")

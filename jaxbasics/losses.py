@@ -13,6 +13,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxbasics import checks
@@ -124,8 +125,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: Reduction = "
                          f" got {tuple(labels.shape)}")
     checks.nonempty(labels, "labels")
     vocab = logits.shape[-1]
-    if checks.is_concrete(labels):
-        valid = labels if ignore_index is None else labels[labels != ignore_index]
+    if checks.is_concrete(labels):  # numpy, not jnp: inside a trace jnp would stage the check
+        valid = np.asarray(labels)
+        valid = valid if ignore_index is None else valid[valid != ignore_index]
         if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= vocab):
             raise ValueError(f"labels must lie in [0, {vocab}), got values from "
                              f"{int(valid.min())} to {int(valid.max())}")

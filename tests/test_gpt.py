@@ -154,3 +154,13 @@ def test_bad_model_arguments():
         GPT(TINY, remat="sometimes", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"attention implementation must be one of .* got 'sdpa'"):
         GPT(TINY, attention="sdpa", rngs=nnx.Rngs(0))
+
+
+def test_token_ids_closed_over_by_a_jitted_function_are_checked_not_traced(model):
+    ids = jnp.array([[1, 2, 3]])
+    graphdef, params = split_params(model)
+    logits = jax.jit(lambda p: nnx.merge(graphdef, p)(ids))(params)  # ids: a constant here
+    np.testing.assert_allclose(logits, model(ids), rtol=1e-5, atol=1e-6)
+    bad = jnp.array([[1, 2, TINY.vocab_size]])
+    with pytest.raises(ValueError, match=f"idx must hold token ids in \\[0, {TINY.vocab_size}\\)"):
+        jax.jit(lambda p: nnx.merge(graphdef, p)(bad))(params)

@@ -131,3 +131,9 @@ def test_cross_entropy_bad_inputs():
         cross_entropy(z, jnp.array([0, 1, 2]))
     with pytest.raises(TypeError, match="labels must have an integer dtype"):
         cross_entropy(z, jnp.array([0.0, 1.0]))
+    # labels closed over by a jitted function are constants there: checked, not traced
+    bad, good = jnp.array([-2, 1]), jnp.array([3, -1])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\), got values from -2 to 1"):
+        jax.jit(lambda z: cross_entropy(z, bad, ignore_index=-1))(z)
+    np.testing.assert_allclose(jax.jit(lambda z: cross_entropy(z, good, ignore_index=-1))(z),
+                               np.log(5), rtol=1e-6)

@@ -158,7 +158,7 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
     model = TorchGPT(cfg)
     load_from_flax(model, split_params(GPT(cfg, rngs=nnx.Rngs(0)))[1])  # same start as JAX
     model = model.to(device).train()
-    opt = adamw(model, fused=cuda)
+    opt = adamw(model, fused=True)
     x, y = (torch.from_numpy(a).long().to(device) for a in _batch(cfg, batch))
     forward = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
