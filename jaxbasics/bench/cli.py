@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the chosen suites, print their tables, write JSON/plots; returns the exit status."""
+    # JAX and PyTorch share one GPU in this process: JAX must not reserve 75 % of its memory
+    # up front (read when JAX first touches a device, which has not happened yet here)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.device:
         import jax
 

@@ -131,8 +131,9 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     compiled = step.lower(params, opt_state, x, y, key).compile()
     info: dict[str, Any] = {"compile_s": time.perf_counter() - start}
     memory = compiled.memory_analysis()
-    if memory is not None and getattr(memory, "peak_memory_in_bytes", 0):
-        info["device_peak_bytes"] = int(memory.peak_memory_in_bytes)  # XLA's buffer plan
+    if memory is not None:  # XLA's buffer plan: live arguments, outputs and temporaries
+        info["device_peak_bytes"] = int(memory.argument_size_in_bytes + memory.temp_size_in_bytes
+                                        + memory.output_size_in_bytes - memory.alias_size_in_bytes)
     state = [params, opt_state]
 
     def run():
