@@ -9,7 +9,8 @@ Sections and where they live:
 * SimpleNet and backprop ......... :mod:`jaxbasics.simplenet`
 * functional training ............ :mod:`jaxbasics.train_step`
 * the GPT-2 configuration ........ :mod:`jaxbasics.config`
-* GPT-2 model and generation ..... :mod:`jaxbasics.gpt`, :mod:`jaxbasics.generate`
+* GPT-2 model and generation ..... :mod:`jaxbasics.gpt`, :mod:`jaxbasics.attention`,
+  :mod:`jaxbasics.generate`
 * GPT-2 training, checkpoints .... :mod:`jaxbasics.gpt_train`, :mod:`jaxbasics.checkpoint`,
   :mod:`jaxbasics.data`
 * Hugging Face GPT-2 loading ..... :mod:`jaxbasics.hf`

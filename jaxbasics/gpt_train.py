@@ -101,7 +101,7 @@ def make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
 def resolve_remat(remat: bool | str, backend: str | None = None) -> bool | str:
     """The ``remat`` setting to build the model with: ``"auto"`` is ``"dots"`` on CPU, where
     storing the blocks' elementwise intermediates costs more than recomputing them (the
-    GPT-2 step is 1.2-1.4x faster with it at every size measured: README, "Benchmarks"), and
+    GPT-2 step is 1.1-1.4x faster with it at every size measured: README, "Benchmarks"), and
     ``False`` on GPU/TPU until measured there; any other value is checked and returned."""
     if remat == "auto":
         return "dots" if (backend or jax.default_backend()) == "cpu" else False
