@@ -95,7 +95,8 @@ def test_donated_step_matches_undonated_step():
     chex.assert_trees_all_close(got, expected, rtol=0, atol=0)
 
 
-def test_scan_of_many_steps_equals_python_loop():
+@pytest.mark.parametrize("unroll", [1, 4])  # 25 steps: unroll 4 leaves a remainder of 1
+def test_scan_of_many_steps_equals_python_loop(unroll):
     _, graphdef, params, _, _ = _setup(11)
     steps = 25
     xs, ys = jax.vmap(lambda k: simplenet.toy_batch(k, 16))(
@@ -106,10 +107,16 @@ def test_scan_of_many_steps_equals_python_loop():
     for i in range(steps):
         p, s, loss = step(p, s, xs[i], ys[i])
         losses.append(loss)
-    scan = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False)
+    scan = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False, unroll=unroll)
     p_scan, _, scan_losses = scan(params, tx.init(params), xs, ys)
     chex.assert_trees_all_close(p_scan, p, rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_close(scan_losses, jnp.stack(losses), rtol=1e-5)
+
+
+def test_scan_unroll_must_be_a_positive_int():
+    _, graphdef, _, _, _ = _setup(2)
+    with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):
+        make_scan_train(graphdef, simplenet.bce_loss, optax.sgd(LR), unroll=0)
 
 
 def test_training_lowers_the_loss():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import resource
 import time
@@ -25,7 +26,10 @@ def device_info() -> dict:
             "device_count": jax.device_count(), "host": platform.node(),
             "cpu": platform.processor() or platform.machine(),
             "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            # settings that change CPU timings a lot: a preloaded allocator, XLA flags, threads
+            "env": {k: os.environ[k] for k in ("LD_PRELOAD", "XLA_FLAGS", "OMP_NUM_THREADS")
+                    if k in os.environ}}
     try:
         import torch
 
