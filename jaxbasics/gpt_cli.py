@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     t.add_argument("--warmup", type=int, default=100, help="warmup steps")
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update")
