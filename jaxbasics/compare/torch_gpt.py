@@ -69,7 +69,7 @@ class TorchGPT(nn.Module):
 def adamw(model: TorchGPT, lr: float = 6e-4, weight_decay: float = 0.1, fused: bool = False
           ) -> torch.optim.AdamW:
     """AdamW with decay on matrices and embeddings only, as :func:`jaxbasics.gpt_train.decay_mask`
-    (``fused``: one kernel for all parameters, on CUDA)."""
+    (``fused``: one kernel per step for all parameters; on CPU and CUDA)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
