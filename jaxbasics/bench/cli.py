@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="benchmark the chapter's problems (neuron, SimpleNet, GPT-2 step), JAX vs "
                       "PyTorch, on CPU/GPU/TPU; write JSON",
         description="Median-of-repeats timings after warm-up, with device sync. smoke: seconds, "
-                    "for CI; cpu: what 2 CPU cores can do in a few minutes; full: GPT-2 124M, "
+                    "for CI; cpu: about a minute on 2 CPU cores; full: GPT-2 124M, "
                     "for accelerators.")
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
