@@ -188,24 +188,39 @@ class GPT(nnx.Module):
         emb_key, layer_key = (None, None) if key is None else tuple(jax.random.split(key))
         x = self.tok_emb(idx) + self.pos_emb(pos + jnp.arange(t))  # (B, T, d)
         x = _dropout(x, self.cfg.drop_rate, emb_key)
-        graphdef, state = nnx.split(self.blocks)
-        layer_keys = None if layer_key is None else jax.random.split(layer_key, self.cfg.n_layers)
         layer_cache = None if cache is None else (cache["k"], cache["v"])
-
-        def body(h, xs):
-            layer_state, lkey, lcache = xs
-            h, lcache = nnx.merge(graphdef, layer_state)(h, key=lkey, cache=lcache, pos=pos)
-            return h, lcache
-
-        if self.remat:
-            body = jax.checkpoint(body, prevent_cse=False, policy=remat_policy(self.remat))
-        x, new_cache = jax.lax.scan(body, x, (state, layer_keys, layer_cache))
+        x, new_cache = scan_blocks(self.blocks, x, remat=self.remat, key=layer_key,
+                                   cache=layer_cache, pos=pos)
         x = self.ln_f(x.reshape(b * t, -1))  # (B·T, d): 2-D matmul for the head too
         logits = self.tok_emb.attend(x) if self.head is None else self.head(x)
         logits = logits.reshape(b, t, -1)
         if new_cache is not None:
             new_cache = {"k": new_cache[0], "v": new_cache[1]}
         return logits.astype(jnp.float32), new_cache
+
+
+def scan_blocks(blocks: Block, x: jax.Array, *, remat: bool | str = False,
+                key: jax.Array | None = None, cache: tuple[jax.Array, jax.Array] | None = None,
+                pos: jax.Array | int = 0) -> tuple[jax.Array, Any]:
+    """Run stacked ``blocks`` (every parameter with a leading n_layers axis, as
+    ``GPT.blocks``) over ``x`` (B, T, d) as one ``jax.lax.scan``: h_{l+1} = block_l(h_l).
+
+    ``remat`` as in :class:`GPT` (``jax.checkpoint`` around each layer), ``key`` a dropout key
+    split over the layers (None: no dropout), ``cache`` the (k, v) arrays of shape
+    (n_layers, B, T_max, H, hd) with queries at ``pos``. Returns (h_L, updated cache or None).
+    """
+    graphdef, state = nnx.split(blocks)
+    n_layers = jax.tree.leaves(state)[0].shape[0]
+    layer_keys = None if key is None else jax.random.split(key, n_layers)
+
+    def body(h, xs):
+        layer_state, lkey, lcache = xs
+        h, lcache = nnx.merge(graphdef, layer_state)(h, key=lkey, cache=lcache, pos=pos)
+        return h, lcache
+
+    if remat:
+        body = jax.checkpoint(body, prevent_cse=False, policy=remat_policy(remat))
+    return jax.lax.scan(body, x, (state, layer_keys, cache))
 
 
 REMAT_ALIASES = {"full": "nothing_saveable", "dots": "dots_with_no_batch_dims_saveable"}

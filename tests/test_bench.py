@@ -1,6 +1,7 @@
 """Benchmarks: the FLOPs formula, timing helper, and the smoke suite end to end (CPU)."""
 
 import json
+import math
 
 import pytest
 
@@ -69,9 +70,17 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     # same initial weights on both sides: the first losses agree
     assert fp32["first_loss"] == pytest.approx(g["variants"]["torch_eager_fp32"]["first_loss"],
                                                rel=1e-5)
+    # the step taken apart: each part computes the same value in both frameworks
+    parts = r["gpt2_parts"]["parts"]
+    assert set(parts) == {"blocks", "head_loss", "update"}
+    for e in parts.values():
+        assert e["jax_ms"] > 0 and e["torch_ms"] > 0
+        assert e["jax_value"] == pytest.approx(e["torch_value"], rel=1e-5)
+    assert parts["head_loss"]["jax_value"] == pytest.approx(math.log(512), rel=0.02)
     assert (tmp_path / "step_time.png").stat().st_size > 10_000
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
-    assert "GPT-2 train step" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "GPT-2 train step" in printed and "GPT-2 step taken apart" in printed
 
 
 def test_unavailable_device_is_reported(capsys):

@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
-    p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "scaling", "all"],
-                   default="all", help="scaling: data-parallel GPT-2 step on 1, 2, 4, 8 devices")
+    p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "gpt2-parts", "scaling",
+                                       "all"], default="all",
+                   help="gpt2-parts: the GPT-2 step's blocks, head + loss and optimizer update "
+                        "timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, 8 devices")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                    help="JAX platform to run on (default: JAX's default device)")
@@ -122,6 +124,17 @@ def print_tables(result: dict[str, Any]) -> None:
                       _f(e.get("speedup_vs_torch_eager"), ".2f"),
                       _f(e["device_peak_bytes"] / 2**20 if "device_peak_bytes" in e else None,
                          ",.0f"), _f(e["first_loss"], ".4f"))
+        c.print(t)
+    if "gpt2_parts" in result:
+        g = result["gpt2_parts"]
+        t = Table(title=f"GPT-2 step taken apart (JAX remat={g['remat']}): ms, median; "
+                        "values equal = same computation", title_justify="left")
+        for col in ("part", "JAX ms", "torch ms", "JAX vs torch", "JAX value", "torch value"):
+            t.add_column(col, justify="right")
+        for name, e in g["parts"].items():
+            t.add_row(name, _f(e["jax_ms"], ",.2f"), _f(e["torch_ms"], ",.2f"),
+                      _f(e["speedup_vs_torch"], ".2f"), _f(e["jax_value"], ".6g"),
+                      _f(e["torch_value"], ".6g"))
         c.print(t)
     if "scaling" in result:
         s = result["scaling"]

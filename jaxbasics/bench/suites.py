@@ -6,7 +6,7 @@ from typing import Any
 
 from jaxbasics.bench.device import device_info
 
-SUITES = ("neuron", "simplenet", "gpt2", "scaling")
+SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
 #: size -> settings of the small-model suites
 SMALL = {"smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
          "cpu": {"batches": (1, 1024), "repeats": 15, "scan_steps": 1000, "compile": True},
@@ -22,7 +22,8 @@ def _torch_ok() -> bool:
 
 def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None = None,
                log=print) -> dict[str, Any]:
-    """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...}``."""
+    """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...,
+    "gpt2_parts": ..., "scaling": ...}`` for the suites asked for."""
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
@@ -33,8 +34,9 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     has_torch = _torch_ok()
     out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
                                     "dtype": "float32 (gpt2: float32 and bfloat16)"}}
-    if ("neuron" in suites or "simplenet" in suites) and not has_torch:
-        raise RuntimeError("the neuron and simplenet suites compare with PyTorch; install it: "
+    if {"neuron", "simplenet", "gpt2-parts"} & set(suites) and not has_torch:
+        raise RuntimeError("the neuron, simplenet and gpt2-parts suites compare with PyTorch; "
+                           "install it: "
                            "python -m pip install torch==2.13.0 && python -m pip install -e "
                            "\".[compare]\"  (or run --suite gpt2 alone)")
     if "neuron" in suites:
@@ -58,6 +60,11 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
 
         log(f"gpt2 ({size}): forward + backward + AdamW step")
         out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch)
+    if "gpt2-parts" in suites:
+        from jaxbasics.bench.gpt2_parts import run_gpt2_parts
+
+        log(f"gpt2-parts ({size}): blocks, head + loss and AdamW update, each alone")
+        out["gpt2_parts"] = run_gpt2_parts(size)
     if "scaling" in suites:
         from jaxbasics.bench.scaling import run_scaling
 

@@ -1,0 +1,171 @@
+"""Where the GPT-2 training step's time goes: its three parts timed alone, JAX against
+PyTorch, from the same weights and inputs (the step of :mod:`jaxbasics.bench.gpt2`, taken
+apart).
+
+* ``blocks``: the n_layers transformer blocks, forward and backward, for
+  ``s = Σ h_L ⊙ r`` with ``h_L = blocks(h_0)``, h_0 and r fixed (B, T, d) arrays; gradients
+  for every block parameter and for h_0. JAX: one ``lax.scan`` over the stacked blocks with
+  the training step's remat setting (``resolve_remat("auto")``); PyTorch: its module loop.
+* ``head_loss``: final hidden states h (B·T, d) → logits h·W (B·T, V) → mean cross-entropy
+  against the batch's labels; gradients for h and W.
+* ``update``: global-norm clipping and AdamW on every parameter, from fixed gradients
+  (optax in place with donated buffers; PyTorch's fused AdamW).
+
+Each part's first value (``s``, the loss, the parameters' global norm after one update) is
+recorded for both frameworks: equal values show that the same computation is being timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxbasics.bench.gpt2 import SIZES, _batch
+from jaxbasics.gpt import GPT, scan_blocks
+from jaxbasics.gpt_train import decay_mask, resolve_remat
+from jaxbasics.losses import cross_entropy
+from jaxbasics.timing import measure_interleaved
+from jaxbasics.train_step import split_params
+
+PARTS = ("blocks", "head_loss", "update")
+
+
+def _inputs(cfg, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    shape = (batch, cfg.context_length, cfg.emb_dim)
+    return {"h0": rng.standard_normal(shape, np.float32),
+            "r": rng.standard_normal(shape, np.float32),
+            "h": rng.standard_normal((batch * cfg.context_length, cfg.emb_dim), np.float32),
+            "y": _batch(cfg, batch)[1].reshape(-1)}
+
+
+def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
+               ) -> dict[str, tuple[Callable[[], Any], float]]:
+    """``{part: (run, first value)}`` for JAX."""
+    remat = resolve_remat("auto")
+    h0, r, h, y = (jnp.asarray(data[k]) for k in ("h0", "r", "h", "y"))
+    blocks_gd, _ = nnx.split(nnx.merge(graphdef, params).blocks)
+
+    def blocks_value(block_params, x):
+        out, _ = scan_blocks(nnx.merge(blocks_gd, block_params), x, remat=remat)
+        return jnp.sum(out * r)
+
+    blocks = jax.jit(jax.value_and_grad(blocks_value, argnums=(0, 1)))
+    head = jax.jit(jax.value_and_grad(lambda hh, w: cross_entropy(hh @ w, y), argnums=(0, 1)))
+    w = params["head"]["kernel"]
+    # PyTorch's AdamW as jaxbasics.compare.torch_gpt.adamw sets it up: constant lr 6e-4
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(6e-4, b1=0.9, b2=0.95, weight_decay=0.1, mask=decay_mask))
+
+    def update(p, o, g):
+        updates, o = tx.update(g, o, p)
+        return optax.apply_updates(p, updates), o
+
+    update = jax.jit(update, donate_argnums=(0, 1))
+    grads = jax.tree.map(lambda a: jnp.full_like(a, 1e-3), params)
+    state = [jax.tree.map(jnp.copy, params), None]
+    state[1] = tx.init(state[0])
+
+    def run_update():
+        state[0], state[1] = update(state[0], state[1], grads)
+        return state[0]
+
+    first = {"blocks": float(blocks(params["blocks"], h0)[0]), "head_loss": float(head(h, w)[0]),
+             "update": float(optax.global_norm(run_update()))}
+    return {"blocks": (lambda: blocks(params["blocks"], h0), first["blocks"]),
+            "head_loss": (lambda: head(h, w), first["head_loss"]),
+            "update": (run_update, first["update"])}
+
+
+def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
+                 ) -> dict[str, tuple[Callable[[], Any], float]]:
+    """``{part: (run, first value)}`` for PyTorch (CPU or CUDA)."""
+    import torch
+    import torch.nn.functional as F
+
+    from jaxbasics.compare.torch_gpt import TorchGPT, adamw, load_from_flax
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = TorchGPT(cfg)
+    load_from_flax(model, params)
+    model = model.to(device).train()
+    h0, r, h = (torch.from_numpy(data[k]).to(device) for k in ("h0", "r", "h"))
+    h0.requires_grad_(True)
+    h.requires_grad_(True)
+    y = torch.from_numpy(data["y"]).long().to(device)
+    w = model.head.weight  # (V, d)
+
+    def blocks():
+        model.zero_grad(set_to_none=True)
+        h0.grad = None
+        out = h0
+        for block in model.blocks:
+            out = block(out)
+        s = (out * r).sum()
+        s.backward()
+        return s
+
+    def head():
+        h.grad = w.grad = None
+        loss = F.cross_entropy(h @ w.T, y)
+        loss.backward()
+        return loss
+
+    opt = adamw(model, fused=True)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return w
+
+    first_blocks, first_head = blocks().item(), head().item()
+    for p in model.parameters():  # blocks() and head() replaced some gradients
+        p.grad = torch.full_like(p, 1e-3)
+    update()
+    with torch.no_grad():
+        norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())))
+    return {"blocks": (blocks, first_blocks), "head_loss": (head, first_head),
+            "update": (update, norm)}
+
+
+def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
+    """Time the three parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
+    in both frameworks, interleaved; returns ``{"config", "batch_size", "remat", "parts":
+    {part: {"jax_ms", "torch_ms", "jax_value", "torch_value", "speedup_vs_torch"}}}``."""
+    import torch
+
+    cfg, batch, default_repeats = SIZES[size]
+    if cfg.tie_embeddings:
+        raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
+    graphdef, params = split_params(GPT(cfg, rngs=nnx.Rngs(0)))
+    data = _inputs(cfg, batch)
+    jax_parts = _jax_parts(cfg, params, graphdef, data)
+    torch_parts = _torch_parts(cfg, params, data)
+    cuda = torch.cuda.is_available()
+
+    def torch_sync(out):
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    fns, syncs = {}, {}
+    for part in PARTS:
+        fns[f"jax {part}"], syncs[f"jax {part}"] = jax_parts[part][0], jax.block_until_ready
+        fns[f"torch {part}"], syncs[f"torch {part}"] = torch_parts[part][0], torch_sync
+    times = measure_interleaved(fns, syncs=syncs, warmup=2,
+                                repeats=repeats or default_repeats, min_sample_s=0.0)
+    parts = {}
+    for part in PARTS:
+        j, t = times[f"jax {part}"].median_us / 1e3, times[f"torch {part}"].median_us / 1e3
+        parts[part] = {"jax_ms": j, "torch_ms": t, "speedup_vs_torch": t / j,
+                       "jax_value": jax_parts[part][1], "torch_value": torch_parts[part][1]}
+    return {"config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
+            "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts}
