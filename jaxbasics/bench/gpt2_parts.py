@@ -69,8 +69,8 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
 
     update = jax.jit(update, donate_argnums=(0, 1))
     grads = jax.tree.map(lambda a: jnp.full_like(a, 1e-3), params)
-    state = [jax.tree.map(jnp.copy, params), None]
-    state[1] = tx.init(state[0])
+    start = jax.tree.map(jnp.copy, params)  # the update donates its parameters
+    state = [start, tx.init(start)]
 
     def run_update():
         state[0], state[1] = update(state[0], state[1], grads)
@@ -124,7 +124,6 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
     def update():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return w
 
     first_blocks, first_head = blocks().item(), head().item()
     for p in model.parameters():  # blocks() and head() replaced some gradients
