@@ -92,9 +92,13 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
     from jaxbasics.compare.torch_gpt import TorchGPT, adamw, load_from_flax
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = TorchGPT(cfg)
-    load_from_flax(model, params)
-    model = model.to(device).train()
+
+    def fresh_model() -> TorchGPT:
+        model = TorchGPT(cfg)
+        load_from_flax(model, params)
+        return model.to(device).train()
+
+    model = fresh_model()
     h0, r, h = (torch.from_numpy(data[k]).to(device) for k in ("h0", "r", "h"))
     h0.requires_grad_(True)
     h.requires_grad_(True)
@@ -117,20 +121,21 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
         loss.backward()
         return loss
 
-    opt = adamw(model, fused=True)
-    for p in model.parameters():
+    # the update works on its own copy: blocks() and head() clear and replace the gradients
+    # of `model` on every call, after which an optimizer step would skip those parameters
+    stepped = fresh_model()
+    opt = adamw(stepped, fused=True)
+    for p in stepped.parameters():
         p.grad = torch.full_like(p, 1e-3)
 
     def update():
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(stepped.parameters(), 1.0)
         opt.step()
 
     first_blocks, first_head = blocks().item(), head().item()
-    for p in model.parameters():  # blocks() and head() replaced some gradients
-        p.grad = torch.full_like(p, 1e-3)
     update()
     with torch.no_grad():
-        norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())))
+        norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in stepped.parameters())))
     return {"blocks": (blocks, first_blocks), "head_loss": (head, first_head),
             "update": (update, norm)}
 
