@@ -143,6 +143,15 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     return Prepared(run, jax.block_until_ready, float(run()), info)
 
 
+def torch_sync(out: Any) -> Any:
+    """Wait for PyTorch's queued GPU work (nothing to wait for on CPU); returns ``out``."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out
+
+
 def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
                   dtype: str = "float32") -> Prepared:
     """The same step in PyTorch (eager, or the model through ``torch.compile``; bf16 by
@@ -164,11 +173,6 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
     forward = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
-    def sync(out):
-        if cuda:
-            torch.cuda.synchronize()
-        return out
-
     def run():
         opt.zero_grad(set_to_none=True)
         with autocast:
@@ -182,11 +186,11 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    first_loss = sync(run()).item()
+    first_loss = torch_sync(run()).item()
     info: dict[str, Any] = {"compile_s": time.perf_counter() - start} if compile_model else {}
     if cuda:
         info["device_peak_bytes"] = torch.cuda.max_memory_allocated()
-    return Prepared(run, sync, first_loss, info)
+    return Prepared(run, torch_sync, first_loss, info)
 
 
 def prepare(cfg: GPTConfig, batch: int, variant: Variant) -> Prepared:

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbasics.bench.gpt2 import SIZES, _batch
+from jaxbasics.bench.gpt2 import SIZES, _batch, torch_sync
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
@@ -144,8 +144,6 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     """Time the three parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
     in both frameworks, interleaved; returns ``{"config", "batch_size", "remat", "parts":
     {part: {"jax_ms", "torch_ms", "jax_value", "torch_value", "speedup_vs_torch"}}}``."""
-    import torch
-
     cfg, batch, default_repeats = SIZES[size]
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
@@ -153,13 +151,6 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     data = _inputs(cfg, batch)
     jax_parts = _jax_parts(cfg, params, graphdef, data)
     torch_parts = _torch_parts(cfg, params, data)
-    cuda = torch.cuda.is_available()
-
-    def torch_sync(out):
-        if cuda:
-            torch.cuda.synchronize()
-        return out
-
     fns, syncs = {}, {}
     for part in PARTS:
         fns[f"jax {part}"], syncs[f"jax {part}"] = jax_parts[part][0], jax.block_until_ready
