@@ -51,6 +51,16 @@ def test_unknown_suite_and_size_are_refused():
         run_suites(("gpt2",), "huge")
 
 
+def test_library_calls_with_an_unknown_size_are_refused():
+    from jaxbasics.bench.gpt2 import run_gpt2
+    from jaxbasics.bench.gpt2_parts import run_gpt2_parts
+    from jaxbasics.bench.scaling import run_scaling
+
+    for fn in (run_gpt2, run_gpt2_parts, run_scaling):
+        with pytest.raises(ValueError, match="size must be one of smoke, cpu, full, got 'tiny'"):
+            fn("tiny")
+
+
 def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     out = tmp_path / "smoke.json"
     assert main(["bench", "--size", "smoke", "--out", str(out), "--plot", str(tmp_path)]) == 0
@@ -77,10 +87,20 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
         assert e["jax_ms"] > 0 and e["torch_ms"] > 0
         assert e["jax_value"] == pytest.approx(e["torch_value"], rel=1e-5)
     assert parts["head_loss"]["jax_value"] == pytest.approx(math.log(512), rel=0.02)
+    # the step's matmul kernels: 5 projections x 3 products, same numbers from both
+    mm = r["gpt2_parts"]["matmuls"]
+    assert len(mm) == 15 and {e["product"] for e in mm} == {"forward", "input_grad", "weight_grad"}
+    head = {e["product"]: e["m_k_n"] for e in mm if e["matmul"] == "head"}
+    assert head == {"forward": [256, 64, 512], "input_grad": [256, 512, 64],
+                    "weight_grad": [64, 256, 512]}  # 4x64 tokens, d=64, vocab 512
+    for e in mm:
+        assert e["rel_diff"] < 1e-5
+        assert e["jax_gflops"] == pytest.approx(2 * math.prod(e["m_k_n"]) / e["jax_ms"] / 1e6)
     assert (tmp_path / "step_time.png").stat().st_size > 10_000
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "GPT-2 train step" in printed and "GPT-2 step taken apart" in printed
+    assert "matmul kernels alone" in printed
 
 
 def test_unavailable_device_is_reported(capsys):

@@ -136,6 +136,19 @@ def print_tables(result: dict[str, Any]) -> None:
                       _f(e["speedup_vs_torch"], ".2f"), _f(e["jax_value"], ".6g"),
                       _f(e["torch_value"], ".6g"))
         c.print(t)
+        if g.get("matmuls"):
+            t = Table(title="the step's matmul kernels alone (m×k×n: an (m, k)·(k, n) product; "
+                            f"m = {g['batch_size'] * g['seq_len']} tokens or the weight's rows)",
+                      title_justify="left")
+            for col in ("matmul", "product", "m×k×n", "JAX ms", "torch ms", "JAX GFLOP/s",
+                        "torch GFLOP/s", "JAX vs torch", "rel. diff"):
+                t.add_column(col, justify="right")
+            for e in g["matmuls"]:
+                t.add_row(e["matmul"], e["product"], "×".join(map(str, e["m_k_n"])),
+                          _f(e["jax_ms"], ",.3f"), _f(e["torch_ms"], ",.3f"),
+                          _f(e["jax_gflops"], ",.0f"), _f(e["torch_gflops"], ",.0f"),
+                          _f(e["speedup_vs_torch"], ".2f"), _f(e["rel_diff"], ".1e"))
+            c.print(t)
     if "scaling" in result:
         s = result["scaling"]
         note = " (simulated devices sharing the host's cores)" if s["simulated_devices"] else ""

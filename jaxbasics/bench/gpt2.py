@@ -40,6 +40,14 @@ SIZES: dict[str, tuple[GPTConfig, int, int]] = {
 }
 
 
+def size_setting(size: str) -> tuple[GPTConfig, int, int]:
+    """``(config, batch size, timing repeats)`` of ``size`` in :data:`SIZES`; a clear error for
+    any other name."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
 def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
     """``6·N + 12·L·H·Q·T`` (module docstring) for ``cfg`` at sequence length ``seq_len``."""
     t = cfg.context_length if seq_len is None else seq_len
@@ -216,7 +224,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     """Every variant of :func:`variants` for ``size``, prepared (compiled, run once) one after
     another, then timed in turn (:func:`~jaxbasics.timing.measure_interleaved`) so that the
     machine's drift in speed during the run is shared fairly between them."""
-    cfg, batch, repeats = SIZES[size]
+    cfg, batch, repeats = size_setting(size)
     kind = jax.devices()[0].device_kind
     peak = table_peak_flops(kind)
     peak_source = "data sheet, dense bf16"

@@ -13,10 +13,21 @@ apart).
 
 Each part's first value (``s``, the loss, the parameters' global norm after one update) is
 recorded for both frameworks: equal values show that the same computation is being timed.
+
+Below the parts, the matmul kernels themselves: for each projection of the step (x (M, k)
+tokens times a (k, n) weight W, M = B·T) the three products that training runs::
+
+    forward       x·W      (M, k)·(k, n)     both frameworks: the layer's output
+    input_grad    g·Wᵀ     (M, n)·(n, k)     g = dL/d(output)
+    weight_grad   xᵀ·g     (k, M)·(M, n)     PyTorch forms gᵀ·x, its weight being stored (n, k)
+
+each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / time), with the
+relative difference ‖a − b‖ / ‖b‖ of the two results.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +37,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbasics.bench.gpt2 import SIZES, _batch, torch_sync
+from jaxbasics.bench.gpt2 import _batch, size_setting, torch_sync
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
@@ -34,6 +45,14 @@ from jaxbasics.timing import measure_interleaved
 from jaxbasics.train_step import split_params
 
 PARTS = ("blocks", "head_loss", "update")
+PRODUCTS = ("forward", "input_grad", "weight_grad")
+
+
+def projections(cfg) -> dict[str, tuple[int, int]]:
+    """The step's projections as ``{name: (k, n)}``, the weight's (inputs, outputs)."""
+    d = cfg.emb_dim
+    return {"qkv": (d, 3 * d), "attn_proj": (d, d), "mlp_fc": (d, 4 * d),
+            "mlp_proj": (4 * d, d), "head": (d, cfg.vocab_size)}
 
 
 def _inputs(cfg, batch: int) -> dict[str, np.ndarray]:
@@ -140,11 +159,58 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
             "update": (update, norm)}
 
 
+def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
+    """The matmul kernels of the step (module docstring) for ``tokens`` = B·T rows, JAX and
+    PyTorch timed in turn; one row per projection and product."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rng = np.random.default_rng(2)
+    fns, syncs, rows = {}, {}, []
+    for name, (k, n) in projections(cfg).items():
+        x = rng.standard_normal((tokens, k), np.float32)
+        w = rng.standard_normal((k, n), np.float32) / math.sqrt(k)
+        g = rng.standard_normal((tokens, n), np.float32)
+        jx, jw, jg = (jnp.asarray(a) for a in (x, w, g))
+        # PyTorch holds a Linear weight as (out, in) = Wᵀ, contiguous
+        tx, twt, tg = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (x, w.T, g))
+        jax_fns = {"forward": (jax.jit(lambda x, w: x @ w), (jx, jw)),
+                   "input_grad": (jax.jit(lambda g, w: g @ w.T), (jg, jw)),
+                   "weight_grad": (jax.jit(lambda x, g: x.T @ g), (jx, jg))}
+        torch_fns = {"forward": lambda tx=tx, twt=twt: tx @ twt.T,
+                     "input_grad": lambda tg=tg, twt=twt: tg @ twt,
+                     "weight_grad": lambda tg=tg, tx=tx: tg.T @ tx}
+        for product in PRODUCTS:
+            f, args = jax_fns[product]
+            key = f"{name} {product}"
+            fns[f"jax {key}"], syncs[f"jax {key}"] = (lambda f=f, a=args: f(*a)), jax.block_until_ready
+            fns[f"torch {key}"], syncs[f"torch {key}"] = torch_fns[product], torch_sync
+            a = np.asarray(fns[f"jax {key}"](), np.float64)
+            b = fns[f"torch {key}"]().cpu().numpy().astype(np.float64)
+            b = b.T if product == "weight_grad" else b  # PyTorch's is dWᵀ
+            m_k_n = {"forward": (tokens, k, n), "input_grad": (tokens, n, k),
+                     "weight_grad": (k, tokens, n)}[product]
+            rows.append({"matmul": name, "product": product, "m_k_n": list(m_k_n),
+                         "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b))})
+    # samples of >= 20 ms: back-to-back calls, so that JAX's dispatch (~0.1 ms a call) does
+    # not count against kernels that take a few ms
+    times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=repeats, min_sample_s=0.02)
+    for row in rows:
+        key = f"{row['matmul']} {row['product']}"
+        flops = 2 * math.prod(row["m_k_n"])
+        j, t = times[f"jax {key}"].median_us, times[f"torch {key}"].median_us
+        row.update(jax_ms=j / 1e3, torch_ms=t / 1e3, jax_gflops=flops / j / 1e3,
+                   torch_gflops=flops / t / 1e3, speedup_vs_torch=t / j)
+    return rows
+
+
 def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     """Time the three parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
-    in both frameworks, interleaved; returns ``{"config", "batch_size", "remat", "parts":
-    {part: {"jax_ms", "torch_ms", "jax_value", "torch_value", "speedup_vs_torch"}}}``."""
-    cfg, batch, default_repeats = SIZES[size]
+    in both frameworks, interleaved, then the step's matmul kernels; returns ``{"config",
+    "batch_size", "remat", "parts": {part: {"jax_ms", "torch_ms", "jax_value", "torch_value",
+    "speedup_vs_torch"}}, "matmuls": [{"matmul", "product", "m_k_n", "jax_ms", "torch_ms",
+    "jax_gflops", "torch_gflops", "speedup_vs_torch", "rel_diff"}]}``."""
+    cfg, batch, default_repeats = size_setting(size)
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
     graphdef, params = split_params(GPT(cfg, rngs=nnx.Rngs(0)))
@@ -162,5 +228,7 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
         j, t = times[f"jax {part}"].median_us / 1e3, times[f"torch {part}"].median_us / 1e3
         parts[part] = {"jax_ms": j, "torch_ms": t, "speedup_vs_torch": t / j,
                        "jax_value": jax_parts[part][1], "torch_value": torch_parts[part][1]}
+    matmuls = run_matmuls(cfg, batch * cfg.context_length, repeats=repeats or default_repeats)
     return {"config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
-            "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts}
+            "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts,
+            "matmuls": matmuls}

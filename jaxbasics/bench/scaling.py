@@ -13,14 +13,14 @@ from typing import Any
 import jax
 
 from jaxbasics import sharding
-from jaxbasics.bench.gpt2 import SIZES, time_jax_step
+from jaxbasics.bench.gpt2 import size_setting, time_jax_step
 
 PER_DEVICE_BATCH = {"smoke": 2, "cpu": 4, "full": 16}
 
 
 def run_scaling(size: str, axis: str = "data") -> dict[str, Any]:
     """Tokens/s and tokens/s per device for each device count up to ``jax.device_count()``."""
-    cfg, _, repeats = SIZES[size]
+    cfg, _, repeats = size_setting(size)
     per_device = PER_DEVICE_BATCH[size]
     counts = [n for n in (1, 2, 4, 8) if n <= jax.device_count()]
     out: dict[str, Any] = {"axis": axis, "per_device_batch": per_device,
