@@ -96,6 +96,11 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     for e in mm:
         assert e["rel_diff"] < 1e-5
         assert e["jax_gflops"] == pytest.approx(2 * math.prod(e["m_k_n"]) / e["jax_ms"] / 1e6)
+    step = r["gpt2_parts"]["matmuls_per_step"]  # 2 layers: block kernels twice, head once
+    assert step["all"]["jax_ms"] == pytest.approx(
+        sum(e["jax_ms"] * (1 if e["matmul"] == "head" else 2) for e in mm))
+    assert step["all"]["torch_ms"] == pytest.approx(
+        sum(step[p]["torch_ms"] for p in ("forward", "input_grad", "weight_grad")))
     assert (tmp_path / "step_time.png").stat().st_size > 10_000
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
     printed = capsys.readouterr().out

@@ -148,6 +148,12 @@ def print_tables(result: dict[str, Any]) -> None:
                           _f(e["jax_ms"], ",.3f"), _f(e["torch_ms"], ",.3f"),
                           _f(e["jax_gflops"], ",.0f"), _f(e["torch_gflops"], ",.0f"),
                           _f(e["speedup_vs_torch"], ".2f"), _f(e["rel_diff"], ".1e"))
+            n_layers = g["config"]["n_layers"]
+            for key, e in g.get("matmuls_per_step", {}).items():
+                t.add_row("per step", "all products" if key == "all" else key,
+                          f"{n_layers} layers + head", _f(e["jax_ms"], ",.3f"),
+                          _f(e["torch_ms"], ",.3f"), "", "", _f(e["speedup_vs_torch"], ".2f"),
+                          "", end_section=key == "all")
             c.print(t)
     if "scaling" in result:
         s = result["scaling"]

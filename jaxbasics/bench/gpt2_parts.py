@@ -22,7 +22,9 @@ tokens times a (k, n) weight W, M = B·T) the three products that training runs:
     weight_grad   xᵀ·g     (k, M)·(M, n)     PyTorch forms gᵀ·x, its weight being stored (n, k)
 
 each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / time), with the
-relative difference ‖a − b‖ / ‖b‖ of the two results.
+relative difference ‖a − b‖ / ‖b‖ of the two results, and summed as one step runs them
+(``per_step``). Calls are timed back to back; at the smoke size a kernel takes microseconds and
+what is timed is mostly each framework's per-call overhead.
 """
 
 from __future__ import annotations
@@ -231,4 +233,17 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     matmuls = run_matmuls(cfg, batch * cfg.context_length, repeats=repeats or default_repeats)
     return {"config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
             "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts,
-            "matmuls": matmuls}
+            "matmuls": matmuls, "matmuls_per_step": per_step(matmuls, cfg.n_layers)}
+
+
+def per_step(matmuls: list[dict[str, Any]], n_layers: int) -> dict[str, dict[str, float]]:
+    """The kernels' times as one training step runs them (each block projection n_layers
+    times, the head once), summed by product and over all: ``{product or "all": {"jax_ms",
+    "torch_ms", "speedup_vs_torch"}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for key in (*PRODUCTS, "all"):
+        rows = [r for r in matmuls if key in ("all", r["product"])]
+        j, t = (sum(r[f] * (1 if r["matmul"] == "head" else n_layers) for r in rows)
+                for f in ("jax_ms", "torch_ms"))
+        out[key] = {"jax_ms": j, "torch_ms": t, "speedup_vs_torch": t / j}
+    return out
