@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
     p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "gpt2-parts", "scaling",
                                        "all"], default="all",
-                   help="gpt2-parts: the GPT-2 step's blocks, head + loss and optimizer update "
-                        "timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, 8 devices")
+                   help="gpt2-parts: the GPT-2 step's blocks, head + loss and optimizer update, "
+                        "then its matmul kernels, timed alone; scaling: data-parallel GPT-2 "
+                        "step on 1, 2, 4, 8 devices")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                    help="JAX platform to run on (default: JAX's default device)")
@@ -86,8 +87,10 @@ def print_tables(result: dict[str, Any]) -> None:
 
     c = make_console()
     m = result["meta"]
+    cores = (f", {m['cpus_usable']} of {m['cpus_total']} host cores" if "cpus_usable" in m
+             else "")
     c.rule(f"[bold]{m['device_kind']} ×{m['device_count']} ({m['platform']}), size {m['size']}, "
-           f"JAX {m['jax']}, PyTorch {m.get('torch')}")
+           f"JAX {m['jax']}, PyTorch {m.get('torch')}{cores}")
     rows = []
     if "neuron" in result:
         rows.append(("neuron", result["neuron"]))

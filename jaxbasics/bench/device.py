@@ -25,6 +25,9 @@ def device_info() -> dict:
     info = {"platform": dev.platform, "device_kind": dev.device_kind,
             "device_count": jax.device_count(), "host": platform.node(),
             "cpu": platform.processor() or platform.machine(),
+            # host cores this process may run on (what `taskset` leaves it), and all of them
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "cpus_total": os.cpu_count(),
             "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             # settings that change CPU timings a lot: a preloaded allocator, XLA flags, threads
