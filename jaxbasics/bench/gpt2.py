@@ -160,6 +160,18 @@ def torch_sync(out: Any) -> Any:
     return out
 
 
+def torch_device() -> str:
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``. On CUDA, float32 matmuls are set
+    to TF32 (``set_float32_matmul_precision("high")``), as XLA computes them by default on
+    GPUs that have it, so both frameworks run the same arithmetic."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+        return "cuda"
+    return "cpu"
+
+
 def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
                   dtype: str = "float32") -> Prepared:
     """The same step in PyTorch (eager, or the model through ``torch.compile``; bf16 by
@@ -169,10 +181,8 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
 
     from jaxbasics.compare.torch_gpt import TorchGPT, adamw, load_from_flax
 
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    if cuda:  # TF32 for float32 matmuls, as XLA uses by default on GPUs that have it
-        torch.set_float32_matmul_precision("high")
+    device = torch_device()
+    cuda = device == "cuda"
     model = TorchGPT(cfg)
     load_from_flax(model, split_params(GPT(cfg, rngs=nnx.Rngs(0)))[1])  # same start as JAX
     model = model.to(device).train()

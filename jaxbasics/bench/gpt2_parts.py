@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbasics.bench.gpt2 import _batch, size_setting, torch_sync
+from jaxbasics.bench.gpt2 import _batch, size_setting, torch_device, torch_sync
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
@@ -112,7 +112,7 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
 
     from jaxbasics.compare.torch_gpt import TorchGPT, adamw, load_from_flax
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device()
 
     def fresh_model() -> TorchGPT:
         model = TorchGPT(cfg)
@@ -166,7 +166,7 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
     PyTorch timed in turn; one row per projection and product."""
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device()
     rng = np.random.default_rng(2)
     fns, syncs, rows = {}, {}, []
     for name, (k, n) in projections(cfg).items():
@@ -187,8 +187,9 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
             key = f"{name} {product}"
             fns[f"jax {key}"], syncs[f"jax {key}"] = (lambda f=f, a=args: f(*a)), jax.block_until_ready
             fns[f"torch {key}"], syncs[f"torch {key}"] = torch_fns[product], torch_sync
-            a = np.asarray(fns[f"jax {key}"](), np.float64)
-            b = fns[f"torch {key}"]().cpu().numpy().astype(np.float64)
+            # float32 on the host: the 124M head's products are 3 GB each
+            a = np.asarray(fns[f"jax {key}"]())
+            b = fns[f"torch {key}"]().cpu().numpy()
             b = b.T if product == "weight_grad" else b  # PyTorch's is dWᵀ
             m_k_n = {"forward": (tokens, k, n), "input_grad": (tokens, n, k),
                      "weight_grad": (k, tokens, n)}[product]
