@@ -50,7 +50,8 @@ def measure(fn: Callable[[], Any], *, sync: Callable[[Any], Any] = block, warmup
 def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *,
                         syncs: Mapping[str, Callable[[Any], Any]] | None = None, warmup: int = 3,
                         repeats: int = 15, min_sample_s: float = 2e-3,
-                        max_inner: int = 10_000) -> dict[str, Timing]:
+                        max_inner: int = 10_000, settle_s: float = 0.02
+                        ) -> dict[str, Timing]:
     """Time several functions against each other: :func:`measure` for each, but with their
     samples taken in turn (sample 1 of every function, then sample 2, ...).
 
@@ -58,11 +59,20 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *,
     after another lets that drift land on one of them and bias the ratio, while taking turns
     spreads it evenly, so ratios within one run stay fair. ``syncs[name]`` (default
     :func:`block`) waits for ``fns[name]``'s result.
+
+    Taking turns has its own bias, which ``settle_s`` removes: a framework's worker threads
+    keep spinning for milliseconds after its call returns (PyTorch's OpenMP threads, XLA's
+    pool), and the next function's first milliseconds then run on fewer free cores (on 2
+    cores a 2.5 ms XLA matmul timed right after a PyTorch one took 4-6 ms). So before each
+    timed sample the function runs untimed for ``settle_s`` seconds (at least once): every
+    sample then sees its own framework in the steady state of a loop, as in training.
     """
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup and repeats must be >= 1, got warmup={warmup}, repeats={repeats}")
     if not fns:
         raise ValueError("fns must name at least one function to time")
+    if not settle_s >= 0:
+        raise ValueError(f"settle_s must be >= 0 seconds, got {settle_s}")
     syncs = {name: (syncs or {}).get(name, block) for name in fns}
 
     def sample(name: str, inner: int) -> float:
@@ -81,9 +91,19 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *,
         while inner < max_inner and sample(name, inner) < min_sample_s:
             inner *= 2
         inners[name] = inner
+
+    def settle(name: str) -> None:  # untimed calls for >= settle_s, at least one
+        until = time.perf_counter() + settle_s
+        while True:
+            syncs[name](fns[name]())
+            if time.perf_counter() >= until:
+                return
+
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, inner in inners.items():
+            if settle_s > 0 and len(fns) > 1:
+                settle(name)
             samples[name].append(sample(name, inner) / inner * 1e6)
     return {name: Timing(statistics.median(v), min(v), max(v), repeats, inners[name])
             for name, v in samples.items()}

@@ -37,11 +37,21 @@ def test_interleaved_timing_takes_turns_after_each_functions_warmup():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
     times = measure_interleaved(fns, syncs=dict.fromkeys(fns, lambda o: o), warmup=2, repeats=4,
-                                min_sample_s=0.0)
+                                min_sample_s=0.0, settle_s=0.0)
     assert calls == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a", "b", "c"] * 4
     assert set(times) == {"a", "b", "c"} and all(t.repeats == 4 for t in times.values())
     with pytest.raises(ValueError, match="fns must name at least one function"):
         measure_interleaved({})
+    with pytest.raises(ValueError, match="settle_s must be >= 0 seconds, got -1"):
+        measure_interleaved(fns, settle_s=-1)
+
+
+def test_interleaved_timing_settles_each_function_before_its_timed_sample():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    measure_interleaved(fns, syncs=dict.fromkeys(fns, lambda o: o), warmup=1, repeats=3,
+                        min_sample_s=0.0, settle_s=1e-9)  # one untimed call, then the sample
+    assert calls == ["a"] * 2 + ["b"] * 2 + ["a", "a", "b", "b"] * 3
 
 
 def test_unknown_suite_and_size_are_refused():

@@ -23,8 +23,8 @@ tokens times a (k, n) weight W, M = B·T) the three products that training runs:
 
 each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / time), with the
 relative difference ‖a − b‖ / ‖b‖ of the two results, and summed as one step runs them
-(``per_step``). Calls are timed back to back; at the smoke size a kernel takes microseconds and
-what is timed is mostly each framework's per-call overhead.
+(``per_step``). Each sample is one call, waited for; at the smoke size a kernel takes
+microseconds and what is timed is mostly each framework's per-call overhead.
 """
 
 from __future__ import annotations
@@ -195,9 +195,11 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
                      "weight_grad": (k, tokens, n)}[product]
             rows.append({"matmul": name, "product": product, "m_k_n": list(m_k_n),
                          "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b))})
-    # samples of >= 20 ms: back-to-back calls, so that JAX's dispatch (~0.1 ms a call) does
-    # not count against kernels that take a few ms
-    times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=repeats, min_sample_s=0.02)
+    # one call per sample, waited for: calls queued back to back would let JAX's dispatching
+    # thread compete with XLA's workers for the cores (on 2 cores that cost XLA's kernels up
+    # to a third of their speed); a kernel of a few ms then carries one dispatch (~30 µs)
+    times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=3 * repeats,
+                                min_sample_s=0.0)
     for row in rows:
         key = f"{row['matmul']} {row['product']}"
         flops = 2 * math.prod(row["m_k_n"])
