@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbasics import checks
+from jaxbasics import checks, matmul
 from jaxbasics.attention import causal_attention, check_implementation
 from jaxbasics.config import GPTConfig
 
@@ -51,11 +51,12 @@ class CausalSelfAttention(nnx.Module):
         d = cfg.emb_dim
         self.n_heads, self.head_dim, self.drop_rate = cfg.n_heads, cfg.head_dim, cfg.drop_rate
         self.implementation = attention
-        self.qkv = nnx.Linear(d, 3 * d, use_bias=cfg.qkv_bias, dtype=dtype,
+        self.qkv = nnx.Linear(d, 3 * d, use_bias=cfg.qkv_bias, dtype=dtype, dot_general=matmul.dot_general,
                               kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
         # residual projection: std 0.02 / sqrt(2 n_layers) (GPT-2 paper, section 2.3)
-        self.proj = nnx.Linear(d, d, dtype=dtype, rngs=rngs, kernel_init=nnx.initializers.normal(
-            INIT_STD / math.sqrt(2 * cfg.n_layers)))
+        self.proj = nnx.Linear(d, d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
+                               kernel_init=nnx.initializers.normal(
+                                   INIT_STD / math.sqrt(2 * cfg.n_layers)))
 
     def __call__(self, x: jax.Array, shape: tuple[int, int], *, key: jax.Array | None = None,
                  cache: tuple[jax.Array, jax.Array] | None = None, pos: jax.Array | int = 0
@@ -79,10 +80,11 @@ class MLP(nnx.Module):
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
         d = cfg.emb_dim
-        self.fc = nnx.Linear(d, 4 * d, dtype=dtype, rngs=rngs,
+        self.fc = nnx.Linear(d, 4 * d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
                              kernel_init=nnx.initializers.normal(INIT_STD))
-        self.proj = nnx.Linear(4 * d, d, dtype=dtype, rngs=rngs, kernel_init=nnx.initializers.normal(
-            INIT_STD / math.sqrt(2 * cfg.n_layers)))
+        self.proj = nnx.Linear(4 * d, d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
+                               kernel_init=nnx.initializers.normal(
+                                   INIT_STD / math.sqrt(2 * cfg.n_layers)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.proj(jax.nn.gelu(self.fc(x), approximate=True))
@@ -155,7 +157,7 @@ class GPT(nnx.Module):
         self.blocks = stacked_blocks(rngs)  # every parameter has a leading n_layers axis
         self.ln_f = nnx.LayerNorm(cfg.emb_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
         self.head = None if cfg.tie_embeddings else nnx.Linear(
-            cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype,
+            cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype, dot_general=matmul.dot_general,
             kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
 
     def __call__(self, idx: jax.Array, *, deterministic: bool = True,
