@@ -43,14 +43,18 @@ def _matmul_fwd(x, w):
     return x @ w, (x, w)
 
 
+def weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+    """dL/dW = xᵀ·g (k, n) for x (M, k) and g (M, n), from an explicit transpose of the
+    smaller of the two: xᵀ·g, or (gᵀ·x)ᵀ, whose (k, n) transpose is small."""
+    if x.size <= g.size:
+        return _transposed(x) @ g
+    return (_transposed(g) @ x).T
+
+
 def _matmul_bwd(residuals, g):
     x, w = residuals
     dx = g @ w.T  # (M, n)·(n, k): a form XLA:CPU runs at full speed
-    if x.size <= g.size:
-        dw = _transposed(x) @ g  # (k, M)·(M, n)
-    else:
-        dw = (_transposed(g) @ x).T  # ((n, M)·(M, k))ᵀ: the (k, n) transpose is small
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    return dx.astype(x.dtype), weight_grad(x, g).astype(w.dtype)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)

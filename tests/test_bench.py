@@ -98,20 +98,26 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
         assert e["jax_ms"] > 0 and e["torch_ms"] > 0
         assert e["jax_value"] == pytest.approx(e["torch_value"], rel=1e-5)
     assert parts["head_loss"]["jax_value"] == pytest.approx(math.log(512), rel=0.02)
-    # the step's matmul kernels: 5 projections x 3 products, same numbers from both
+    # the step's matmul kernels: 5 projections x 4 products, same numbers from both
     mm = r["gpt2_parts"]["matmuls"]
-    assert len(mm) == 15 and {e["product"] for e in mm} == {"forward", "input_grad", "weight_grad"}
+    assert len(mm) == 20 and {e["product"] for e in mm} == {
+        "forward", "input_grad", "weight_grad", "weight_grad_transposed"}
     head = {e["product"]: e["m_k_n"] for e in mm if e["matmul"] == "head"}
-    assert head == {"forward": [256, 64, 512], "input_grad": [256, 512, 64],
-                    "weight_grad": [64, 256, 512]}  # 4x64 tokens, d=64, vocab 512
+    assert head == {"forward": [256, 64, 512], "input_grad": [256, 512, 64],  # 4x64 tokens,
+                    "weight_grad": [64, 256, 512],  # d=64, vocab 512
+                    "weight_grad_transposed": [64, 256, 512]}
     for e in mm:
         assert e["rel_diff"] < 1e-5
         assert e["jax_gflops"] == pytest.approx(2 * math.prod(e["m_k_n"]) / e["jax_ms"] / 1e6)
-    step = r["gpt2_parts"]["matmuls_per_step"]  # 2 layers: block kernels twice, head once
+    # as the step runs them: 2 layers (block kernels twice, head once), and on CPU the
+    # weight gradient transposed first (jaxbasics.matmul)
+    step = r["gpt2_parts"]["matmuls_per_step"]
+    assert set(step) == {"forward", "input_grad", "weight_grad_transposed", "all"}
     assert step["all"]["jax_ms"] == pytest.approx(
-        sum(e["jax_ms"] * (1 if e["matmul"] == "head" else 2) for e in mm))
-    assert step["all"]["torch_ms"] == pytest.approx(
-        sum(step[p]["torch_ms"] for p in ("forward", "input_grad", "weight_grad")))
+        sum(e["jax_ms"] * (1 if e["matmul"] == "head" else 2) for e in mm
+            if e["product"] != "weight_grad"))
+    assert step["all"]["torch_ms"] == pytest.approx(sum(
+        step[p]["torch_ms"] for p in ("forward", "input_grad", "weight_grad_transposed")))
     assert (tmp_path / "step_time.png").stat().st_size > 10_000
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
     printed = capsys.readouterr().out

@@ -35,6 +35,17 @@ def test_value_and_gradients_equal_plain_autodiff(shape):
     np.testing.assert_allclose(ours[1], np.asarray(x).T @ np.asarray(gy), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(64, 16, 48), (64, 48, 16)])
+def test_weight_gradient_from_the_transpose_is_x_transposed_times_g(shape):
+    m, k, n = shape
+    x, _ = _pair(m, k, n)
+    g = jax.random.normal(jax.random.key(5), (m, n))
+    dw = jax.jit(matmul.weight_grad)(x, g)
+    assert dw.shape == (k, n)
+    np.testing.assert_allclose(dw, np.asarray(x, np.float64).T @ np.asarray(g, np.float64),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_gradients_match_finite_differences():
     x, w = _pair(6, 4, 5, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     check_grads(matmul.matmul, (x, w), order=1, modes=("rev",), atol=5e-2, rtol=5e-2)

@@ -20,6 +20,8 @@ tokens times a (k, n) weight W, M = B·T) the three products that training runs:
     forward       x·W      (M, k)·(k, n)     both frameworks: the layer's output
     input_grad    g·Wᵀ     (M, n)·(n, k)     g = dL/d(output)
     weight_grad   xᵀ·g     (k, M)·(M, n)     PyTorch forms gᵀ·x, its weight being stored (n, k)
+    weight_grad_transposed                   the same, JAX from an explicit transpose first,
+                                             as jaxbasics.matmul runs it on CPU
 
 each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / time), with the
 relative difference ‖a − b‖ / ‖b‖ of the two results, and summed as one step runs them
@@ -39,6 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxbasics import matmul
 from jaxbasics.bench.gpt2 import _batch, size_setting, torch_device, torch_sync
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
@@ -47,7 +50,7 @@ from jaxbasics.timing import measure_interleaved
 from jaxbasics.train_step import split_params
 
 PARTS = ("blocks", "head_loss", "update")
-PRODUCTS = ("forward", "input_grad", "weight_grad")
+PRODUCTS = ("forward", "input_grad", "weight_grad", "weight_grad_transposed")
 
 
 def projections(cfg) -> dict[str, tuple[int, int]]:
@@ -178,10 +181,13 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
         tx, twt, tg = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (x, w.T, g))
         jax_fns = {"forward": (jax.jit(lambda x, w: x @ w), (jx, jw)),
                    "input_grad": (jax.jit(lambda g, w: g @ w.T), (jg, jw)),
-                   "weight_grad": (jax.jit(lambda x, g: x.T @ g), (jx, jg))}
+                   "weight_grad": (jax.jit(lambda x, g: x.T @ g), (jx, jg)),
+                   # as jaxbasics.matmul computes it on CPU: transpose first, then multiply
+                   "weight_grad_transposed": (jax.jit(matmul.weight_grad), (jx, jg))}
         torch_fns = {"forward": lambda tx=tx, twt=twt: tx @ twt.T,
                      "input_grad": lambda tg=tg, twt=twt: tg @ twt,
                      "weight_grad": lambda tg=tg, tx=tx: tg.T @ tx}
+        torch_fns["weight_grad_transposed"] = torch_fns["weight_grad"]
         for product in PRODUCTS:
             f, args = jax_fns[product]
             key = f"{name} {product}"
@@ -190,9 +196,9 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
             # float32 on the host: the 124M head's products are 3 GB each
             a = np.asarray(fns[f"jax {key}"]())
             b = fns[f"torch {key}"]().cpu().numpy()
-            b = b.T if product == "weight_grad" else b  # PyTorch's is dWᵀ
-            m_k_n = {"forward": (tokens, k, n), "input_grad": (tokens, n, k),
-                     "weight_grad": (k, tokens, n)}[product]
+            b = b.T if product.startswith("weight_grad") else b  # PyTorch's is dWᵀ
+            m_k_n = {"forward": (tokens, k, n), "input_grad": (tokens, n, k)}.get(
+                product, (k, tokens, n))
             rows.append({"matmul": name, "product": product, "m_k_n": list(m_k_n),
                          "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b))})
     # one call per sample, waited for: calls queued back to back would let JAX's dispatching
@@ -239,13 +245,17 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
             "matmuls": matmuls, "matmuls_per_step": per_step(matmuls, cfg.n_layers)}
 
 
-def per_step(matmuls: list[dict[str, Any]], n_layers: int) -> dict[str, dict[str, float]]:
+def per_step(matmuls: list[dict[str, Any]], n_layers: int,
+             backend: str | None = None) -> dict[str, dict[str, float]]:
     """The kernels' times as one training step runs them (each block projection n_layers
-    times, the head once), summed by product and over all: ``{product or "all": {"jax_ms",
+    times, the head once; the weight gradient in the form :mod:`jaxbasics.matmul` uses on
+    ``backend``), summed by product and over all: ``{product or "all": {"jax_ms",
     "torch_ms", "speedup_vs_torch"}}``."""
+    cpu = (backend or jax.default_backend()) == "cpu"
+    run = ("forward", "input_grad", "weight_grad_transposed" if cpu else "weight_grad")
     out: dict[str, dict[str, float]] = {}
-    for key in (*PRODUCTS, "all"):
-        rows = [r for r in matmuls if key in ("all", r["product"])]
+    for key in (*run, "all"):
+        rows = [r for r in matmuls if r["product"] in run and key in ("all", r["product"])]
         j, t = (sum(r[f] * (1 if r["matmul"] == "head" else n_layers) for r in rows)
                 for f in ("jax_ms", "torch_ms"))
         out[key] = {"jax_ms": j, "torch_ms": t, "speedup_vs_torch": t / j}
