@@ -15,7 +15,7 @@ Each part's first value (``s``, the loss, the parameters' global norm after one 
 recorded for both frameworks: equal values show that the same computation is being timed.
 
 Below the parts, the matmul kernels themselves: for each projection of the step (x (M, k)
-tokens times a (k, n) weight W, M = B·T) the three products that training runs::
+tokens times a (k, n) weight W, M = B·T) the products that training runs::
 
     forward       x·W      (M, k)·(k, n)     both frameworks: the layer's output
     input_grad    g·Wᵀ     (M, n)·(n, k)     g = dL/d(output)
@@ -201,9 +201,8 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
                 product, (k, tokens, n))
             rows.append({"matmul": name, "product": product, "m_k_n": list(m_k_n),
                          "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b))})
-    # one call per sample, waited for: calls queued back to back would let JAX's dispatching
-    # thread compete with XLA's workers for the cores (on 2 cores that cost XLA's kernels up
-    # to a third of their speed); a kernel of a few ms then carries one dispatch (~30 µs)
+    # one call per sample, waited for, like the parts: a kernel of a few ms then carries one
+    # dispatch (~30 µs for JAX)
     times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=3 * repeats,
                                 min_sample_s=0.0)
     for row in rows:
@@ -220,7 +219,8 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     in both frameworks, interleaved, then the step's matmul kernels; returns ``{"config",
     "batch_size", "remat", "parts": {part: {"jax_ms", "torch_ms", "jax_value", "torch_value",
     "speedup_vs_torch"}}, "matmuls": [{"matmul", "product", "m_k_n", "jax_ms", "torch_ms",
-    "jax_gflops", "torch_gflops", "speedup_vs_torch", "rel_diff"}]}``."""
+    "jax_gflops", "torch_gflops", "speedup_vs_torch", "rel_diff"}], "matmuls_per_step":
+    :func:`per_step`}``."""
     cfg, batch, default_repeats = size_setting(size)
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
