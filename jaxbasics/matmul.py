@@ -62,14 +62,20 @@ def _matmul_bwd(residuals, g):
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
+def active(backend: str | None = None) -> bool:
+    """Whether :func:`dot_general` uses :func:`matmul` on ``backend`` (default: JAX's):
+    on CPU only."""
+    return (backend or jax.default_backend()) == "cpu"
+
+
 def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None,
                 preferred_element_type: Any = None, out_sharding: Any = None) -> jax.Array:
     """Drop-in ``jax.lax.dot_general`` for ``nnx.Linear(..., dot_general=...)``: on CPU, a
     plain 2-D (M, k)·(k, n) product in one dtype goes through :func:`matmul`; anything else
     (other backends, shapes, precisions, shardings) through ``jax.lax.dot_general``."""
-    plain = (jax.default_backend() == "cpu" and lhs.ndim == 2 and rhs.ndim == 2
-             and tuple(map(tuple, dimension_numbers[0])) == _ROW_TIMES_COL[0]
-             and not any(dimension_numbers[1]) and lhs.dtype == rhs.dtype
+    dims = tuple(tuple(map(tuple, part)) for part in dimension_numbers)
+    plain = (active() and lhs.ndim == 2 and rhs.ndim == 2 and dims == _ROW_TIMES_COL
+             and lhs.dtype == rhs.dtype
              and precision is None and out_sharding is None
              and preferred_element_type in (None, lhs.dtype))
     if plain:

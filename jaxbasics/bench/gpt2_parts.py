@@ -187,15 +187,15 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
         torch_fns = {"forward": lambda tx=tx, twt=twt: tx @ twt.T,
                      "input_grad": lambda tg=tg, twt=twt: tg @ twt,
                      "weight_grad": lambda tg=tg, tx=tx: tg.T @ tx}
-        torch_fns["weight_grad_transposed"] = torch_fns["weight_grad"]
         for product in PRODUCTS:
             f, args = jax_fns[product]
             key = f"{name} {product}"
             fns[f"jax {key}"], syncs[f"jax {key}"] = (lambda f=f, a=args: f(*a)), jax.block_until_ready
-            fns[f"torch {key}"], syncs[f"torch {key}"] = torch_fns[product], torch_sync
+            if product in torch_fns:  # PyTorch has one weight gradient: both rows share it
+                fns[f"torch {key}"], syncs[f"torch {key}"] = torch_fns[product], torch_sync
             # float32 on the host: the 124M head's products are 3 GB each
             a = np.asarray(fns[f"jax {key}"]())
-            b = fns[f"torch {key}"]().cpu().numpy()
+            b = torch_fns.get(product, torch_fns["weight_grad"])().cpu().numpy()
             b = b.T if product.startswith("weight_grad") else b  # PyTorch's is dWᵀ
             m_k_n = {"forward": (tokens, k, n), "input_grad": (tokens, n, k)}.get(
                 product, (k, tokens, n))
@@ -208,7 +208,8 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
     for row in rows:
         key = f"{row['matmul']} {row['product']}"
         flops = 2 * math.prod(row["m_k_n"])
-        j, t = times[f"jax {key}"].median_us, times[f"torch {key}"].median_us
+        torch_key = f"torch {row['matmul']} {row['product'].removesuffix('_transposed')}"
+        j, t = times[f"jax {key}"].median_us, times[torch_key].median_us
         row.update(jax_ms=j / 1e3, torch_ms=t / 1e3, jax_gflops=flops / j / 1e3,
                    torch_gflops=flops / t / 1e3, speedup_vs_torch=t / j)
     return rows
@@ -251,8 +252,8 @@ def per_step(matmuls: list[dict[str, Any]], n_layers: int,
     times, the head once; the weight gradient in the form :mod:`jaxbasics.matmul` uses on
     ``backend``), summed by product and over all: ``{product or "all": {"jax_ms",
     "torch_ms", "speedup_vs_torch"}}``."""
-    cpu = (backend or jax.default_backend()) == "cpu"
-    run = ("forward", "input_grad", "weight_grad_transposed" if cpu else "weight_grad")
+    run = ("forward", "input_grad",
+           "weight_grad_transposed" if matmul.active(backend) else "weight_grad")
     out: dict[str, dict[str, float]] = {}
     for key in (*run, "all"):
         rows = [r for r in matmuls if r["product"] in run and key in ("all", r["product"])]
