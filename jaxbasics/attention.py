@@ -13,7 +13,10 @@ Two implementations give the same numbers:
   axes in front: (B, T, H, hd) is laid out once as (B·H, T, hd). On CPU this is 1.6× faster
   for forward + backward than ``jax.nn.dot_product_attention``'s XLA path, which contracts
   the (B, T, H, hd) layout directly and makes XLA transpose around every dot. It handles a
-  query offset (KV-cache decoding) and attention dropout.
+  query offset (KV-cache decoding) and attention dropout. (XLA:CPU runs each batched product
+  on one thread when its single matrices are small — 128×64 at the benchmark's cpu size —
+  which is most of what still separates it from PyTorch's SDPA there: ``jaxbasics bench
+  --suite gpt2-parts``.)
 * ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")``, the fused
   flash-attention kernel of cuDNN, for NVIDIA GPUs with bfloat16/float16 inputs; no dropout,
   no query offset.

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from jaxbasics.bench.device import table_peak_flops
@@ -92,12 +93,22 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     assert fp32["first_loss"] == pytest.approx(g["variants"]["torch_eager_fp32"]["first_loss"],
                                                rel=1e-5)
     # the step taken apart: each part computes the same value in both frameworks
+    for e in g["variants"].values():
+        assert e["host_page_faults_per_step"] >= 0
     parts = r["gpt2_parts"]["parts"]
-    assert set(parts) == {"blocks", "head_loss", "update"}
+    assert set(parts) == {"blocks", "attention", "head_loss", "update"}
     for e in parts.values():
         assert e["jax_ms"] > 0 and e["torch_ms"] > 0
         assert e["jax_value"] == pytest.approx(e["torch_value"], rel=1e-5)
     assert parts["head_loss"]["jax_value"] == pytest.approx(math.log(512), rel=0.02)
+    assert parts["attention"]["jax_value"] == pytest.approx(_attention_value_by_hand(), rel=1e-4)
+    # attention's batched products: smoke size has 4 sequences x 4 heads, T=64, hd=16
+    att = r["gpt2_parts"]["attention_matmuls"]
+    assert [(e["product"], e["batch"], e["m_k_n"]) for e in att] == [
+        ("q·kᵀ", 16, [64, 16, 64]), ("p·v", 16, [64, 64, 16]), ("pᵀ·g", 16, [64, 64, 16])]
+    for e in att:
+        assert e["rel_diff"] < 1e-5
+        assert e["jax_gflops"] == pytest.approx(2 * 16 * math.prod(e["m_k_n"]) / e["jax_ms"] / 1e6)
     # the step's matmul kernels: 5 projections x 4 products, same numbers from both
     mm = r["gpt2_parts"]["matmuls"]
     assert len(mm) == 20 and {e["product"] for e in mm} == {
@@ -122,7 +133,36 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "GPT-2 train step" in printed and "GPT-2 step taken apart" in printed
-    assert "matmul kernels alone" in printed
+    assert "matmul kernels alone" in printed and "attention's batched products" in printed
+    assert "page faults/step" in printed
+
+
+def _attention_value_by_hand() -> float:
+    """Σ causal_attention(q, k, v) ⊙ r for the gpt2-parts smoke inputs, in float64 numpy."""
+    from jaxbasics.bench.gpt2 import SIZES
+    from jaxbasics.bench.gpt2_parts import _inputs
+
+    cfg, batch, _ = SIZES["smoke"]
+    d = _inputs(cfg, batch)
+    q, k, v, r = (d[name].astype(np.float64).transpose(0, 2, 1, 3)  # (B, H, T, hd)
+                  for name in ("q", "k", "v", "r_att"))
+    t = q.shape[2]
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+    scores = np.where(np.tril(np.ones((t, t), bool)), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return float(np.sum((weights @ v) * r))
+
+
+def test_page_faults_per_step_counts_fresh_memory():
+    from jaxbasics.bench.gpt2 import Prepared, page_faults_per_step
+
+    def fresh():  # 64 MiB, above glibc's largest mmap threshold: new pages on every call
+        return np.ones(1 << 24, np.float32)
+
+    touch = page_faults_per_step(Prepared(fresh, lambda out: out, 0.0, {}), steps=3)
+    idle = page_faults_per_step(Prepared(lambda: None, lambda out: out, 0.0, {}), steps=3)
+    assert touch > idle + 16
 
 
 def test_unavailable_device_is_reported(capsys):

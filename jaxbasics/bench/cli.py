@@ -116,17 +116,18 @@ def print_tables(result: dict[str, Any]) -> None:
                         f"{g['parameters']:,} params; peak {g['peak_flops'] / 1e12:.3g} TFLOP/s "
                         f"({g['peak_source']})", title_justify="left")
         for col in ("variant", "step ms", "tokens/s", "MFU", "compile s", "vs torch eager",
-                    "peak MiB", "first loss"):
+                    "peak MiB", "page faults/step", "first loss"):
             t.add_column(col, justify="right")
         for name, e in g["variants"].items():
             if "error" in e:
-                t.add_row(name, e["error"][:60], "", "", "", "", "", "")
+                t.add_row(name, e["error"][:60], "", "", "", "", "", "", "")
                 continue
             t.add_row(name, _f(e["step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
                       _f(e["mfu"], ".1%"), _f(e.get("compile_s"), ".1f"),
                       _f(e.get("speedup_vs_torch_eager"), ".2f"),
                       _f(e["device_peak_bytes"] / 2**20 if "device_peak_bytes" in e else None,
-                         ",.0f"), _f(e["first_loss"], ".4f"))
+                         ",.0f"), _f(e.get("host_page_faults_per_step"), ",.0f"),
+                      _f(e["first_loss"], ".4f"))
         c.print(t)
     if "gpt2_parts" in result:
         g = result["gpt2_parts"]
@@ -157,6 +158,19 @@ def print_tables(result: dict[str, Any]) -> None:
                           f"{n_layers} layers + head", _f(e["jax_ms"], ",.3f"),
                           _f(e["torch_ms"], ",.3f"), "", "", _f(e["speedup_vs_torch"], ".2f"),
                           "", end_section=key == "all")
+            c.print(t)
+        if g.get("attention_matmuls"):
+            t = Table(title="attention's batched products alone, over n = B·H heads (m×k×n per "
+                            "head)", title_justify="left")
+            for col in ("product", "einsum", "n × m×k×n", "JAX ms", "torch ms", "JAX GFLOP/s",
+                        "torch GFLOP/s", "JAX vs torch", "rel. diff"):
+                t.add_column(col, justify="right")
+            for e in g["attention_matmuls"]:
+                t.add_row(e["product"], e["einsum"],
+                          f"{e['batch']} × " + "×".join(map(str, e["m_k_n"])),
+                          _f(e["jax_ms"], ",.3f"), _f(e["torch_ms"], ",.3f"),
+                          _f(e["jax_gflops"], ",.0f"), _f(e["torch_gflops"], ",.0f"),
+                          _f(e["speedup_vs_torch"], ".2f"), _f(e["rel_diff"], ".1e"))
             c.print(t)
     if "scaling" in result:
         s = result["scaling"]

@@ -65,6 +65,12 @@ def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> 
     return 2 * n**3 / best
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process (all its threads) so far: each is a first touch of
+    memory the OS has just handed out, a few µs of CPU time on a fresh allocation."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def host_max_rss_bytes() -> int:
     """The largest resident set of this process so far, in bytes."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

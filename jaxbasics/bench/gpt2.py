@@ -7,6 +7,11 @@ Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B)::
 
 MFU = tokens/s · FLOPs/token / peak, with peak the device's data-sheet dense bf16 figure on
 accelerators and a large matmul measured in the same run on CPU.
+
+Each variant also records the host process's minor page faults per step: on CPU, XLA takes
+its buffer for a step's temporaries fresh from the allocator on every call (glibc hands a
+block this large out by ``mmap``), and PyTorch its activations likewise, so every step first
+touches tens of thousands of new pages.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ import numpy as np
 from flax import nnx
 
 from jaxbasics import sharding
-from jaxbasics.bench.device import host_max_rss_bytes, measured_matmul_peak, table_peak_flops
+from jaxbasics.bench.device import (
+    host_max_rss_bytes,
+    measured_matmul_peak,
+    minor_page_faults,
+    table_peak_flops,
+)
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
 from jaxbasics.gpt_train import TrainOptions, make_gpt_train_step, make_optimizer, sharded_state
@@ -229,6 +239,16 @@ def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
             "first_loss": p.first_loss}
 
 
+def page_faults_per_step(prepared: Prepared, steps: int = 2) -> float:
+    """Minor page faults of the host process per step of ``prepared``, over ``steps`` steps
+    run after the timing: how much of each step's memory comes fresh from the OS (on CPU, a
+    step's buffers; elsewhere, host-side work only)."""
+    start = minor_page_faults()
+    for _ in range(steps):
+        prepared.sync(prepared.run())
+    return (minor_page_faults() - start) / steps
+
+
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
              bf16: bool = True) -> dict[str, Any]:
     """Every variant of :func:`variants` for ``size``, prepared (compiled, run once) one after
@@ -265,7 +285,8 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
                                 repeats=repeats, min_sample_s=0.0)
     for name, t in times.items():
         out[name].update(_summary(t.median_us, tokens, fpt, peak),
-                         step_ms_min=t.min_us / 1e3, step_ms_max=t.max_us / 1e3)
+                         step_ms_min=t.min_us / 1e3, step_ms_max=t.max_us / 1e3,
+                         host_page_faults_per_step=page_faults_per_step(ready[name]))
     result["host_max_rss_bytes"] = host_max_rss_bytes()
     for entry in out.values():
         # against PyTorch eager in the same dtype where it ran, else in float32

@@ -1,11 +1,15 @@
 """Where the GPT-2 training step's time goes: its three parts timed alone, JAX against
 PyTorch, from the same weights and inputs (the step of :mod:`jaxbasics.bench.gpt2`, taken
-apart).
+apart), and inside the blocks the attention alone.
 
 * ``blocks``: the n_layers transformer blocks, forward and backward, for
   ``s = Σ h_L ⊙ r`` with ``h_L = blocks(h_0)``, h_0 and r fixed (B, T, d) arrays; gradients
   for every block parameter and for h_0. JAX: one ``lax.scan`` over the stacked blocks with
   the training step's remat setting (``resolve_remat("auto")``); PyTorch: its module loop.
+* ``attention``: inside each block, causal attention alone, forward and backward, for
+  ``s = Σ attention(q, k, v) ⊙ r`` with q, k, v, r fixed (B, T, H, hd) arrays; gradients for
+  q, k and v. JAX: :func:`jaxbasics.attention.causal_attention`; PyTorch:
+  ``scaled_dot_product_attention(..., is_causal=True)``, as its model calls it.
 * ``head_loss``: final hidden states h (B·T, d) → logits h·W (B·T, V) → mean cross-entropy
   against the batch's labels; gradients for h and W.
 * ``update``: global-norm clipping and AdamW on every parameter, from fixed gradients
@@ -27,6 +31,17 @@ each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / 
 relative difference ‖a − b‖ / ‖b‖ of the two results, and summed as one step runs them
 (``per_step``). Each sample is one call, waited for; at the smoke size a kernel takes
 microseconds and what is timed is mostly each framework's per-call overhead.
+
+Then attention's batched products, over n = B·H heads of (T, hd) queries, keys, values and
+(T, T) weights p, each form timed alone (:data:`ATTENTION_PRODUCTS`)::
+
+    q·kᵀ     (T, hd)·(hd, T)   the scores; the backward's g·vᵀ has the same form
+    p·v      (T, T)·(T, hd)    the output; the backward's ds·k too
+    pᵀ·g     (T, T)ᵀ·(T, hd)   the gradients of v and k (dsᵀ·q): T contracted in both
+
+On CPU these show what the whole-step numbers hide: XLA:CPU runs a batched product whose
+single (T, hd) matrices are this small on one thread, where PyTorch splits the batch over
+its threads.
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ import optax
 from flax import nnx
 
 from jaxbasics import matmul
+from jaxbasics.attention import causal_attention
 from jaxbasics.bench.gpt2 import _batch, size_setting, torch_device, torch_sync
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
@@ -49,8 +65,10 @@ from jaxbasics.losses import cross_entropy
 from jaxbasics.timing import measure_interleaved
 from jaxbasics.train_step import split_params
 
-PARTS = ("blocks", "head_loss", "update")
+PARTS = ("blocks", "attention", "head_loss", "update")
 PRODUCTS = ("forward", "input_grad", "weight_grad", "weight_grad_transposed")
+# attention's batched products: name -> the einsum over n = B·H heads (module docstring)
+ATTENTION_PRODUCTS = {"q·kᵀ": "nqd,nkd->nqk", "p·v": "nqk,nkd->nqd", "pᵀ·g": "nqk,nqd->nkd"}
 
 
 def projections(cfg) -> dict[str, tuple[int, int]]:
@@ -63,8 +81,10 @@ def projections(cfg) -> dict[str, tuple[int, int]]:
 def _inputs(cfg, batch: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     shape = (batch, cfg.context_length, cfg.emb_dim)
+    heads = (batch, cfg.context_length, cfg.n_heads, cfg.head_dim)
     return {"h0": rng.standard_normal(shape, np.float32),
             "r": rng.standard_normal(shape, np.float32),
+            **{name: rng.standard_normal(heads, np.float32) for name in ("q", "k", "v", "r_att")},
             "h": rng.standard_normal((batch * cfg.context_length, cfg.emb_dim), np.float32),
             "y": _batch(cfg, batch)[1].reshape(-1)}
 
@@ -81,6 +101,9 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
         return jnp.sum(out * r)
 
     blocks = jax.jit(jax.value_and_grad(blocks_value, argnums=(0, 1)))
+    q, k, v, r_att = (jnp.asarray(data[name]) for name in ("q", "k", "v", "r_att"))
+    attention = jax.jit(jax.value_and_grad(
+        lambda q, k, v: jnp.sum(causal_attention(q, k, v) * r_att), argnums=(0, 1, 2)))
     head = jax.jit(jax.value_and_grad(lambda hh, w: cross_entropy(hh @ w, y), argnums=(0, 1)))
     w = params["head"]["kernel"]
     # PyTorch's AdamW as jaxbasics.compare.torch_gpt.adamw sets it up: constant lr 6e-4
@@ -100,9 +123,11 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
         state[0], state[1] = update(state[0], state[1], grads)
         return state[0]
 
-    first = {"blocks": float(blocks(params["blocks"], h0)[0]), "head_loss": float(head(h, w)[0]),
+    first = {"blocks": float(blocks(params["blocks"], h0)[0]),
+             "attention": float(attention(q, k, v)[0]), "head_loss": float(head(h, w)[0]),
              "update": float(optax.global_norm(run_update()))}
     return {"blocks": (lambda: blocks(params["blocks"], h0), first["blocks"]),
+            "attention": (lambda: attention(q, k, v), first["attention"]),
             "head_loss": (lambda: head(h, w), first["head_loss"]),
             "update": (run_update, first["update"])}
 
@@ -128,6 +153,9 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
     h.requires_grad_(True)
     y = torch.from_numpy(data["y"]).long().to(device)
     w = model.head.weight  # (V, d)
+    q, k, v, r_att = (torch.from_numpy(data[name]).to(device) for name in ("q", "k", "v", "r_att"))
+    for t in (q, k, v):
+        t.requires_grad_(True)
 
     def blocks():
         model.zero_grad(set_to_none=True)
@@ -136,6 +164,15 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
         for block in model.blocks:
             out = block(out)
         s = (out * r).sum()
+        s.backward()
+        return s
+
+    def attention():
+        q.grad = k.grad = v.grad = None
+        # (B, T, H, hd) seen as (B, H, T, hd), as the model's attention does
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                             v.transpose(1, 2), is_causal=True)
+        s = (out.transpose(1, 2) * r_att).sum()
         s.backward()
         return s
 
@@ -156,12 +193,13 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
         torch.nn.utils.clip_grad_norm_(stepped.parameters(), 1.0)
         opt.step()
 
-    first_blocks, first_head = blocks().item(), head().item()
+    first = {"blocks": blocks().item(), "attention": attention().item(), "head_loss": head().item()}
     update()
     with torch.no_grad():
-        norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in stepped.parameters())))
-    return {"blocks": (blocks, first_blocks), "head_loss": (head, first_head),
-            "update": (update, norm)}
+        first["update"] = float(torch.sqrt(sum((p.double() ** 2).sum()
+                                               for p in stepped.parameters())))
+    run = {"blocks": blocks, "attention": attention, "head_loss": head, "update": update}
+    return {part: (run[part], first[part]) for part in PARTS}
 
 
 def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
@@ -215,13 +253,48 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def run_attention_matmuls(cfg, batch: int, *, repeats: int) -> list[dict[str, Any]]:
+    """Attention's batched products (:data:`ATTENTION_PRODUCTS`, module docstring) over n =
+    B·H heads, JAX and PyTorch timed in turn on the same numbers; one row per form with
+    ``{"product", "einsum", "batch", "m_k_n", "jax_ms", "torch_ms", "jax_gflops",
+    "torch_gflops", "speedup_vs_torch", "rel_diff"}``, GFLOP/s = 2·n·m·k·n_out / time."""
+    import torch
+
+    device = torch_device()
+    rng = np.random.default_rng(3)
+    n, t, hd = batch * cfg.n_heads, cfg.context_length, cfg.head_dim
+    fns, syncs, rows = {}, {}, []
+    for name, spec in ATTENTION_PRODUCTS.items():
+        lhs = (n, t, hd) if name == "q·kᵀ" else (n, t, t)
+        a, b = rng.standard_normal(lhs, np.float32), rng.standard_normal((n, t, hd), np.float32)
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        ta, tb = (torch.from_numpy(x).to(device) for x in (a, b))
+        f = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
+        fns[f"jax {name}"], syncs[f"jax {name}"] = (lambda f=f, x=ja, y=jb: f(x, y)), jax.block_until_ready
+        fns[f"torch {name}"] = lambda spec=spec, x=ta, y=tb: torch.einsum(spec, x, y)
+        syncs[f"torch {name}"] = torch_sync
+        ours, theirs = np.asarray(fns[f"jax {name}"]()), fns[f"torch {name}"]().cpu().numpy()
+        rows.append({"product": name, "einsum": spec, "batch": n,
+                     "m_k_n": [t, hd, t] if name == "q·kᵀ" else [t, t, hd],
+                     "rel_diff": float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))})
+    times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=3 * repeats,
+                                min_sample_s=0.0)
+    for row in rows:
+        flops = 2 * row["batch"] * math.prod(row["m_k_n"])
+        j, t_ = times[f"jax {row['product']}"].median_us, times[f"torch {row['product']}"].median_us
+        row.update(jax_ms=j / 1e3, torch_ms=t_ / 1e3, jax_gflops=flops / j / 1e3,
+                   torch_gflops=flops / t_ / 1e3, speedup_vs_torch=t_ / j)
+    return rows
+
+
 def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     """Time the three parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
-    in both frameworks, interleaved, then the step's matmul kernels; returns ``{"config",
-    "batch_size", "remat", "parts": {part: {"jax_ms", "torch_ms", "jax_value", "torch_value",
-    "speedup_vs_torch"}}, "matmuls": [{"matmul", "product", "m_k_n", "jax_ms", "torch_ms",
-    "jax_gflops", "torch_gflops", "speedup_vs_torch", "rel_diff"}], "matmuls_per_step":
-    :func:`per_step`}``."""
+    in both frameworks, interleaved, then the step's matmul kernels and attention's batched
+    products; returns ``{"config", "batch_size", "remat", "parts": {part: {"jax_ms",
+    "torch_ms", "jax_value", "torch_value", "speedup_vs_torch"}}, "matmuls": [{"matmul",
+    "product", "m_k_n", "jax_ms", "torch_ms", "jax_gflops", "torch_gflops",
+    "speedup_vs_torch", "rel_diff"}], "matmuls_per_step": :func:`per_step`,
+    "attention_matmuls": :func:`run_attention_matmuls`}``."""
     cfg, batch, default_repeats = size_setting(size)
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
@@ -243,7 +316,9 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     matmuls = run_matmuls(cfg, batch * cfg.context_length, repeats=repeats or default_repeats)
     return {"config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
             "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts,
-            "matmuls": matmuls, "matmuls_per_step": per_step(matmuls, cfg.n_layers)}
+            "matmuls": matmuls, "matmuls_per_step": per_step(matmuls, cfg.n_layers),
+            "attention_matmuls": run_attention_matmuls(cfg, batch,
+                                                       repeats=repeats or default_repeats)}
 
 
 def per_step(matmuls: list[dict[str, Any]], n_layers: int,
