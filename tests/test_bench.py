@@ -92,9 +92,9 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     # same initial weights on both sides: the first losses agree
     assert fp32["first_loss"] == pytest.approx(g["variants"]["torch_eager_fp32"]["first_loss"],
                                                rel=1e-5)
-    # the step taken apart: each part computes the same value in both frameworks
     for e in g["variants"].values():
         assert e["host_page_faults_per_step"] >= 0
+    # the step taken apart: each part computes the same value in both frameworks
     parts = r["gpt2_parts"]["parts"]
     assert set(parts) == {"blocks", "attention", "head_loss", "update"}
     for e in parts.values():

@@ -26,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
     p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "gpt2-parts", "scaling",
                                        "all"], default="all",
-                   help="gpt2-parts: the GPT-2 step's blocks, head + loss and optimizer update, "
-                        "then its matmul kernels, timed alone; scaling: data-parallel GPT-2 "
-                        "step on 1, 2, 4, 8 devices")
+                   help="gpt2-parts: the GPT-2 step's blocks, attention, head + loss and "
+                        "optimizer update, then its matmul kernels and attention's batched "
+                        "products, timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, "
+                        "8 devices")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                    help="JAX platform to run on (default: JAX's default device)")

@@ -244,12 +244,10 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
     times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=3 * repeats,
                                 min_sample_s=0.0)
     for row in rows:
-        key = f"{row['matmul']} {row['product']}"
-        flops = 2 * math.prod(row["m_k_n"])
         torch_key = f"torch {row['matmul']} {row['product'].removesuffix('_transposed')}"
-        j, t = times[f"jax {key}"].median_us, times[torch_key].median_us
-        row.update(jax_ms=j / 1e3, torch_ms=t / 1e3, jax_gflops=flops / j / 1e3,
-                   torch_gflops=flops / t / 1e3, speedup_vs_torch=t / j)
+        row.update(_rates(2 * math.prod(row["m_k_n"]),
+                          times[f"jax {row['matmul']} {row['product']}"].median_us,
+                          times[torch_key].median_us))
     return rows
 
 
@@ -262,33 +260,38 @@ def run_attention_matmuls(cfg, batch: int, *, repeats: int) -> list[dict[str, An
 
     device = torch_device()
     rng = np.random.default_rng(3)
-    n, t, hd = batch * cfg.n_heads, cfg.context_length, cfg.head_dim
+    n, seq, hd = batch * cfg.n_heads, cfg.context_length, cfg.head_dim
     fns, syncs, rows = {}, {}, []
     for name, spec in ATTENTION_PRODUCTS.items():
-        lhs = (n, t, hd) if name == "q·kᵀ" else (n, t, t)
-        a, b = rng.standard_normal(lhs, np.float32), rng.standard_normal((n, t, hd), np.float32)
+        lhs = (n, seq, hd) if name == "q·kᵀ" else (n, seq, seq)
+        a, b = (rng.standard_normal(shape, np.float32) for shape in (lhs, (n, seq, hd)))
+        f = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
         ja, jb = jnp.asarray(a), jnp.asarray(b)
         ta, tb = (torch.from_numpy(x).to(device) for x in (a, b))
-        f = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
-        fns[f"jax {name}"], syncs[f"jax {name}"] = (lambda f=f, x=ja, y=jb: f(x, y)), jax.block_until_ready
+        fns[f"jax {name}"] = lambda f=f, x=ja, y=jb: f(x, y)
         fns[f"torch {name}"] = lambda spec=spec, x=ta, y=tb: torch.einsum(spec, x, y)
-        syncs[f"torch {name}"] = torch_sync
+        syncs[f"jax {name}"], syncs[f"torch {name}"] = jax.block_until_ready, torch_sync
         ours, theirs = np.asarray(fns[f"jax {name}"]()), fns[f"torch {name}"]().cpu().numpy()
         rows.append({"product": name, "einsum": spec, "batch": n,
-                     "m_k_n": [t, hd, t] if name == "q·kᵀ" else [t, t, hd],
+                     "m_k_n": [seq, hd, seq] if name == "q·kᵀ" else [seq, seq, hd],
                      "rel_diff": float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))})
     times = measure_interleaved(fns, syncs=syncs, warmup=2, repeats=3 * repeats,
                                 min_sample_s=0.0)
     for row in rows:
-        flops = 2 * row["batch"] * math.prod(row["m_k_n"])
-        j, t_ = times[f"jax {row['product']}"].median_us, times[f"torch {row['product']}"].median_us
-        row.update(jax_ms=j / 1e3, torch_ms=t_ / 1e3, jax_gflops=flops / j / 1e3,
-                   torch_gflops=flops / t_ / 1e3, speedup_vs_torch=t_ / j)
+        row.update(_rates(2 * row["batch"] * math.prod(row["m_k_n"]),
+                          times[f"jax {row['product']}"].median_us,
+                          times[f"torch {row['product']}"].median_us))
     return rows
 
 
+def _rates(flops: float, jax_us: float, torch_us: float) -> dict[str, float]:
+    """A kernel row's times (ms), rates (GFLOP/s) and JAX's speed-up over PyTorch."""
+    return {"jax_ms": jax_us / 1e3, "torch_ms": torch_us / 1e3, "jax_gflops": flops / jax_us / 1e3,
+            "torch_gflops": flops / torch_us / 1e3, "speedup_vs_torch": torch_us / jax_us}
+
+
 def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
-    """Time the three parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
+    """Time the four parts (module docstring) for ``size`` of :data:`~jaxbasics.bench.gpt2.SIZES`
     in both frameworks, interleaved, then the step's matmul kernels and attention's batched
     products; returns ``{"config", "batch_size", "remat", "parts": {part: {"jax_ms",
     "torch_ms", "jax_value", "torch_value", "speedup_vs_torch"}}, "matmuls": [{"matmul",

@@ -63,8 +63,8 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     if "gpt2-parts" in suites:
         from jaxbasics.bench.gpt2_parts import run_gpt2_parts
 
-        log(f"gpt2-parts ({size}): blocks, head + loss, AdamW update and matmul kernels, "
-            "each alone")
+        log(f"gpt2-parts ({size}): blocks, attention, head + loss, AdamW update, matmul "
+            "kernels and attention's batched products, each alone")
         out["gpt2_parts"] = run_gpt2_parts(size)
     if "scaling" in suites:
         from jaxbasics.bench.scaling import run_scaling
