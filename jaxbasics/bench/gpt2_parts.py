@@ -299,6 +299,7 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     "speedup_vs_torch", "rel_diff"}], "matmuls_per_step": :func:`per_step`,
     "attention_matmuls": :func:`run_attention_matmuls`}``."""
     cfg, batch, default_repeats = size_setting(size)
+    repeats = repeats or default_repeats
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
     graphdef, params = split_params(GPT(cfg, rngs=nnx.Rngs(0)))
@@ -310,18 +311,17 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
         fns[f"jax {part}"], syncs[f"jax {part}"] = jax_parts[part][0], jax.block_until_ready
         fns[f"torch {part}"], syncs[f"torch {part}"] = torch_parts[part][0], torch_sync
     times = measure_interleaved(fns, syncs=syncs, warmup=2,
-                                repeats=repeats or default_repeats, min_sample_s=0.0)
+                                repeats=repeats, min_sample_s=0.0)
     parts = {}
     for part in PARTS:
         j, t = times[f"jax {part}"].median_us / 1e3, times[f"torch {part}"].median_us / 1e3
         parts[part] = {"jax_ms": j, "torch_ms": t, "speedup_vs_torch": t / j,
                        "jax_value": jax_parts[part][1], "torch_value": torch_parts[part][1]}
-    matmuls = run_matmuls(cfg, batch * cfg.context_length, repeats=repeats or default_repeats)
+    matmuls = run_matmuls(cfg, batch * cfg.context_length, repeats=repeats)
     return {"config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
             "remat": resolve_remat("auto"), "timing": "interleaved", "parts": parts,
             "matmuls": matmuls, "matmuls_per_step": per_step(matmuls, cfg.n_layers),
-            "attention_matmuls": run_attention_matmuls(cfg, batch,
-                                                       repeats=repeats or default_repeats)}
+            "attention_matmuls": run_attention_matmuls(cfg, batch, repeats=repeats)}
 
 
 def per_step(matmuls: list[dict[str, Any]], n_layers: int,
