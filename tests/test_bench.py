@@ -163,6 +163,8 @@ def test_page_faults_per_step_counts_fresh_memory():
     touch = page_faults_per_step(Prepared(fresh, lambda out: out, 0.0, {}), steps=3)
     idle = page_faults_per_step(Prepared(lambda: None, lambda out: out, 0.0, {}), steps=3)
     assert touch > idle + 16
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        page_faults_per_step(Prepared(fresh, lambda out: out, 0.0, {}), steps=0)
 
 
 def test_unavailable_device_is_reported(capsys):

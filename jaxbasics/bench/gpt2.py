@@ -243,6 +243,8 @@ def page_faults_per_step(prepared: Prepared, steps: int = 2) -> float:
     """Minor page faults of the host process per step of ``prepared``, over ``steps`` steps
     run after the timing: how much of each step's memory comes fresh from the OS (on CPU, a
     step's buffers; elsewhere, host-side work only)."""
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     start = minor_page_faults()
     for _ in range(steps):
         prepared.sync(prepared.run())
