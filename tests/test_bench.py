@@ -170,3 +170,30 @@ def test_page_faults_per_step_counts_fresh_memory():
 def test_unavailable_device_is_reported(capsys):
     assert main(["bench", "--device", "tpu", "--size", "smoke", "--suite", "gpt2"]) == 2
     assert "--device tpu: JAX sees no such device here (available: cpu)" in capsys.readouterr().err
+
+
+def test_accelerator_variant_set_rehearsed_on_cpu():
+    """The GPU run's variants, run here: bf16 with remat and PyTorch bf16 autocast compute
+    the step; cuDNN attention, absent on a CPU, is recorded with its error, not raised."""
+    from jaxbasics.bench.gpt2 import run_gpt2
+
+    g = run_gpt2("smoke", compile_torch=False, platform="gpu")
+    v = g["variants"]
+    assert g["variant_set"] == "gpu"
+    assert list(v) == ["jax_fp32", "jax_fp32_remat_dots", "jax_bf16", "jax_bf16_remat_dots",
+                       "jax_bf16_cudnn", "torch_eager_fp32", "torch_eager_bf16"]
+    assert v["jax_bf16_cudnn"] == {"error": "RuntimeError: cuDNN is not detected."}
+    # the same first step in both frameworks and both dtypes (bf16 rounds the activations:
+    # 4e-6 relative here, at initialisation, where the logits are small)
+    fp32 = v["jax_fp32"]["first_loss"]
+    assert v["jax_fp32_remat_dots"]["first_loss"] == pytest.approx(fp32, rel=1e-6)
+    assert v["torch_eager_fp32"]["first_loss"] == pytest.approx(fp32, rel=1e-5)
+    for name in ("jax_bf16", "jax_bf16_remat_dots", "torch_eager_bf16"):
+        assert v[name]["dtype"] == "bfloat16"
+        assert v[name]["first_loss"] == pytest.approx(fp32, rel=1e-4)
+        assert v[name]["first_loss"] != fp32  # it did run in bf16
+        # bf16 variants are compared with PyTorch eager in bf16
+        assert v[name]["speedup_vs_torch_eager"] == pytest.approx(
+            v["torch_eager_bf16"]["step_ms"] / v[name]["step_ms"])
+    with pytest.raises(ValueError, match="platform must be None, 'cpu', 'gpu' or 'tpu', got 'npu'"):
+        run_gpt2("smoke", platform="npu")

@@ -252,11 +252,18 @@ def page_faults_per_step(prepared: Prepared, steps: int = 2) -> float:
 
 
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
-             bf16: bool = True) -> dict[str, Any]:
+             bf16: bool = True, platform: str | None = None) -> dict[str, Any]:
     """Every variant of :func:`variants` for ``size``, prepared (compiled, run once) one after
     another, then timed in turn (:func:`~jaxbasics.timing.measure_interleaved`) so that the
-    machine's drift in speed during the run is shared fairly between them."""
+    machine's drift in speed during the run is shared fairly between them.
+
+    ``platform`` picks the variant set (default: that of JAX's default device). Naming
+    ``"gpu"`` on a CPU rehearses the accelerator run end to end: every variant runs on the CPU
+    except the cuDNN one, which is recorded with its error, as any variant that cannot run
+    where it is asked to (JAX's plain XLA variants excepted: their failure is raised)."""
     cfg, batch, repeats = size_setting(size)
+    if platform not in (None, "cpu", "gpu", "tpu"):
+        raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
     kind = jax.devices()[0].device_kind
     peak = table_peak_flops(kind)
     peak_source = "data sheet, dense bf16"
@@ -266,9 +273,10 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
         "parameters": parameter_count(cfg), "flops_per_token": fpt,
-        "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved", "variants": {}}
+        "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved",
+        "variant_set": platform or jax.devices()[0].platform, "variants": {}}
     out, ready = result["variants"], {}
-    for v in variants(jax.devices()[0].platform, torch_side=torch_side,
+    for v in variants(platform or jax.devices()[0].platform, torch_side=torch_side,
                       compile_torch=compile_torch, bf16=bf16):
         try:
             p = prepare(cfg, batch, v)
