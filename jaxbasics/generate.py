@@ -12,6 +12,7 @@ logits, drawn with key ``split(rng, max_new_tokens)[i]``; ``temperature=0`` is g
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -82,8 +83,9 @@ def generate(model: GPT, prompt: Any, max_new_tokens: int, *, temperature: float
     if total > cfg.context_length:
         raise ValueError(f"prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} = "
                          f"{total} exceeds context_length={cfg.context_length}")
-    if not isinstance(temperature, int | float) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, int | float)
+            or not 0 <= temperature < math.inf):  # NaN fails this too
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                               or not 1 <= top_k <= cfg.vocab_size):
         raise ValueError(f"top_k must be None or an int in [1, {cfg.vocab_size}], got {top_k!r}")

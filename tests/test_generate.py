@@ -66,7 +66,12 @@ def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"max_new_tokens": 13}, "prompt length 4 + max_new_tokens 13 = 17 exceeds context_length=16"),
     ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
-    ({"max_new_tokens": 2, "temperature": -1.0}, "temperature must be a number >= 0, got -1.0"),
+    ({"max_new_tokens": 2, "temperature": -1.0},
+     "temperature must be a finite number >= 0, got -1.0"),
+    ({"max_new_tokens": 2, "temperature": float("nan")},
+     "temperature must be a finite number >= 0, got nan"),
+    ({"max_new_tokens": 2, "temperature": float("inf")},
+     "temperature must be a finite number >= 0, got inf"),
     ({"max_new_tokens": 2, "top_k": 0}, "top_k must be None or an int in [1, 53], got 0"),
     ({"max_new_tokens": 2, "temperature": 1.0}, "rng (a jax.random.key) is required"),
 ])
