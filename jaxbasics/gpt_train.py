@@ -60,15 +60,23 @@ class TrainOptions:
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}), got "
                              f"{self.warmup_steps!r}")
-        for name, lo, hi in (("learning_rate", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0),
-                             ("weight_decay", 0.0, 1.0), ("b1", 0.0, 1.0), ("b2", 0.0, 1.0)):
+        # Adam divides by 1 - β^t, so β = 1 is refused; comparisons also refuse NaN
+        for name, lo, hi, closed in (("learning_rate", 0.0, 1.0, True),
+                                     ("min_lr_ratio", 0.0, 1.0, True),
+                                     ("weight_decay", 0.0, 1.0, True),
+                                     ("b1", 0.0, 1.0, False), ("b2", 0.0, 1.0, False)):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not lo <= value <= hi:
-                raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not (lo <= value <= hi if closed else lo <= value < hi)):
+                raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, "
+                                 f"got {value!r}")
         resolve_remat(self.remat)
-        if self.learning_rate == 0 or self.clip_norm <= 0:
-            raise ValueError(f"learning_rate and clip_norm must be > 0, got {self.learning_rate} "
-                             f"and {self.clip_norm}")
+        if self.learning_rate == 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if (isinstance(self.clip_norm, bool) or not isinstance(self.clip_norm, int | float)
+                or not self.clip_norm > 0):
+            raise ValueError(f"clip_norm must be a number > 0 (inf: no clipping), got "
+                             f"{self.clip_norm!r}")
 
 
 def decay_mask(params: Any) -> Any:

@@ -148,7 +148,13 @@ def test_text_dataset_windows_and_errors(tmp_path):
 @pytest.mark.parametrize("changes, fragment", [
     ({"steps": 0}, "steps must be a positive integer"),
     ({"warmup_steps": 1500}, "warmup_steps must be an int in [0, steps=1500)"),
-    ({"learning_rate": 2.0}, "learning_rate must be in [0, 1]"),
+    ({"learning_rate": 2.0}, "learning_rate must be in [0, 1], got 2.0"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0, got 0.0"),
+    ({"learning_rate": float("nan")}, "learning_rate must be in [0, 1], got nan"),
+    ({"b1": 1.0}, "b1 must be in [0, 1), got 1.0"),
+    ({"b2": -0.5}, "b2 must be in [0, 1), got -0.5"),
+    ({"clip_norm": 0.0}, "clip_norm must be a number > 0 (inf: no clipping), got 0.0"),
+    ({"clip_norm": float("nan")}, "clip_norm must be a number > 0 (inf: no clipping), got nan"),
     ({"accumulate": 0}, "accumulate must be a positive integer"),
 ])
 def test_bad_train_options(changes, fragment):
