@@ -81,7 +81,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
     scores = scores * (1.0 / math.sqrt(hd))  # (B·H, T, S)
     visible = jnp.arange(s)[None, :] <= pos + jnp.arange(t)[:, None]  # (T, S)
     weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-    if dropout:
+    if dropout and key is not None:
         keep = jax.random.bernoulli(key, 1.0 - drop_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - drop_rate), 0.0)
     out = jnp.einsum("nqk,nkd->nqd", weights.astype(v.dtype), vh)  # (B·H, T, hd)

@@ -131,7 +131,7 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
 
 
 def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None) -> Callable:
+                        donate: bool = True, shardings: tuple | None = None) -> jax.stages.Wrapped:
     """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``.
 
     ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
@@ -229,6 +229,7 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
     shardings = None
+    place: Callable[[np.ndarray], jax.Array]
     if mesh is not None:
         from jaxbasics import sharding
 

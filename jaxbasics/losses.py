@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from jaxbasics import checks
 
@@ -49,7 +50,7 @@ def _reduce(losses: jax.Array, reduction: str) -> jax.Array:
     return losses
 
 
-def _check_pair(a, a_name: str, targets, reduction: str) -> tuple[jax.Array, jax.Array]:
+def _check_pair(a: ArrayLike, a_name: str, targets: ArrayLike, reduction: str) -> tuple[jax.Array, jax.Array]:
     checks.one_of(reduction, "reduction", _REDUCTIONS)
     a = checks.float_array(a, a_name)
     targets = checks.float_array(targets, "targets")
@@ -59,7 +60,7 @@ def _check_pair(a, a_name: str, targets, reduction: str) -> tuple[jax.Array, jax
     return a, targets
 
 
-def binary_cross_entropy(probs: jax.Array, targets: jax.Array,
+def binary_cross_entropy(probs: ArrayLike, targets: ArrayLike,
                          reduction: Reduction = "mean") -> jax.Array:
     """Binary cross-entropy of probabilities, as ``torch.nn.functional.binary_cross_entropy``.
 
@@ -85,7 +86,7 @@ def binary_cross_entropy(probs: jax.Array, targets: jax.Array,
     return _reduce(_bce_elementwise(probs, targets), reduction)
 
 
-def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array,
+def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike,
                                      reduction: Reduction = "mean") -> jax.Array:
     """Binary cross-entropy of ``sigmoid(logits)``, computed stably from the logits.
 
@@ -103,7 +104,7 @@ def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array,
     return _reduce(optax.sigmoid_binary_cross_entropy(logits, targets), reduction)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: Reduction = "mean",
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: Reduction = "mean",
                   ignore_index: int | None = None) -> jax.Array:
     """Softmax cross-entropy against integer class ids (``torch.nn.functional.cross_entropy``).
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxbasics import checks
 from jaxbasics.finite_diff import numerical_grad
@@ -38,12 +39,12 @@ class NeuronExample:
 CHAPTER_EXAMPLE = NeuronExample()
 
 
-def forward(w: jax.Array, b: jax.Array, x: jax.Array) -> jax.Array:
+def forward(w: ArrayLike, b: ArrayLike, x: ArrayLike) -> jax.Array:
     """Activation ``a = σ(x·w + b)``; scalar ``w``/``b``, any shape of ``x`` (a has x's shape)."""
-    return jax.nn.sigmoid(x * w + b)
+    return jax.nn.sigmoid(jnp.asarray(x) * w + b)
 
 
-def loss(w: jax.Array, b: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+def loss(w: ArrayLike, b: ArrayLike, x: ArrayLike, y: ArrayLike) -> jax.Array:
     """``L = mean BCE(σ(x·w + b), y)``: the pure function that ``jax.grad`` differentiates."""
     return binary_cross_entropy(forward(w, b, x), y)
 

@@ -91,7 +91,7 @@ def _mesh_axis(mesh: Mesh, logical: str | None, size: int) -> Any:
     target = RULES.get(logical) if logical else None
     if target is None:
         return None
-    names = target if isinstance(target, tuple) else (target,)
+    names: tuple[str, ...] = target if isinstance(target, tuple) else (target,)
     names = tuple(a for a in names if mesh.shape[a] > 1)
     total = int(np.prod([mesh.shape[a] for a in names])) if names else 1
     if not names or size % total:

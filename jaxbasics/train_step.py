@@ -37,9 +37,9 @@ def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     jitted step about 10 µs cheaper than passing ``nnx.State``. ``nnx.merge(graphdef, params)``
     rebuilds the module.
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, *rest = nnx.split(model, nnx.Param, ...)  # rest: [everything else]
     if jax.tree.leaves(rest):
-        raise ValueError(f"model has non-parameter state ({sorted(rest.to_pure_dict())}); "
+        raise ValueError(f"model has non-parameter state ({sorted(rest[0].to_pure_dict())}); "
                          f"split it with nnx.split(model, nnx.Param, ...) and thread it yourself")
     return graphdef, params.to_pure_dict()
 

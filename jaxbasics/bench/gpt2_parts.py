@@ -152,6 +152,7 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
     h0.requires_grad_(True)
     h.requires_grad_(True)
     y = torch.from_numpy(data["y"]).long().to(device)
+    assert model.head is not None  # untied: run_gpt2_parts refuses a tied config
     w = model.head.weight  # (V, d)
     q, k, v, r_att = (torch.from_numpy(data[name]).to(device) for name in ("q", "k", "v", "r_att"))
     for t in (q, k, v):
@@ -196,8 +197,8 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
     first = {"blocks": blocks().item(), "attention": attention().item(), "head_loss": head().item()}
     update()
     with torch.no_grad():
-        first["update"] = float(torch.sqrt(sum((p.double() ** 2).sum()
-                                               for p in stepped.parameters())))
+        first["update"] = float(torch.sqrt(torch.stack([(p.double() ** 2).sum()
+                                                        for p in stepped.parameters()]).sum()))
     run = {"blocks": blocks, "attention": attention, "head_loss": head, "update": update}
     return {part: (run[part], first[part]) for part in PARTS}
 
@@ -209,7 +210,9 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
 
     device = torch_device()
     rng = np.random.default_rng(2)
-    fns, syncs, rows = {}, {}, []
+    fns: dict[str, Callable] = {}
+    syncs: dict[str, Callable] = {}
+    rows: list[dict[str, Any]] = []
     for name, (k, n) in projections(cfg).items():
         x = rng.standard_normal((tokens, k), np.float32)
         w = rng.standard_normal((k, n), np.float32) / math.sqrt(k)

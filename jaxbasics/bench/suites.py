@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jaxbasics.bench.device import device_info
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
 #: size -> settings of the small-model suites
-SMALL = {"smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
-         "cpu": {"batches": (1, 1024), "repeats": 15, "scan_steps": 1000, "compile": True},
-         "full": {"batches": (1, 1024, 4096), "repeats": 25, "scan_steps": 1000,
-                  "compile": True}}
+SMALL: dict[str, dict[str, Any]] = {
+    "smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
+    "cpu": {"batches": (1, 1024), "repeats": 15, "scan_steps": 1000, "compile": True},
+    "full": {"batches": (1, 1024, 4096), "repeats": 25, "scan_steps": 1000, "compile": True}}
 
 
 def _torch_ok() -> bool:
@@ -21,7 +22,7 @@ def _torch_ok() -> bool:
 
 
 def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None = None,
-               log=print) -> dict[str, Any]:
+               log: Callable[[str], Any] = print) -> dict[str, Any]:
     """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...,
     "gpt2_parts": ..., "scaling": ...}`` for the suites asked for."""
     unknown = set(suites) - set(SUITES)
@@ -30,7 +31,7 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     if size not in SMALL:
         raise ValueError(f"size must be one of {', '.join(SMALL)}, got {size!r}")
     settings = SMALL[size]
-    compile_torch = settings["compile"] if compile_torch is None else compile_torch
+    compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()
     out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
                                     "dtype": "float32 (gpt2: float32 and bfloat16)"}}

@@ -7,6 +7,7 @@ across so the two can also be checked for equal logits.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def load_from_flax(model: TorchGPT, params: dict) -> None:
         if model.head is not None:
             put(model.head.weight, params["head"]["kernel"], transpose=True)
         b = params["blocks"]
-        for i, blk in enumerate(model.blocks):
+        for i, blk in enumerate(cast(list[_Block], model.blocks)):  # a ModuleList of _Block
             put(blk.ln1.weight, b["ln1"]["scale"][i])
             put(blk.ln1.bias, b["ln1"]["bias"][i])
             put(blk.ln2.weight, b["ln2"]["scale"][i])

@@ -12,6 +12,14 @@ import torch
 import torch.nn.functional as F
 
 
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, which ``backward()`` has filled; a clear error where it has not."""
+    if p.grad is None:
+        raise RuntimeError(f"no .grad on a tensor of shape {tuple(p.shape)}: backward() did not "
+                           "reach it (requires_grad False, or not in the loss)")
+    return p.grad
+
+
 def chapter_tensors() -> dict[str, torch.Tensor]:
     """``tensor0d`` … ``tensor3d`` as the chapter creates them (int64 by default)."""
     return {"tensor0d": torch.tensor(1), "tensor1d": torch.tensor([1, 2, 3]),
@@ -26,7 +34,7 @@ def neuron_gradients(w: float, b: float, x: float, y: float) -> tuple[float, flo
     a = torch.sigmoid(torch.tensor([x]) * w_t + b_t)
     loss = F.binary_cross_entropy(a, torch.tensor([y]))
     loss.backward()
-    return loss.item(), w_t.grad.item(), b_t.grad.item()
+    return loss.item(), grad_of(w_t).item(), grad_of(b_t).item()
 
 
 class TorchSimpleNet(torch.nn.Module):
@@ -46,7 +54,7 @@ def gradients(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[flo
     model.zero_grad()
     loss = torch.nn.BCELoss()(model(torch.as_tensor(x)), torch.as_tensor(y))
     loss.backward()
-    return loss.item(), {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
+    return loss.item(), {n: grad_of(p).detach().numpy().copy() for n, p in model.named_parameters()}
 
 
 def sgd_train(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray,
@@ -72,7 +80,7 @@ def accumulated_gradients(model: torch.nn.Module, batches: list[tuple[np.ndarray
     loss_fn = torch.nn.BCELoss()
     for x, y in batches:
         loss_fn(model(torch.as_tensor(x)), torch.as_tensor(y)).backward()
-    return {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
+    return {n: grad_of(p).detach().numpy().copy() for n, p in model.named_parameters()}
 
 
 def bce_with_grad(p: np.ndarray, y: np.ndarray, reduction: str = "sum"
@@ -81,4 +89,4 @@ def bce_with_grad(p: np.ndarray, y: np.ndarray, reduction: str = "sum"
     p_t = torch.tensor(p, requires_grad=True)
     loss = F.binary_cross_entropy(p_t, torch.as_tensor(y), reduction=reduction)
     loss.sum().backward()
-    return loss.detach().numpy(), p_t.grad.numpy()
+    return loss.detach().numpy(), grad_of(p_t).numpy()
