@@ -132,3 +132,12 @@ def test_core_package_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported by the core'\n")
     done = run_python(code)
     assert done.returncode == 0, done.stderr
+
+
+def test_grad_of_reads_backward_and_refuses_a_tensor_it_did_not_reach():
+    w = torch.tensor([2.0], requires_grad=True)
+    (3.0 * w).sum().backward()
+    assert ref.grad_of(w).item() == 3.0
+    with pytest.raises(RuntimeError, match=r"no \.grad on a tensor of shape \(2,\): backward\(\) "
+                                           "did not reach it"):
+        ref.grad_of(torch.zeros(2))
