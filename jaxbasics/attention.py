@@ -66,9 +66,12 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
     if k.shape != (b, s, h, hd) or v.shape != k.shape:
         raise ValueError(f"k and v must have shape (B, S, H, hd) = (b, S, {h}, {hd}) matching q "
                          f"{tuple(q.shape)}, got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    dropout = key is not None and drop_rate > 0.0
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) \
+            or not 0.0 <= drop_rate < 1.0:  # NaN fails this too
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    dropout_key = key if drop_rate > 0.0 else None
     if implementation == "cudnn":
-        if dropout or not (isinstance(pos, int) and pos == 0 and s == t):
+        if dropout_key is not None or not (isinstance(pos, int) and pos == 0 and s == t):
             raise ValueError("attention implementation 'cudnn' supports neither dropout nor a "
                              "KV cache; use 'xla' for those")
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
@@ -81,8 +84,8 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
     scores = scores * (1.0 / math.sqrt(hd))  # (B·H, T, S)
     visible = jnp.arange(s)[None, :] <= pos + jnp.arange(t)[:, None]  # (T, S)
     weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-    if dropout and key is not None:
-        keep = jax.random.bernoulli(key, 1.0 - drop_rate, weights.shape)
+    if dropout_key is not None:
+        keep = jax.random.bernoulli(dropout_key, 1.0 - drop_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - drop_rate), 0.0)
     out = jnp.einsum("nqk,nkd->nqd", weights.astype(v.dtype), vh)  # (B·H, T, hd)
     return jnp.swapaxes(out.reshape(b, h, t, hd), 1, 2)

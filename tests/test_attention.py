@@ -99,3 +99,6 @@ def test_bad_arguments_are_named():
         causal_attention(q, k, v, implementation="cudnn", pos=2)
     with pytest.raises(ValueError, match="'cudnn' supports neither dropout nor a KV cache"):
         causal_attention(q, k, v, implementation="cudnn", drop_rate=0.1, key=jax.random.key(0))
+    for rate in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=rf"drop_rate must be in \[0, 1\), got {rate!r}"):
+            causal_attention(q, k, v, drop_rate=rate, key=jax.random.key(0))
