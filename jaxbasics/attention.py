@@ -32,6 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxbasics import checks
+
 IMPLEMENTATIONS = ("xla", "cudnn")
 
 
@@ -66,9 +68,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
     if k.shape != (b, s, h, hd) or v.shape != k.shape:
         raise ValueError(f"k and v must have shape (B, S, H, hd) = (b, S, {h}, {hd}) matching q "
                          f"{tuple(q.shape)}, got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) \
-            or not 0.0 <= drop_rate < 1.0:  # NaN fails this too
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    checks.number_in(drop_rate, "drop_rate", 0.0, 1.0, open_hi=True)
     dropout_key = key if drop_rate > 0.0 else None
     if implementation == "cudnn":
         if dropout_key is not None or not (isinstance(pos, int) and pos == 0 and s == t):

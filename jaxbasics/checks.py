@@ -94,6 +94,15 @@ def one_of(value: Any, name: str, allowed: Sequence[Any]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+def number_in(value: Any, name: str, lo: float, hi: float, *, open_hi: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a Python int or float (not a bool) in
+    ``[lo, hi]``, or ``[lo, hi)`` with ``open_hi``; NaN fails the comparison and is refused."""
+    inside = lo <= value < hi if open_hi else lo <= value <= hi
+    if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{')' if open_hi else ']'}, "
+                         f"got {value!r}")
+
+
 def positive_int(value: Any, name: str) -> None:
     """Raise ``ValueError`` unless ``value`` is an int > 0."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:

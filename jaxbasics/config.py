@@ -43,8 +43,7 @@ class GPTConfig:
         if self.emb_dim % self.n_heads:
             raise ValueError(f"emb_dim must be divisible by n_heads, got emb_dim={self.emb_dim} "
                              f"and n_heads={self.n_heads} (remainder {self.emb_dim % self.n_heads})")
-        if not isinstance(self.drop_rate, int | float) or not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        checks.number_in(self.drop_rate, "drop_rate", 0.0, 1.0, open_hi=True)
         for name in ("qkv_bias", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")

@@ -60,16 +60,10 @@ class TrainOptions:
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}), got "
                              f"{self.warmup_steps!r}")
-        # Adam divides by 1 - β^t, so β = 1 is refused; comparisons also refuse NaN
-        for name, lo, hi, closed in (("learning_rate", 0.0, 1.0, True),
-                                     ("min_lr_ratio", 0.0, 1.0, True),
-                                     ("weight_decay", 0.0, 1.0, True),
-                                     ("b1", 0.0, 1.0, False), ("b2", 0.0, 1.0, False)):
-            value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not (lo <= value <= hi if closed else lo <= value < hi)):
-                raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, "
-                                 f"got {value!r}")
+        for name in ("learning_rate", "min_lr_ratio", "weight_decay"):
+            checks.number_in(getattr(self, name), name, 0.0, 1.0)
+        for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
+            checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
         if self.learning_rate == 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
