@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxbasics.bench.device import table_peak_flops
+from jaxbasics.bench.device import peak_flops, table_peak_flops
 from jaxbasics.bench.gpt2 import flops_per_token
 from jaxbasics.bench.suites import run_suites
 from jaxbasics.cli import main
@@ -21,10 +21,25 @@ def test_flops_per_token_of_gpt2_124m():
 
 
 def test_data_sheet_peaks_by_device_kind():
+    # device_kind strings as JAX reports them; a v5e calls itself "TPU v5 lite", a v5p "TPU v5"
     assert table_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert table_peak_flops("NVIDIA H100 PCIe") == 756e12
     assert table_peak_flops("NVIDIA H200") == 989e12
     assert table_peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert table_peak_flops("NVIDIA L4") == 121e12
+    assert table_peak_flops("TPU v4") == 275e12
+    assert table_peak_flops("TPU v5 lite") == 197e12
+    assert table_peak_flops("TPU v5") == 459e12
+    assert table_peak_flops("TPU v6 lite") == 918e12
     assert table_peak_flops("cpu") is None
+    assert table_peak_flops("NVIDIA GeForce RTX 4090") is None
+
+
+def test_peak_on_cpu_is_a_matmul_measured_in_the_run():
+    peak, source = peak_flops()
+    assert source == "measured 2048² fp32 matmul, this run"
+    # between 1 GFLOP/s (any working CPU) and 100 TFLOP/s (none has it in fp32)
+    assert 1e9 < peak < 1e14
 
 
 def test_measure_reports_a_median_inside_its_range_and_checks_arguments():

@@ -11,9 +11,18 @@ import time
 import jax
 import jax.numpy as jnp
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
-                   "TPU v4": 275e12, "TPU v5e": 197e12, "TPU v5p": 459e12}
+# Dense (no sparsity) bf16 tensor-core peaks per JAX device, from the vendors' data sheets, in
+# FLOP/s, keyed by a part of ``jax.Device.device_kind`` as JAX reports it. Order matters: the
+# first key found in the kind wins, so a key that another contains comes after it ("TPU v5 lite"
+# is a v5e, "TPU v5" a v5p; "NVIDIA H100 PCIe" is slower than the SXM part, "NVIDIA H100 80GB
+# HBM3"). A kind with no entry gets a peak measured in the run instead (:func:`peak_flops`).
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+    ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
+    ("TPU v4 lite", 138e12), ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
+)
 
 
 def device_info() -> dict:
@@ -44,17 +53,36 @@ def device_info() -> dict:
 
 
 def table_peak_flops(device_kind: str) -> float | None:
-    """Data-sheet bf16 peak for a known accelerator, else None."""
-    for name, peak in PEAK_BF16_FLOPS.items():
-        if name.lower() in device_kind.lower():
+    """Data-sheet dense bf16 peak (FLOP/s) of a known accelerator from its ``device_kind``
+    (case ignored), else None."""
+    kind = device_kind.lower()
+    for name, peak in PEAK_BF16_FLOPS:
+        if name.lower() in kind:
             return peak
     return None
 
 
-def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
-    """FLOP/s of a large jitted (n, n) @ (n, n) matmul, best of ``repeats``: the CPU's
+def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:
+    """MFU's denominator for ``device`` (default: JAX's first) and where it comes from: the
+    data-sheet dense bf16 peak of a known accelerator; on any other accelerator the best of a
+    jitted 8192² bf16 matmul, and on a CPU of a 2048² fp32 one (XLA:CPU has no faster bf16
+    path), both measured in this run."""
+    device = device or jax.devices()[0]
+    peak = table_peak_flops(device.device_kind)
+    if peak is not None:
+        return peak, "data sheet, dense bf16"
+    if device.platform == "cpu":
+        return (measured_matmul_peak(2048, jnp.float32, device=device),
+                "measured 2048² fp32 matmul, this run")
+    return (measured_matmul_peak(8192, jnp.bfloat16, device=device),
+            f"measured 8192² bf16 matmul, this run ({device.device_kind} not in the data-sheet table)")
+
+
+def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5,
+                         device: jax.Device | None = None) -> float:
+    """FLOP/s of a jitted (n, n) @ (n, n) matmul on ``device``, best of ``repeats``: a
     practical peak, measured in the same run as the model."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
     f = jax.jit(lambda x, y: x @ y)
     f(a, a).block_until_ready()
     best = float("inf")

@@ -6,7 +6,8 @@ Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B)::
                             H heads of Q dims, T sequence length
 
 MFU = tokens/s · FLOPs/token / peak, with peak the device's data-sheet dense bf16 figure on
-accelerators and a large matmul measured in the same run on CPU.
+known accelerators, else a large matmul measured in the same run (bf16 on an accelerator,
+fp32 on CPU; :func:`~jaxbasics.bench.device.peak_flops`).
 
 Each variant also records the host process's minor page faults per step: on CPU, XLA takes
 its buffer for a step's temporaries fresh from the allocator on every call (glibc hands a
@@ -29,9 +30,8 @@ from flax import nnx
 from jaxbasics import sharding
 from jaxbasics.bench.device import (
     host_max_rss_bytes,
-    measured_matmul_peak,
     minor_page_faults,
-    table_peak_flops,
+    peak_flops,
 )
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
@@ -264,11 +264,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
         raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
-    kind = jax.devices()[0].device_kind
-    peak = table_peak_flops(kind)
-    peak_source = "data sheet, dense bf16"
-    if peak is None:
-        peak, peak_source = measured_matmul_peak(), "measured 2048² fp32 matmul, this run"
+    peak, peak_source = peak_flops()
     tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
