@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -212,3 +213,61 @@ def test_accelerator_variant_set_rehearsed_on_cpu():
             v["torch_eager_bf16"]["step_ms"] / v[name]["step_ms"])
     with pytest.raises(ValueError, match="platform must be None, 'cpu', 'gpu' or 'tpu', got 'npu'"):
         run_gpt2("smoke", platform="npu")
+
+
+class _FakeDevice:
+    def __init__(self, platform, device_kind):
+        self.platform, self.device_kind = platform, device_kind
+
+
+def test_pytorch_is_timed_on_the_device_jax_runs_on(monkeypatch):
+    """On a CPU both run on the CPU; where JAX runs on an accelerator PyTorch cannot use, the
+    comparison is refused with both sides named instead of timing PyTorch on the host CPU."""
+    import torch
+
+    from jaxbasics.bench import device
+
+    assert device.torch_device() == "cpu"
+    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("gpu", "NVIDIA H100 80GB HBM3"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"JAX runs on gpu \(NVIDIA H100 80GB HBM3\) but PyTorch "
+                       r"cannot \(torch.cuda.is_available\(\) is False: a CPU-only build"):
+        device.torch_device()
+    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("tpu", "TPU v5 lite"))
+    with pytest.raises(RuntimeError, match=r"JAX runs on tpu \(TPU v5 lite\) but PyTorch cannot "
+                       r"\(PyTorch has no backend for it here\); to compare on the CPU instead: "
+                       r"jaxbasics bench --device cpu"):
+        device.torch_device()
+
+
+def test_default_device_follows_jax_default_device():
+    """``jaxbasics bench --device`` sets jax_default_device; what the benchmark reports and
+    where it runs must follow it, not ``jax.devices()[0]`` (two simulated CPU devices)."""
+    import subprocess
+    import sys
+
+    code = ("import jax\n"
+            "from jaxbasics.bench.device import default_device\n"
+            "assert default_device() == jax.devices()[0]\n"
+            "with jax.default_device(jax.devices()[1]):\n"
+            "    print(default_device().id)\n")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_suites_that_need_pytorch_stop_before_running_where_it_cannot_follow_jax(monkeypatch,
+                                                                                 capsys):
+    import torch
+
+    from jaxbasics.bench import device
+
+    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("gpu", "NVIDIA H100 PCIe"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--suite", "simplenet", "--size", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "JAX runs on gpu (NVIDIA H100 PCIe) but PyTorch cannot" in err
+    assert "or run --suite gpt2 alone" in err and "simplenet: SGD step" not in err

@@ -29,9 +29,12 @@ from flax import nnx
 
 from jaxbasics import sharding
 from jaxbasics.bench.device import (
+    default_device,
     host_max_rss_bytes,
     minor_page_faults,
     peak_flops,
+    torch_device,
+    torch_sync,
 )
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
@@ -161,27 +164,6 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     return Prepared(run, jax.block_until_ready, float(run()), info)
 
 
-def torch_sync(out: Any) -> Any:
-    """Wait for PyTorch's queued GPU work (nothing to wait for on CPU); returns ``out``."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out
-
-
-def torch_device() -> str:
-    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``. On CUDA, float32 matmuls are set
-    to TF32 (``set_float32_matmul_precision("high")``), as XLA computes them by default on
-    GPUs that have it, so both frameworks run the same arithmetic."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
-        return "cuda"
-    return "cpu"
-
-
 def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
                   dtype: str = "float32") -> Prepared:
     """The same step in PyTorch (eager, or the model through ``torch.compile``; bf16 by
@@ -270,9 +252,9 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
         "parameters": parameter_count(cfg), "flops_per_token": fpt,
         "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved",
-        "variant_set": platform or jax.devices()[0].platform, "variants": {}}
+        "variant_set": platform or default_device().platform, "variants": {}}
     out, ready = result["variants"], {}
-    for v in variants(platform or jax.devices()[0].platform, torch_side=torch_side,
+    for v in variants(platform or default_device().platform, torch_side=torch_side,
                       compile_torch=compile_torch, bf16=bf16):
         try:
             p = prepare(cfg, batch, v)

@@ -58,7 +58,8 @@ from flax import nnx
 
 from jaxbasics import matmul
 from jaxbasics.attention import causal_attention
-from jaxbasics.bench.gpt2 import _batch, size_setting, torch_device, torch_sync
+from jaxbasics.bench.device import torch_device, torch_sync
+from jaxbasics.bench.gpt2 import _batch, size_setting
 from jaxbasics.gpt import GPT, scan_blocks
 from jaxbasics.gpt_train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy

@@ -13,21 +13,24 @@ from typing import Any
 import jax
 
 from jaxbasics import sharding
+from jaxbasics.bench.device import default_device
 from jaxbasics.bench.gpt2 import size_setting, time_jax_step
 
 PER_DEVICE_BATCH = {"smoke": 2, "cpu": 4, "full": 16}
 
 
 def run_scaling(size: str, axis: str = "data") -> dict[str, Any]:
-    """Tokens/s and tokens/s per device for each device count up to ``jax.device_count()``."""
+    """Tokens/s and tokens/s per device for each device count up to the number of devices of
+    the default device's platform (``jaxbasics bench --device`` picks it)."""
     cfg, _, repeats = size_setting(size)
     per_device = PER_DEVICE_BATCH[size]
-    counts = [n for n in (1, 2, 4, 8) if n <= jax.device_count()]
-    out: dict[str, Any] = {"axis": axis, "per_device_batch": per_device,
-                           "simulated_devices": jax.devices()[0].platform == "cpu"
-                           and jax.device_count() > 1, "runs": {}}
+    platform = default_device().platform
+    devices = jax.devices(platform)
+    counts = [n for n in (1, 2, 4, 8) if n <= len(devices)]
+    out: dict[str, Any] = {"axis": axis, "per_device_batch": per_device, "platform": platform,
+                           "simulated_devices": platform == "cpu" and len(devices) > 1, "runs": {}}
     for n in counts:
-        t = time_jax_step(cfg, per_device * n, mesh=sharding.make_mesh({axis: n}),
+        t = time_jax_step(cfg, per_device * n, mesh=sharding.make_mesh({axis: n}, devices),
                           repeats=repeats)["median_us"]
         tps = per_device * n * cfg.context_length / (t * 1e-6)
         out["runs"][str(n)] = {"devices": n, "step_ms": t / 1e3, "tokens_per_s": tps,

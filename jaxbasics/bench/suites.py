@@ -33,13 +33,22 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()
-    out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
-                                    "dtype": "float32 (gpt2: float32 and bfloat16)"}}
-    if {"neuron", "simplenet", "gpt2-parts"} & set(suites) and not has_torch:
+    needs_torch = bool({"neuron", "simplenet", "gpt2-parts"} & set(suites))
+    if needs_torch and not has_torch:
         raise RuntimeError("the neuron, simplenet and gpt2-parts suites compare with PyTorch; "
                            "install it: "
                            "python -m pip install torch==2.13.0 && python -m pip install -e "
                            "\".[compare]\"  (or run --suite gpt2 alone)")
+    if needs_torch:
+        from jaxbasics.bench.device import torch_device
+
+        try:  # before anything runs: both frameworks must be timed on the same hardware
+            torch_device()
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}; or run --suite gpt2 alone (its PyTorch variants are then "
+                               "recorded with this error)") from err
+    out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
+                                    "dtype": "float32 (gpt2: float32 and bfloat16)"}}
     if "neuron" in suites:
         from jaxbasics.compare.speed import add_ratios, time_neuron
 

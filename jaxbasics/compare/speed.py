@@ -10,7 +10,8 @@ For each problem (the single neuron, SimpleNet at a given batch) the same SGD st
 
 Each is a median over repeated samples after warm-up, the four taking turns sample by
 sample (:func:`jaxbasics.timing.measure_interleaved`) so that a machine's drift in speed
-does not favour one of them.
+does not favour one of them. PyTorch runs on the device JAX runs on
+(:func:`jaxbasics.bench.device.torch_device`, which refuses a pair it cannot match).
 """
 
 from __future__ import annotations
@@ -28,18 +29,13 @@ import torch.nn.functional as F
 from flax import nnx
 
 from jaxbasics import neuron, simplenet
+from jaxbasics.bench.device import torch_device, torch_sync
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.transfer import torch_to_flax
 from jaxbasics.timing import measure_interleaved
 from jaxbasics.train_step import make_scan_train, make_train_step, split_params
 
 LR = 0.01
-
-
-def _torch_sync(out: Any) -> Any:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out
 
 
 def _compiled_torch(step: Callable[[], Any], compile_torch: bool
@@ -51,7 +47,7 @@ def _compiled_torch(step: Callable[[], Any], compile_torch: bool
     try:
         compiled = torch.compile(step)
         start = time.perf_counter()
-        _torch_sync(compiled())
+        torch_sync(compiled())
         return compiled, {"torch_compile_s": time.perf_counter() - start}
     except Exception as err:  # torch.compile needs a working C++ toolchain; report why not
         return None, {"torch_compile_error":
@@ -65,8 +61,8 @@ def _time_all(torch_step: Callable[[], Any], compile_torch: bool, jax_step: Call
     fns = {"torch_eager": torch_step, "jax_jit": jax_step, "jax_scan": jax_scan}
     if compiled is not None:
         fns["torch_compile"] = compiled
-    times = measure_interleaved(fns, syncs={"torch_eager": _torch_sync,
-                                            "torch_compile": _torch_sync}, repeats=repeats)
+    times = measure_interleaved(fns, syncs={"torch_eager": torch_sync,
+                                            "torch_compile": torch_sync}, repeats=repeats)
     result.update({"torch_eager_us": times["torch_eager"].median_us,
                    "torch_compile_us": times["torch_compile"].median_us if compiled else None,
                    "jax_jit_us": times["jax_jit"].median_us,
@@ -79,9 +75,10 @@ def time_neuron(*, compile_torch: bool = True, scan_steps: int = 1000,
                 repeats: int = 15) -> dict[str, Any]:
     """One gradient-descent step on (w, b) for the chapter's neuron, four ways."""
     ex = neuron.CHAPTER_EXAMPLE
-    w_t = torch.tensor([ex.w], requires_grad=True)
-    b_t = torch.tensor([ex.b], requires_grad=True)
-    x_t, y_t = torch.tensor([ex.x]), torch.tensor([ex.y])
+    dev = torch_device()
+    w_t = torch.tensor([ex.w], requires_grad=True, device=dev)
+    b_t = torch.tensor([ex.b], requires_grad=True, device=dev)
+    x_t, y_t = torch.tensor([ex.x], device=dev), torch.tensor([ex.y], device=dev)
 
     def torch_step():
         w_t.grad = b_t.grad = None
@@ -120,8 +117,10 @@ def time_simplenet(batch: int, *, compile_torch: bool = True, scan_steps: int = 
     t_model = ref.TorchSimpleNet()
     j_model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
     torch_to_flax(t_model, j_model)
+    dev = torch_device()
+    t_model.to(dev)
     x_np, y_np = (np.asarray(a) for a in simplenet.toy_batch(jax.random.key(seed), batch))
-    x_t, y_t = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+    x_t, y_t = (torch.from_numpy(a.copy()).to(dev) for a in (x_np, y_np))
     optimizer = torch.optim.SGD(t_model.parameters(), lr=LR)
     loss_fn = torch.nn.BCELoss()
 
