@@ -117,6 +117,23 @@ def test_compare_cli_json_has_the_documented_keys(capsys):
     assert out["versions"]["torch"].startswith("2.")
 
 
+def test_compare_skips_timings_where_pytorch_cannot_run_beside_jax(monkeypatch, capsys):
+    """The values are still compared; the timings are not taken with PyTorch on another device."""
+    import torch
+
+    from jaxbasics.bench import device
+
+    class Gpu:
+        platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
+
+    monkeypatch.setattr(device, "default_device", Gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["compare", "--json", "--no-compile", "--repeats", "1", "--steps", "10"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["all_equal"] is True and "timing" not in out
+    assert out["timing_skipped"].startswith("JAX runs on gpu (NVIDIA H100 80GB HBM3) but PyTorch cannot")
+
+
 def test_compare_without_torch_explains_how_to_install():
     code = ("import sys; sys.modules['torch'] = None\n"
             "from jaxbasics.cli import main\n"

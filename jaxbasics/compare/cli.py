@@ -51,7 +51,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not args.no_timing:
         from jaxbasics.compare.speed import run_timings
 
-        result["timing"] = run_timings(compile_torch=not args.no_compile, repeats=args.repeats)
+        try:
+            result["timing"] = run_timings(compile_torch=not args.no_compile, repeats=args.repeats)
+        except RuntimeError as err:  # PyTorch cannot run on the device JAX runs on
+            result["timing_skipped"] = str(err)
     result["versions"] = _versions()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -66,8 +69,10 @@ def _versions() -> dict[str, str]:
     import optax
     import torch
 
+    from jaxbasics.bench.device import default_device
+
     return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "torch": torch.__version__, "device": str(jax.devices()[0])}
+            "torch": torch.__version__, "device": str(default_device())}
 
 
 def _us(value: float | None) -> str:
@@ -102,6 +107,8 @@ def _print(result: dict[str, Any]) -> None:
                       f"{e.get('speedup_jax_jit_vs_torch_eager', 0):.1f}×",
                       f"{e.get('speedup_jax_scan_vs_torch_eager', 0):.0f}×")
         c.print(t)
+    if "timing_skipped" in result:
+        c.print(f"[yellow]timings skipped:[/] {result['timing_skipped']}")
     verdict = "all quantities equal within tolerance" if result["all_equal"] else \
         "SOME QUANTITIES DIFFER"
     c.print(f"[bold]{verdict}[/]")
