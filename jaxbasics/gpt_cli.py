@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--warmup", type=int, default=100, help="warmup steps")
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update")
+    t.add_argument("--steps-per-call", type=int, default=1, metavar="K",
+                   help="updates per compiled call, as one lax.scan (same results, less "
+                        "overhead per step)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "
@@ -117,8 +120,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps - 1),
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
-                            seed=args.seed,
-                            save_every=args.save_every)
+                            seed=args.seed, save_every=args.save_every,
+                            steps_per_call=args.steps_per_call)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail("train", err)
 

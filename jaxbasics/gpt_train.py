@@ -53,9 +53,12 @@ class TrainOptions:
     remat: bool | str = "auto"
     seed: int = 0
     save_every: int = 500
+    # optimizer updates per compiled call (make_gpt_train_loop): fewer dispatches and, on CPU,
+    # one fresh temporary buffer per call instead of per step; 1: one call per micro-batch
+    steps_per_call: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "accumulate", "save_every"):
+        for name in ("steps", "batch_size", "accumulate", "save_every", "steps_per_call"):
             checks.positive_int(getattr(self, name), name)
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}), got "
@@ -124,13 +127,8 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
     return cross_entropy(logits, y, ignore_index=IGNORE)
 
 
-def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None) -> jax.stages.Wrapped:
-    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``.
-
-    ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
-    (see :func:`sharded_state`); without it, JAX's default placement.
-    """
+def _step_body(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """The pure step ``(params, opt_state, x, y, key) -> (params, opt_state, metrics)``."""
     def step(params, opt_state, x, y, key):
         def loss_fn(p):
             return lm_loss(nnx.merge(graphdef, p), x, y, key)
@@ -140,12 +138,62 @@ def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
         return (optax.apply_updates(params, updates), opt_state,
                 {"loss": loss, "grad_norm": optax.global_norm(grads)})
 
+    return step
+
+
+def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
+                        donate: bool = True, shardings: tuple | None = None) -> jax.stages.Wrapped:
+    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``.
+
+    ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
+    (see :func:`sharded_state`); without it, JAX's default placement.
+    """
+    step = _step_body(graphdef, tx)
     donate_argnums = (0, 1) if donate else ()
     if shardings is None:
         return jax.jit(step, donate_argnums=donate_argnums)
     p_sh, o_sh, b_sh, rep = shardings
     return jax.jit(step, donate_argnums=donate_argnums,
                    in_shardings=(p_sh, o_sh, b_sh, b_sh, rep), out_shardings=(p_sh, o_sh, rep))
+
+
+def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
+                        donate: bool = True, shardings: tuple | None = None
+                        ) -> jax.stages.Wrapped:
+    """K steps of :func:`make_gpt_train_step` in one compiled call, as one ``jax.lax.scan``:
+    ``(params, opt_state, xs, ys, keys) -> (params, opt_state, {"loss": (K,), "grad_norm":
+    (K,)})`` with ``xs``, ``ys`` of shape (K, B, T) and ``keys`` (K,) (step i uses ``xs[i]``,
+    ``ys[i]``, ``keys[i]``), the same updates as K calls of the step.
+
+    No Python runs between the steps, and XLA plans the step's temporary buffers once per
+    call instead of once per step: on CPU every call takes that buffer fresh from the
+    allocator, its pages faulted in anew, which a K-step call pays once (README, "Benchmarks").
+    ``shardings`` as for :func:`make_gpt_train_step`; the batches' leading K axis is not split.
+    """
+    step = _step_body(graphdef, tx)
+
+    def loop(params, opt_state, xs, ys, keys):
+        k = xs.shape[0] if xs.ndim == 3 else None
+        if k is None or ys.shape != xs.shape or keys.shape != (k,):
+            raise ValueError(f"xs and ys must be (K, B, T) and keys (K,), got xs {xs.shape}, "
+                             f"ys {ys.shape}, keys {keys.shape}")
+
+        def body(carry, batch):
+            params, opt_state, metrics = step(*carry, *batch)
+            return (params, opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), (xs, ys, keys))
+        return params, opt_state, metrics
+
+    donate_argnums = (0, 1) if donate else ()
+    if shardings is None:
+        return jax.jit(loop, donate_argnums=donate_argnums)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    p_sh, o_sh, b_sh, rep = shardings
+    stacked = NamedSharding(b_sh.mesh, PartitionSpec(None, *b_sh.spec))
+    return jax.jit(loop, donate_argnums=donate_argnums,
+                   in_shardings=(p_sh, o_sh, stacked, stacked, rep), out_shardings=(p_sh, o_sh, rep))
 
 
 def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any
@@ -217,13 +265,14 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             raise ValueError("resume=True needs run_dir")
         old = checkpoint.load_meta(run_dir)
         for key in ("config", "options", "task"):
-            if old[key] != meta[key]:
+            if _resume_view(key, old[key]) != _resume_view(key, meta[key]):
                 raise ValueError(f"cannot resume {run_dir}: its {key} {old[key]} differs from "
                                  f"this run's {meta[key]}")
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
     shardings = None
     place: Callable[[np.ndarray], jax.Array]
+    place_stacked: Callable[[np.ndarray], jax.Array]
     if mesh is not None:
         from jaxbasics import sharding
 
@@ -232,9 +281,14 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
 
         def place(batch: np.ndarray) -> jax.Array:
             return sharding.global_batch(sharding.host_slice(batch), mesh)
+
+        def place_stacked(batches: np.ndarray) -> jax.Array:  # (K, B, T): rows split, not K
+            return sharding.global_batch(sharding.host_slice(batches, axis=1), mesh, stacked=True)
     else:
-        place = jnp.asarray
+        place = place_stacked = jnp.asarray
     step_fn = make_gpt_train_step(graphdef, tx, shardings=shardings)
+    loop_fn = make_gpt_train_loop(graphdef, tx, shardings=shardings) if opts.steps_per_call > 1 \
+        else None
     schedule = learning_rate_schedule(opts)
     tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
@@ -247,22 +301,42 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             saved = step
 
     try:
-        for step in range(start, end):
+        while step < end:
             t0 = time.perf_counter()
-            losses = []
-            for j in range(opts.accumulate):
-                micro = step * opts.accumulate + j
-                x, y = task.batch(micro, opts.batch_size)
-                params, opt_state, metrics = step_fn(params, opt_state, place(x), place(y),
-                                                     step_key(opts.seed, micro))
-                losses.append(metrics["loss"])
-            record = {"step": step + 1, "loss": float(jnp.mean(jnp.stack(losses))),
-                      "grad_norm": float(metrics["grad_norm"]), "lr": float(schedule(step)),
-                      "tokens_per_s": tokens_per_step / (time.perf_counter() - t0)}
-            history.append(record)
-            step += 1
-            if on_step is not None:
-                on_step(step, record)
+            # updates in this call: up to the next multiple of steps_per_call (so a resumed run
+            # calls the same programs on the same steps), the next checkpoint, or the end
+            n = min(opts.steps_per_call - step % opts.steps_per_call, end - step,
+                    opts.save_every - step % opts.save_every)
+            micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
+            if loop_fn is None:
+                metrics = []
+                for micro in micros:
+                    x, y = task.batch(micro, opts.batch_size)
+                    params, opt_state, m = step_fn(params, opt_state, place(x), place(y),
+                                                   step_key(opts.seed, micro))
+                    metrics.append(m)
+                losses = jnp.stack([m["loss"] for m in metrics])
+                norms = jnp.stack([m["grad_norm"] for m in metrics])
+            else:
+                xs, ys = (np.stack(a) for a in zip(*(task.batch(m, opts.batch_size)
+                                                      for m in micros), strict=True))
+                keys = jnp.stack([step_key(opts.seed, m) for m in micros])
+                params, opt_state, m = loop_fn(params, opt_state, place_stacked(xs),
+                                               place_stacked(ys), keys)
+                losses, norms = m["loss"], m["grad_norm"]
+            loss_rows = np.asarray(losses).reshape(n, opts.accumulate)
+            norm_rows = np.asarray(norms).reshape(n, opts.accumulate)
+            tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
+            for i in range(n):
+                # the update's loss is the mean over its micro-batches; the gradient norm is
+                # that of its last micro-batch
+                record = {"step": step + 1, "loss": float(loss_rows[i].mean()),
+                          "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(step)),
+                          "tokens_per_s": tokens_per_s}
+                history.append(record)
+                step += 1
+                if on_step is not None:
+                    on_step(step, record)
             if step % opts.save_every == 0:
                 save()
     except KeyboardInterrupt:
@@ -271,6 +345,12 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     save()
     model = nnx.merge(graphdef, params)
     return TrainResult(model, params, opt_state, step, history)
+
+
+def _resume_view(key: str, value: dict) -> dict:
+    """What must match for a run to resume: everything but how many steps go in one call,
+    which does not change the results (:func:`make_gpt_train_loop`)."""
+    return {k: v for k, v in value.items() if k != "steps_per_call"} if key == "options" else value
 
 
 def task_vocab(task: AdditionTask | TextDataset) -> int:

@@ -128,19 +128,23 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
                          f"(mesh {dict(mesh.shape)})")
 
 
-def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
+def global_batch(local: np.ndarray, mesh: Mesh, *, stacked: bool = False) -> jax.Array:
     """A global batch array sharded over the mesh, built from this host's rows ``local``
-    (all rows on a single host). Every host passes its own slice, in process order."""
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local))
+    (all rows on a single host). Every host passes its own slice, in process order.
+    ``stacked``: ``local`` is (K, B_local, T), K batches for K steps; axis 1 is split, K not."""
+    spec = PartitionSpec(None, BATCH_AXES) if stacked else PartitionSpec(BATCH_AXES)
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(local))
 
 
-def host_slice(batch: np.ndarray) -> np.ndarray:
-    """This process's rows of a global batch: rows ``[i·B/P, (i+1)·B/P)`` for process i of P."""
+def host_slice(batch: np.ndarray, axis: int = 0) -> np.ndarray:
+    """This process's rows of a global batch along ``axis``: rows ``[i·B/P, (i+1)·B/P)`` for
+    process i of P."""
     p, i = jax.process_count(), jax.process_index()
-    if len(batch) % p:
-        raise ValueError(f"global batch of {len(batch)} rows does not split over {p} hosts")
-    step = len(batch) // p
-    return batch[i * step:(i + 1) * step]
+    rows = batch.shape[axis]
+    if rows % p:
+        raise ValueError(f"global batch of {rows} rows does not split over {p} hosts")
+    step = rows // p
+    return np.take(batch, np.arange(i * step, (i + 1) * step), axis=axis)
 
 
 def initialize_distributed() -> bool:

@@ -1,6 +1,7 @@
 """Run by tests/test_sharding.py in a subprocess with 8 simulated CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=8); prints one JSON object."""
 
+import dataclasses
 import json
 
 import jax
@@ -43,6 +44,11 @@ for spec in ("data=8", "fsdp=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2"):
         "adam_mu_shard_shape": list(mu.addressable_shards[0].data.shape),
         "n_devices": len(fc.sharding.device_set),
     }
+# several updates per call (one lax.scan), batches stacked (K, B, T) and split on B only
+looped = train(CFG, TASK, dataclasses.replace(OPTS, steps_per_call=3),
+               mesh=sharding.make_mesh("data=2,fsdp=4"))
+out["steps_per_call"] = {"param_diff": max_diff(looped.params, single.params),
+                         "steps": [r["step"] for r in looped.history]}
 batch = sharding.global_batch(np.arange(48).reshape(16, 3), sharding.make_mesh("data=2,fsdp=4"))
 out["batch_shards"] = sorted(np.asarray(s.data)[:, 0].tolist() for s in batch.addressable_shards)
 errors = {}

@@ -1,5 +1,7 @@
 """GPT training: optimizer pieces, learning the addition task, exact checkpoint resume."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,7 @@ from jaxbasics.gpt_train import (
     build_model,
     decay_mask,
     learning_rate_schedule,
+    make_gpt_train_loop,
     make_gpt_train_step,
     make_optimizer,
     resolve_remat,
@@ -109,6 +112,47 @@ def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(t
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
 
 
+def test_train_loop_is_k_calls_of_the_step():
+    """One lax.scan over K stacked batches makes the same updates as K step calls."""
+    task = AdditionTask(2)
+    graphdef, params = split_params(build_model(CFG.replace(drop_rate=0.1), TrainOptions()))
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2))
+    batches = [task.batch(i, 8) for i in range(3)]
+    keys = jnp.stack([jax.random.key(i) for i in range(3)])
+    step = make_gpt_train_step(graphdef, tx, donate=False)
+    p, s, losses = params, tx.init(params), []
+    for (x, y), key in zip(batches, keys, strict=True):
+        p, s, m = step(p, s, x, y, key)
+        losses.append(m["loss"])
+    xs, ys = (np.stack(a) for a in zip(*batches, strict=True))
+    p3, s3, m3 = make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys,
+                                                                 keys)
+    assert m3["loss"].shape == m3["grad_norm"].shape == (3,)
+    np.testing.assert_allclose(m3["loss"], losses, rtol=1e-6)
+    chex.assert_trees_all_close(p3, p, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(s3, s, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"xs and ys must be \(K, B, T\) and keys \(K,\), got "
+                       r"xs \(3, 8, 9\), ys \(3, 8, 9\), keys \(2,\)"):
+        make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys, keys[:2])
+
+
+def test_steps_per_call_changes_nothing_but_the_calls(tmp_path):
+    """Bit for bit the run of one call per step, with accumulation, dropout and checkpoints
+    that do not fall on a call boundary; a run may resume with another steps_per_call."""
+    task = AdditionTask(2)
+    cfg = CFG.replace(drop_rate=0.1)
+    opts = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5, accumulate=2)
+    whole = train(cfg, task, opts)
+    looped = train(cfg, task, dataclasses.replace(opts, steps_per_call=4), run_dir=tmp_path,
+                   stop_after=6)
+    assert [r["step"] for r in looped.history] == list(range(1, 7))
+    resumed = train(cfg, task, dataclasses.replace(opts, steps_per_call=3), run_dir=tmp_path,
+                    resume=True)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     task = AdditionTask(2)
     opts = TrainOptions(steps=3, batch_size=4, warmup_steps=1)
@@ -156,6 +200,7 @@ def test_text_dataset_windows_and_errors(tmp_path):
     ({"clip_norm": 0.0}, "clip_norm must be a number > 0 (inf: no clipping), got 0.0"),
     ({"clip_norm": float("nan")}, "clip_norm must be a number > 0 (inf: no clipping), got nan"),
     ({"accumulate": 0}, "accumulate must be a positive integer"),
+    ({"steps_per_call": 0}, "steps_per_call must be a positive integer"),
 ])
 def test_bad_train_options(changes, fragment):
     with pytest.raises(ValueError) as info:

@@ -36,6 +36,12 @@ def test_sharded_training_matches_one_device(probe, spec):
     assert r["loss_diff"] < 2e-5, r
 
 
+def test_sharded_training_with_several_steps_per_call_matches_one_device(probe):
+    r = probe["steps_per_call"]
+    assert r["steps"] == [1, 2, 3, 4]
+    assert r["param_diff"] < 2e-6, r
+
+
 def test_data_parallel_replicates_parameters(probe):
     r = probe["data=8"]
     assert r["fc_spec"] == [None, None, None] and r["fc_shard_shape"] == [2, 64, 256]
