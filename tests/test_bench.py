@@ -110,6 +110,11 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
                                                rel=1e-5)
     for e in g["variants"].values():
         assert e["host_page_faults_per_step"] >= 0
+    # four updates per call: the same first step; times and tokens/s are per update
+    loop = g["variants"]["jax_fp32_remat_dots_loop4"]
+    assert loop["steps_per_call"] == 4 and fp32["steps_per_call"] == 1
+    assert loop["first_loss"] == pytest.approx(fp32["first_loss"], rel=1e-6)
+    assert loop["tokens_per_s"] == pytest.approx(g["batch_size"] * g["seq_len"] / loop["step_ms"] * 1e3)
     # the step taken apart: each part computes the same value in both frameworks
     parts = r["gpt2_parts"]["parts"]
     assert set(parts) == {"blocks", "attention", "head_loss", "update"}
@@ -197,14 +202,14 @@ def test_accelerator_variant_set_rehearsed_on_cpu():
     v = g["variants"]
     assert g["variant_set"] == "gpu"
     assert list(v) == ["jax_fp32", "jax_fp32_remat_dots", "jax_bf16", "jax_bf16_remat_dots",
-                       "jax_bf16_cudnn", "torch_eager_fp32", "torch_eager_bf16"]
+                       "jax_bf16_cudnn", "jax_bf16_loop4", "torch_eager_fp32", "torch_eager_bf16"]
     assert v["jax_bf16_cudnn"] == {"error": "RuntimeError: cuDNN is not detected."}
     # the same first step in both frameworks and both dtypes (bf16 rounds the activations:
     # 4e-6 relative here, at initialisation, where the logits are small)
     fp32 = v["jax_fp32"]["first_loss"]
     assert v["jax_fp32_remat_dots"]["first_loss"] == pytest.approx(fp32, rel=1e-6)
     assert v["torch_eager_fp32"]["first_loss"] == pytest.approx(fp32, rel=1e-5)
-    for name in ("jax_bf16", "jax_bf16_remat_dots", "torch_eager_bf16"):
+    for name in ("jax_bf16", "jax_bf16_remat_dots", "jax_bf16_loop4", "torch_eager_bf16"):
         assert v[name]["dtype"] == "bfloat16"
         assert v[name]["first_loss"] == pytest.approx(fp32, rel=1e-4)
         assert v[name]["first_loss"] != fp32  # it did run in bf16

@@ -38,7 +38,13 @@ from jaxbasics.bench.device import (
 )
 from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
 from jaxbasics.gpt import GPT
-from jaxbasics.gpt_train import TrainOptions, make_gpt_train_step, make_optimizer, sharded_state
+from jaxbasics.gpt_train import (
+    TrainOptions,
+    make_gpt_train_loop,
+    make_gpt_train_step,
+    make_optimizer,
+    sharded_state,
+)
 from jaxbasics.timing import measure, measure_interleaved
 from jaxbasics.train_step import split_params
 
@@ -93,23 +99,34 @@ class Variant:
     remat: bool | str = False  # JAX: see jaxbasics.gpt.GPT
     attention: str = "xla"  # JAX: see jaxbasics.attention
     compile: bool = False  # torch: through torch.compile
+    steps_per_call: int = 1  # JAX: updates per compiled call (gpt_train.make_gpt_train_loop)
+
+
+#: updates per call of the ``_loop`` variants
+LOOP = 4
 
 
 def variants(platform: str, *, torch_side: bool = True, compile_torch: bool = True,
              bf16: bool = True) -> list[Variant]:
     """The variants run on ``platform``. Everywhere: JAX fp32 (plain and ``remat="dots"``),
-    PyTorch eager and torch.compile fp32. With bf16: JAX bf16; on GPU also JAX bf16 with
+    PyTorch eager and torch.compile fp32; off GPU also JAX fp32 ``remat="dots"`` with
+    :data:`LOOP` updates per call, on GPU JAX bf16 with them. With bf16: JAX bf16; on GPU also JAX bf16 with
     ``remat="dots"`` and with cuDNN flash attention, and PyTorch in bf16 autocast (on CPU
     without bf16 matmul units those tell nothing)."""
     gpu = platform == "gpu"
     out = [Variant("jax_fp32", "jax"),
            # keep only matmul outputs for the backward pass: less memory traffic
            Variant("jax_fp32_remat_dots", "jax", remat="dots")]
+    if not gpu:  # and four updates per call: one temporary buffer per call, not per step
+        out.append(Variant(f"jax_fp32_remat_dots_loop{LOOP}", "jax", remat="dots",
+                           steps_per_call=LOOP))
     if bf16:
         out.append(Variant("jax_bf16", "jax", dtype="bfloat16"))
         if gpu:
             out += [Variant("jax_bf16_remat_dots", "jax", dtype="bfloat16", remat="dots"),
-                    Variant("jax_bf16_cudnn", "jax", dtype="bfloat16", attention="cudnn")]
+                    Variant("jax_bf16_cudnn", "jax", dtype="bfloat16", attention="cudnn"),
+                    Variant(f"jax_bf16_loop{LOOP}", "jax", dtype="bfloat16",
+                            steps_per_call=LOOP)]
     if torch_side:
         out.append(Variant("torch_eager_fp32", "torch"))
         if compile_torch:
@@ -129,25 +146,33 @@ class Prepared:
     sync: Callable[[Any], Any]
     first_loss: float
     info: dict[str, Any]  # compile_s, memory
+    steps: int = 1  # optimizer updates per run()
 
 
 def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
-                remat: bool | str = False, attention: str = "xla", mesh: Any = None
-                ) -> Prepared:
+                remat: bool | str = False, attention: str = "xla", mesh: Any = None,
+                steps_per_call: int = 1) -> Prepared:
     """The jaxbasics train step (split state, donated buffers, blocks under lax.scan) for
-    ``batch`` sequences, sharded over ``mesh`` when given, compiled and run once."""
+    ``batch`` sequences, sharded over ``mesh`` when given, compiled and run once. With
+    ``steps_per_call`` > 1, :func:`~jaxbasics.gpt_train.make_gpt_train_loop` over that many
+    batches (the first the same as the single step's), each ``run()`` that many updates."""
     graphdef, params = split_params(GPT(cfg, dtype=dtype, remat=remat, attention=attention,
                                         rngs=nnx.Rngs(0)))
     tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4))
     opt_state = tx.init(params)
     shardings = None
+    loop = steps_per_call > 1
+    host = [_batch(cfg, batch, seed=i) for i in range(steps_per_call)]
+    data = (np.stack([h[0] for h in host]), np.stack([h[1] for h in host])) if loop else host[0]
     if mesh is None:
-        x, y = (jnp.asarray(a) for a in _batch(cfg, batch))
+        x, y = (jnp.asarray(a) for a in data)
     else:
         params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)
-        x, y = (sharding.global_batch(a, mesh) for a in _batch(cfg, batch))
-    key = jax.random.key(0)
-    step = make_gpt_train_step(graphdef, tx, shardings=shardings)
+        x, y = (sharding.global_batch(a, mesh, stacked=loop) for a in data)
+    key = jnp.stack([jax.random.key(i) for i in range(steps_per_call)]) if loop \
+        else jax.random.key(0)
+    step = (make_gpt_train_loop if loop else make_gpt_train_step)(graphdef, tx,
+                                                                  shardings=shardings)
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, x, y, key).compile()
     info: dict[str, Any] = {"compile_s": time.perf_counter() - start}
@@ -161,7 +186,9 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
         state[0], state[1], metrics = compiled(state[0], state[1], x, y, key)
         return metrics["loss"]
 
-    return Prepared(run, jax.block_until_ready, float(run()), info)
+    first = np.asarray(run())
+    return Prepared(run, jax.block_until_ready, float(first[0] if loop else first), info,
+                    steps=steps_per_call)
 
 
 def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
@@ -207,7 +234,7 @@ def prepare(cfg: GPTConfig, batch: int, variant: Variant) -> Prepared:
     """:func:`prepare_jax` or :func:`prepare_torch` for ``variant``."""
     if variant.framework == "jax":
         return prepare_jax(cfg, batch, dtype=jnp.dtype(variant.dtype), remat=variant.remat,
-                           attention=variant.attention)
+                           attention=variant.attention, steps_per_call=variant.steps_per_call)
     return prepare_torch(cfg, batch, compile_model=variant.compile, dtype=variant.dtype)
 
 
@@ -222,15 +249,15 @@ def time_jax_step(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
 
 
 def page_faults_per_step(prepared: Prepared, steps: int = 2) -> float:
-    """Minor page faults of the host process per step of ``prepared``, over ``steps`` steps
-    run after the timing: how much of each step's memory comes fresh from the OS (on CPU, a
-    step's buffers; elsewhere, host-side work only)."""
+    """Minor page faults of the host process per optimizer update of ``prepared``, over
+    ``steps`` calls run after the timing: how much of each step's memory comes fresh from the
+    OS (on CPU, a step's buffers; elsewhere, host-side work only)."""
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     start = minor_page_faults()
     for _ in range(steps):
         prepared.sync(prepared.run())
-    return (minor_page_faults() - start) / steps
+    return (minor_page_faults() - start) / (steps * prepared.steps)
 
 
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
@@ -265,15 +292,17 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
             continue
         ready[v.name] = p
         out[v.name] = {"framework": v.framework, "dtype": v.dtype, "remat": v.remat,
+                       "steps_per_call": v.steps_per_call,
                        "attention": v.attention if v.framework == "jax" else "sdpa",
                        "compiled": v.compile or v.framework == "jax",
                        "first_loss": p.first_loss, **p.info}
     times = measure_interleaved({n: p.run for n, p in ready.items()},
                                 syncs={n: p.sync for n, p in ready.items()}, warmup=2,
                                 repeats=repeats, min_sample_s=0.0)
-    for name, t in times.items():
-        out[name].update(_summary(t.median_us, tokens, fpt, peak),
-                         step_ms_min=t.min_us / 1e3, step_ms_max=t.max_us / 1e3,
+    for name, t in times.items():  # per optimizer update: a call's time over its updates
+        k = ready[name].steps
+        out[name].update(_summary(t.median_us / k, tokens, fpt, peak),
+                         step_ms_min=t.min_us / k / 1e3, step_ms_max=t.max_us / k / 1e3,
                          host_page_faults_per_step=page_faults_per_step(ready[name]))
     result["host_max_rss_bytes"] = host_max_rss_bytes()
     for entry in out.values():
