@@ -188,10 +188,10 @@ def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
     donate_argnums = (0, 1) if donate else ()
     if shardings is None:
         return jax.jit(loop, donate_argnums=donate_argnums)
-    from jax.sharding import NamedSharding, PartitionSpec
+    from jaxbasics import sharding
 
     p_sh, o_sh, b_sh, rep = shardings
-    stacked = NamedSharding(b_sh.mesh, PartitionSpec(None, *b_sh.spec))
+    stacked = sharding.batch_sharding(b_sh.mesh, stacked=True)
     return jax.jit(loop, donate_argnums=donate_argnums,
                    in_shardings=(p_sh, o_sh, stacked, stacked, rep), out_shardings=(p_sh, o_sh, rep))
 

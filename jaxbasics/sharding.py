@@ -115,9 +115,11 @@ def param_shardings(params: Any, mesh: Mesh) -> Any:
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batch rows split over ``data`` × ``fsdp``; sequence positions not split."""
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_sharding(mesh: Mesh, *, stacked: bool = False) -> NamedSharding:
+    """Batch rows split over ``data`` × ``fsdp``; sequence positions not split. ``stacked``:
+    for (K, B, T) arrays, K batches for K steps, whose leading K axis is not split either."""
+    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES) if stacked
+                         else PartitionSpec(BATCH_AXES))
 
 
 def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
@@ -132,8 +134,8 @@ def global_batch(local: np.ndarray, mesh: Mesh, *, stacked: bool = False) -> jax
     """A global batch array sharded over the mesh, built from this host's rows ``local``
     (all rows on a single host). Every host passes its own slice, in process order.
     ``stacked``: ``local`` is (K, B_local, T), K batches for K steps; axis 1 is split, K not."""
-    spec = PartitionSpec(None, BATCH_AXES) if stacked else PartitionSpec(BATCH_AXES)
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(local))
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, stacked=stacked),
+                                                  np.asarray(local))
 
 
 def host_slice(batch: np.ndarray, axis: int = 0) -> np.ndarray:

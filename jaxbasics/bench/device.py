@@ -101,10 +101,10 @@ def table_peak_flops(device_kind: str) -> float | None:
 
 
 def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:
-    """MFU's denominator for ``device`` (default: JAX's first) and where it comes from: the
-    data-sheet dense bf16 peak of a known accelerator; on any other accelerator the best of a
-    jitted 8192² bf16 matmul, and on a CPU of a 2048² fp32 one (XLA:CPU has no faster bf16
-    path), both measured in this run."""
+    """MFU's denominator for ``device`` (default: :func:`default_device`) and where it comes
+    from: the data-sheet dense bf16 peak of a known accelerator; on any other accelerator the
+    best of a jitted 8192² bf16 matmul, and on a CPU of a 2048² fp32 one (XLA:CPU has no
+    faster bf16 path), both measured in this run."""
     device = device or default_device()
     peak = table_peak_flops(device.device_kind)
     if peak is not None:

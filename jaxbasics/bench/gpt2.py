@@ -110,9 +110,9 @@ def variants(platform: str, *, torch_side: bool = True, compile_torch: bool = Tr
              bf16: bool = True) -> list[Variant]:
     """The variants run on ``platform``. Everywhere: JAX fp32 (plain and ``remat="dots"``),
     PyTorch eager and torch.compile fp32; off GPU also JAX fp32 ``remat="dots"`` with
-    :data:`LOOP` updates per call, on GPU JAX bf16 with them. With bf16: JAX bf16; on GPU also JAX bf16 with
-    ``remat="dots"`` and with cuDNN flash attention, and PyTorch in bf16 autocast (on CPU
-    without bf16 matmul units those tell nothing)."""
+    :data:`LOOP` updates per call. With bf16: JAX bf16; on GPU also JAX bf16 with
+    ``remat="dots"``, with cuDNN flash attention and with :data:`LOOP` updates per call, and
+    PyTorch in bf16 autocast (on CPU without bf16 matmul units those tell nothing)."""
     gpu = platform == "gpu"
     out = [Variant("jax_fp32", "jax"),
            # keep only matmul outputs for the backward pass: less memory traffic
@@ -140,7 +140,8 @@ def variants(platform: str, *, torch_side: bool = True, compile_torch: bool = Tr
 
 @dataclass
 class Prepared:
-    """A variant ready to time: ``run()`` does one step, ``sync(out)`` waits for it."""
+    """A variant ready to time: ``run()`` does ``steps`` optimizer updates, ``sync(out)``
+    waits for them."""
 
     run: Callable[[], Any]
     sync: Callable[[Any], Any]
