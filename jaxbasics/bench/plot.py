@@ -44,15 +44,19 @@ def plot_results(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     if "gpt2" in result:
         g = result["gpt2"]
         names = [k for k, v in g["variants"].items() if "tokens_per_s" in v]
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=120)
+        # horizontal bars, first variant on top: long names stay readable however many run
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 1.6 + 0.42 * len(names)), dpi=120,
+                                     sharey=True)
         tps = [g["variants"][k]["tokens_per_s"] for k in names]
         mfu = [100 * (g["variants"][k]["mfu"] or 0) for k in names]
-        a1.bar_label(a1.bar(names, tps, color="tab:blue"), fmt="%.0f", fontsize=7)
-        a1.set_ylabel("tokens / s")
-        a2.bar_label(a2.bar(names, mfu, color="tab:green"), fmt="%.1f%%", fontsize=7)
-        a2.set_ylabel(f"MFU, % of {g['peak_flops'] / 1e12:.3g} TFLOP/s")
+        a1.bar_label(a1.barh(names, tps, color="tab:blue"), fmt="%.0f", fontsize=7, padding=2)
+        a1.set_xlabel("tokens / s")
+        a2.bar_label(a2.barh(names, mfu, color="tab:green"), fmt="%.1f%%", fontsize=7, padding=2)
+        a2.set_xlabel(f"MFU, % of {g['peak_flops'] / 1e12:.3g} TFLOP/s")
+        a1.invert_yaxis()
+        a1.tick_params(axis="y", labelsize=8)
         for ax in (a1, a2):
-            ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+            ax.margins(x=0.15)
         cfg = g["config"]
         fig.suptitle(f"GPT-2 train step (d={cfg['emb_dim']}, L={cfg['n_layers']}, batch "
                      f"{g['batch_size']}×{g['seq_len']})\n{device}", fontsize=9)
