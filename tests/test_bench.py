@@ -110,6 +110,7 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
                                                rel=1e-5)
     for e in g["variants"].values():
         assert e["host_page_faults_per_step"] >= 0
+    assert g["timing_groups"] == [list(g["variants"])]  # on CPU one group: all timed in turn
     # four updates per call: the same first step; times and tokens/s are per update
     loop = g["variants"]["jax_fp32_remat_dots_loop4"]
     assert loop["steps_per_call"] == 4 and fp32["steps_per_call"] == 1
@@ -201,8 +202,11 @@ def test_accelerator_variant_set_rehearsed_on_cpu():
     g = run_gpt2("smoke", compile_torch=False, platform="gpu")
     v = g["variants"]
     assert g["variant_set"] == "gpu"
-    assert list(v) == ["jax_fp32", "jax_fp32_remat_dots", "jax_bf16", "jax_bf16_remat_dots",
-                       "jax_bf16_cudnn", "jax_bf16_loop4", "torch_eager_fp32", "torch_eager_bf16"]
+    # timed in two groups, each dtype beside its PyTorch baseline, one group's memory at a time
+    assert g["timing_groups"] == [
+        ["jax_fp32", "jax_fp32_remat_dots", "torch_eager_fp32"],
+        ["jax_bf16", "jax_bf16_remat_dots", "jax_bf16_cudnn", "jax_bf16_loop4", "torch_eager_bf16"]]
+    assert list(v) == [name for group in g["timing_groups"] for name in group]
     assert v["jax_bf16_cudnn"] == {"error": "RuntimeError: cuDNN is not detected."}
     # the same first step in both frameworks and both dtypes (bf16 rounds the activations:
     # 4e-6 relative here, at initialisation, where the logits are small)
@@ -276,3 +280,25 @@ def test_suites_that_need_pytorch_stop_before_running_where_it_cannot_follow_jax
     err = capsys.readouterr().err
     assert "JAX runs on gpu (NVIDIA H100 PCIe) but PyTorch cannot" in err
     assert "or run --suite gpt2 alone" in err and "simplenet: SGD step" not in err
+
+
+def test_a_jax_variant_out_of_device_memory_is_recorded_and_other_failures_raised(monkeypatch):
+    """Running out of device memory (GPT-2 124M on a smaller GPU) is the machine's limit and
+    becomes that variant's entry; any other failure of a plain JAX variant is a bug: raised."""
+    from jaxbasics.bench import gpt2
+
+    real = gpt2.prepare
+
+    def prepare(cfg, batch, v, failure):
+        if v.name == "jax_fp32_remat_dots":
+            raise failure
+        return real(cfg, batch, v)
+
+    oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 45.3GiB.")
+    monkeypatch.setattr(gpt2, "prepare", lambda c, b, v: prepare(c, b, v, oom))
+    g = gpt2.run_gpt2("smoke", torch_side=False, bf16=False)
+    assert g["variants"]["jax_fp32_remat_dots"] == {"error": f"RuntimeError: {oom}"}
+    assert g["variants"]["jax_fp32"]["step_ms"] > 0
+    monkeypatch.setattr(gpt2, "prepare", lambda c, b, v: prepare(c, b, v, ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):
+        gpt2.run_gpt2("smoke", torch_side=False, bf16=False)

@@ -267,27 +267,54 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     another, then timed in turn (:func:`~jaxbasics.timing.measure_interleaved`) so that the
     machine's drift in speed during the run is shared fairly between them.
 
+    Variants are timed in groups, one per dtype that PyTorch also runs in (:func:`_groups`):
+    on GPU fp32 and bf16, each with its PyTorch baseline; elsewhere one group. A group's
+    variants are released before the next is prepared, so that at GPT-2 124M a GPU holds one
+    group's weights, optimizer states and allocator pools at a time, not all ten variants'.
+
     ``platform`` picks the variant set (default: that of JAX's default device). Naming
     ``"gpu"`` on a CPU rehearses the accelerator run end to end: every variant runs on the CPU
     except the cuDNN one, which is recorded with its error, as any variant that cannot run
-    where it is asked to (JAX's plain XLA variants excepted: their failure is raised)."""
+    where it is asked to, or runs out of device memory (JAX's plain XLA variants excepted:
+    any other failure of theirs is raised)."""
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
         raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
     peak, peak_source = peak_flops()
-    tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
+    chosen = variants(platform or default_device().platform, torch_side=torch_side,
+                      compile_torch=compile_torch, bf16=bf16)
+    groups = _groups(chosen)
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
-        "parameters": parameter_count(cfg), "flops_per_token": fpt,
+        "parameters": parameter_count(cfg), "flops_per_token": flops_per_token(cfg),
         "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved",
-        "variant_set": platform or default_device().platform, "variants": {}}
-    out, ready = result["variants"], {}
-    for v in variants(platform or default_device().platform, torch_side=torch_side,
-                      compile_torch=compile_torch, bf16=bf16):
+        "variant_set": platform or default_device().platform,
+        "timing_groups": [[v.name for v in g] for g in groups], "variants": {}}
+    out = result["variants"]
+    for group in groups:
+        out.update(_time_group(cfg, batch, group, repeats, peak))
+        _release_device_memory()  # the group's variants are gone with _time_group's frame
+    result["host_max_rss_bytes"] = host_max_rss_bytes()
+    for entry in out.values():
+        # against PyTorch eager in the same dtype where it ran, else in float32
+        base = [out[n] for n in (f"torch_eager_{_short(entry.get('dtype'))}", "torch_eager_fp32")
+                if n in out and "step_ms" in out[n]]
+        if "step_ms" in entry and base:
+            entry["speedup_vs_torch_eager"] = base[0]["step_ms"] / entry["step_ms"]
+    return result
+
+
+def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
+                peak: float) -> dict[str, Any]:
+    """Prepare ``group``'s variants one after another, time them in turn, and return each one's
+    entry (its error where it could not run)."""
+    out: dict[str, Any] = {}
+    ready: dict[str, Prepared] = {}
+    for v in group:
         try:
             p = prepare(cfg, batch, v)
         except Exception as err:  # report, do not hide, a variant that cannot run here
-            if v.framework == "jax" and v.attention == "xla":
+            if v.framework == "jax" and v.attention == "xla" and not _out_of_memory(err):
                 raise
             out[v.name] = {"error": f"{type(err).__name__}: {err}"[:300]}
             continue
@@ -297,6 +324,9 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
                        "attention": v.attention if v.framework == "jax" else "sdpa",
                        "compiled": v.compile or v.framework == "jax",
                        "first_loss": p.first_loss, **p.info}
+    if not ready:
+        return out
+    tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
     times = measure_interleaved({n: p.run for n, p in ready.items()},
                                 syncs={n: p.sync for n, p in ready.items()}, warmup=2,
                                 repeats=repeats, min_sample_s=0.0)
@@ -305,11 +335,31 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
         out[name].update(_summary(t.median_us / k, tokens, fpt, peak),
                          step_ms_min=t.min_us / k / 1e3, step_ms_max=t.max_us / k / 1e3,
                          host_page_faults_per_step=page_faults_per_step(ready[name]))
-    result["host_max_rss_bytes"] = host_max_rss_bytes()
-    for entry in out.values():
-        # against PyTorch eager in the same dtype where it ran, else in float32
-        base = [out[n] for n in (f"torch_eager_{_short(entry.get('dtype'))}", "torch_eager_fp32")
-                if n in out and "step_ms" in out[n]]
-        if "step_ms" in entry and base:
-            entry["speedup_vs_torch_eager"] = base[0]["step_ms"] / entry["step_ms"]
-    return result
+    return out
+
+
+def _groups(chosen: list[Variant]) -> list[list[Variant]]:
+    """``chosen`` split into timing groups: one per dtype that a PyTorch variant runs in, each
+    variant in the group of its dtype (of float32 where PyTorch does not run in its dtype, so
+    that it is timed beside the baseline it is compared with), in the order given."""
+    torch_dtypes = {v.dtype for v in chosen if v.framework == "torch"}
+    key = [v.dtype if v.dtype in torch_dtypes else "float32" for v in chosen]
+    return [[v for v, k in zip(chosen, key, strict=True) if k == d] for d in dict.fromkeys(key)]
+
+
+def _out_of_memory(err: Exception) -> bool:
+    """True for a device allocation failure (XLA's RESOURCE_EXHAUSTED): the machine's limit,
+    recorded as the variant's result, not a fault of the code."""
+    return "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower()
+
+
+def _release_device_memory() -> None:
+    """Let a finished group's buffers go: collect them, and hand PyTorch's cached GPU blocks
+    back (JAX's freed buffers return to its own pool, which the next group reuses)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
