@@ -327,16 +327,18 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             loss_rows = np.asarray(losses).reshape(n, opts.accumulate)
             norm_rows = np.asarray(norms).reshape(n, opts.accumulate)
             tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
-            for i in range(n):
-                # the update's loss is the mean over its micro-batches; the gradient norm is
-                # that of its last micro-batch
-                record = {"step": step + 1, "loss": float(loss_rows[i].mean()),
-                          "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(step)),
-                          "tokens_per_s": tokens_per_s}
-                history.append(record)
-                step += 1
+            # the update's loss is the mean over its micro-batches; the gradient norm is that
+            # of its last micro-batch. Step count and history follow the parameters at once,
+            # so that a Ctrl-C inside on_step saves a checkpoint that is consistent
+            records: list[dict[str, Any]] = [{
+                "step": step + i + 1, "loss": float(loss_rows[i].mean()),
+                "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(step + i)),
+                "tokens_per_s": tokens_per_s} for i in range(n)]
+            history.extend(records)
+            step += n
+            for record in records:
                 if on_step is not None:
-                    on_step(step, record)
+                    on_step(record["step"], record)
             if step % opts.save_every == 0:
                 save()
     except KeyboardInterrupt:

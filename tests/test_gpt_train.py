@@ -153,6 +153,24 @@ def test_steps_per_call_changes_nothing_but_the_calls(tmp_path):
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
 
 
+def test_ctrl_c_inside_a_multi_step_call_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    """Interrupted from on_step after the 2nd of a call's 4 updates: the parameters already hold
+    all 4, and so must the saved step count, or the resumed run would repeat two updates."""
+    task = AdditionTask(2)
+    opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)
+    whole = train(CFG, task, opts)
+
+    def interrupt(step, _record):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, task, opts, run_dir=tmp_path, on_step=interrupt)
+    resumed = train(CFG, task, opts, run_dir=tmp_path, resume=True)
+    assert [r["step"] for r in resumed.history] == list(range(1, 9))
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     task = AdditionTask(2)
     opts = TrainOptions(steps=3, batch_size=4, warmup_steps=1)
