@@ -324,18 +324,20 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
                 params, opt_state, m = loop_fn(params, opt_state, place_stacked(xs),
                                                place_stacked(ys), keys)
                 losses, norms = m["loss"], m["grad_norm"]
+            # params and opt_state now hold these n updates: the step count follows at once,
+            # so that a Ctrl-C from here on (waiting for the losses, inside on_step) saves a
+            # checkpoint that resumes exactly
+            first, step = step, step + n
             loss_rows = np.asarray(losses).reshape(n, opts.accumulate)
             norm_rows = np.asarray(norms).reshape(n, opts.accumulate)
             tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
             # the update's loss is the mean over its micro-batches; the gradient norm is that
-            # of its last micro-batch. Step count and history follow the parameters at once,
-            # so that a Ctrl-C inside on_step saves a checkpoint that is consistent
+            # of its last micro-batch
             records: list[dict[str, Any]] = [{
-                "step": step + i + 1, "loss": float(loss_rows[i].mean()),
-                "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(step + i)),
+                "step": first + i + 1, "loss": float(loss_rows[i].mean()),
+                "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(first + i)),
                 "tokens_per_s": tokens_per_s} for i in range(n)]
             history.extend(records)
-            step += n
             for record in records:
                 if on_step is not None:
                     on_step(record["step"], record)
