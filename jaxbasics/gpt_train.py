@@ -287,8 +287,10 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     else:
         place = place_stacked = jnp.asarray
     step_fn = make_gpt_train_step(graphdef, tx, shardings=shardings)
-    loop_fn = make_gpt_train_loop(graphdef, tx, shardings=shardings) if opts.steps_per_call > 1 \
-        else None
+    # one call per update's micro-batches too: a Ctrl-C never lands between two of them, where
+    # the checkpoint would hold MultiSteps' half-accumulated gradients under the previous step
+    loop_fn = make_gpt_train_loop(graphdef, tx, shardings=shardings) \
+        if opts.steps_per_call > 1 or opts.accumulate > 1 else None
     schedule = learning_rate_schedule(opts)
     tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)

@@ -136,12 +136,15 @@ def test_train_loop_is_k_calls_of_the_step():
         make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys, keys[:2])
 
 
-def test_steps_per_call_changes_nothing_but_the_calls(tmp_path):
-    """Bit for bit the run of one call per step, with accumulation, dropout and checkpoints
-    that do not fall on a call boundary; a run may resume with another steps_per_call."""
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
+    """Bit for bit the run of one call per step (accumulate=1: one jitted step per update;
+    accumulate=2: one call per update's two micro-batches), with dropout and checkpoints that
+    do not fall on a call boundary; a run may resume with another steps_per_call."""
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)
-    opts = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5, accumulate=2)
+    opts = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5,
+                        accumulate=accumulate)
     whole = train(cfg, task, opts)
     looped = train(cfg, task, dataclasses.replace(opts, steps_per_call=4), run_dir=tmp_path,
                    stop_after=6)
