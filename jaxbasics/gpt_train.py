@@ -310,22 +310,17 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             n = min(opts.steps_per_call - step % opts.steps_per_call, end - step,
                     opts.save_every - step % opts.save_every)
             micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
-            if loop_fn is None:
-                metrics = []
-                for micro in micros:
-                    x, y = task.batch(micro, opts.batch_size)
-                    params, opt_state, m = step_fn(params, opt_state, place(x), place(y),
-                                                   step_key(opts.seed, micro))
-                    metrics.append(m)
-                losses = jnp.stack([m["loss"] for m in metrics])
-                norms = jnp.stack([m["grad_norm"] for m in metrics])
+            if loop_fn is None:  # one update of one micro-batch
+                x, y = task.batch(micros[0], opts.batch_size)
+                params, opt_state, m = step_fn(params, opt_state, place(x), place(y),
+                                               step_key(opts.seed, micros[0]))
             else:
-                xs, ys = (np.stack(a) for a in zip(*(task.batch(m, opts.batch_size)
-                                                      for m in micros), strict=True))
-                keys = jnp.stack([step_key(opts.seed, m) for m in micros])
+                xs, ys = (np.stack(a) for a in zip(*(task.batch(i, opts.batch_size)
+                                                      for i in micros), strict=True))
+                keys = jnp.stack([step_key(opts.seed, i) for i in micros])
                 params, opt_state, m = loop_fn(params, opt_state, place_stacked(xs),
                                                place_stacked(ys), keys)
-                losses, norms = m["loss"], m["grad_norm"]
+            losses, norms = m["loss"], m["grad_norm"]
             # params and opt_state now hold these n updates: the step count follows at once,
             # so that a Ctrl-C from here on (waiting for the losses, inside on_step) saves a
             # checkpoint that resumes exactly
