@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 
 def run_python(code: str, env: dict | None = None, timeout: int = 600
@@ -9,3 +10,15 @@ def run_python(code: str, env: dict | None = None, timeout: int = 600
     """Run ``code`` in a fresh interpreter (clean imports, own XLA flags); capture its output."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=False, timeout=timeout)
+
+
+def jax_seen_on(monkeypatch, platform: str, device_kind: str) -> None:
+    """Make the benchmark believe JAX's default device is a ``platform`` device of
+    ``device_kind`` while PyTorch has no CUDA: the pairing it must refuse to time."""
+    import torch
+
+    from jaxbasics.bench import device
+
+    fake = SimpleNamespace(platform=platform, device_kind=device_kind)
+    monkeypatch.setattr(device, "default_device", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import jax_seen_on
 
 from jaxbasics.bench.device import peak_flops, table_peak_flops
 from jaxbasics.bench.gpt2 import flops_per_token
@@ -224,25 +225,17 @@ def test_accelerator_variant_set_rehearsed_on_cpu():
         run_gpt2("smoke", platform="npu")
 
 
-class _FakeDevice:
-    def __init__(self, platform, device_kind):
-        self.platform, self.device_kind = platform, device_kind
-
-
 def test_pytorch_is_timed_on_the_device_jax_runs_on(monkeypatch):
     """On a CPU both run on the CPU; where JAX runs on an accelerator PyTorch cannot use, the
     comparison is refused with both sides named instead of timing PyTorch on the host CPU."""
-    import torch
-
     from jaxbasics.bench import device
 
     assert device.torch_device() == "cpu"
-    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("gpu", "NVIDIA H100 80GB HBM3"))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    jax_seen_on(monkeypatch, "gpu", "NVIDIA H100 80GB HBM3")
     with pytest.raises(RuntimeError, match=r"JAX runs on gpu \(NVIDIA H100 80GB HBM3\) but PyTorch "
                        r"cannot \(torch.cuda.is_available\(\) is False: a CPU-only build"):
         device.torch_device()
-    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("tpu", "TPU v5 lite"))
+    jax_seen_on(monkeypatch, "tpu", "TPU v5 lite")
     with pytest.raises(RuntimeError, match=r"JAX runs on tpu \(TPU v5 lite\) but PyTorch cannot "
                        r"\(PyTorch has no backend for it here\); to compare on the CPU instead: "
                        r"jaxbasics bench --device cpu"):
@@ -270,12 +263,7 @@ def test_default_device_follows_jax_default_device():
 
 def test_suites_that_need_pytorch_stop_before_running_where_it_cannot_follow_jax(monkeypatch,
                                                                                  capsys):
-    import torch
-
-    from jaxbasics.bench import device
-
-    monkeypatch.setattr(device, "default_device", lambda: _FakeDevice("gpu", "NVIDIA H100 PCIe"))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    jax_seen_on(monkeypatch, "gpu", "NVIDIA H100 PCIe")
     assert main(["bench", "--suite", "simplenet", "--size", "smoke"]) == 2
     err = capsys.readouterr().err
     assert "JAX runs on gpu (NVIDIA H100 PCIe) but PyTorch cannot" in err

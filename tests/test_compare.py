@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import run_python
+from helpers import jax_seen_on, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -119,15 +119,7 @@ def test_compare_cli_json_has_the_documented_keys(capsys):
 
 def test_compare_skips_timings_where_pytorch_cannot_run_beside_jax(monkeypatch, capsys):
     """The values are still compared; the timings are not taken with PyTorch on another device."""
-    import torch
-
-    from jaxbasics.bench import device
-
-    class Gpu:
-        platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
-
-    monkeypatch.setattr(device, "default_device", Gpu)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    jax_seen_on(monkeypatch, "gpu", "NVIDIA H100 80GB HBM3")
     assert main(["compare", "--json", "--no-compile", "--repeats", "1", "--steps", "10"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["all_equal"] is True and "timing" not in out
