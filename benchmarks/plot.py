@@ -1,14 +1,26 @@
-"""Draw PNG charts from a benchmark results JSON: ``python benchmarks/plot.py RESULTS.json OUT_DIR``."""
+"""Draw PNG charts from benchmark results JSON:
+``python benchmarks/plot.py RESULTS.json [MORE.json ...] OUT_DIR [--merged MERGED.json]``.
+
+Several files from one machine (a GPT-2 run split by ``--variants``) are joined first
+(:func:`jaxbasics.bench.results.merge_results`); ``--merged`` also writes the joined JSON."""
 
 import argparse
 import json
 from pathlib import Path
 
 from jaxbasics.bench.plot import plot_results
+from jaxbasics.bench.results import merge_results, write_json
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("results", type=Path)
+parser.add_argument("results", type=Path, nargs="+")
 parser.add_argument("out_dir", type=Path)
+parser.add_argument("--merged", type=Path, default=None, help="write the joined results here")
 args = parser.parse_args()
-for path in plot_results(json.loads(args.results.read_text()), args.out_dir):
+try:
+    result = merge_results([json.loads(p.read_text()) for p in args.results])
+except ValueError as err:
+    parser.error(str(err))
+if args.merged:
+    print(write_json(result, args.merged))
+for path in plot_results(result, args.out_dir):
     print(path)

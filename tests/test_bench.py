@@ -195,19 +195,36 @@ def test_unavailable_device_is_reported(capsys):
     assert "--device tpu: JAX sees no such device here (available: cpu)" in capsys.readouterr().err
 
 
-def test_accelerator_variant_set_rehearsed_on_cpu():
+@pytest.fixture(scope="module")
+def gpu_rehearsal():
+    """The smoke-size GPT-2 suite with the GPU's variant set, run on the CPU, and what
+    ``on_group`` was given after each timing group but the last (as JSON saw it)."""
+    from jaxbasics.bench.gpt2 import run_gpt2
+
+    groups_seen = []
+    g = run_gpt2("smoke", compile_torch=False, platform="gpu",
+                 on_group=lambda r: groups_seen.append(json.loads(json.dumps(r))))
+    return g, groups_seen
+
+
+def test_accelerator_variant_set_rehearsed_on_cpu(gpu_rehearsal):
     """The GPU run's variants, run here: bf16 with remat and PyTorch bf16 autocast compute
     the step; cuDNN attention, absent on a CPU, is recorded with its error, not raised."""
     from jaxbasics.bench.gpt2 import run_gpt2
 
-    g = run_gpt2("smoke", compile_torch=False, platform="gpu")
+    g, groups_seen = gpu_rehearsal
     v = g["variants"]
-    assert g["variant_set"] == "gpu"
+    assert g["variant_set"] == "gpu" and g["complete"]
     # timed in two groups, each dtype beside its PyTorch baseline, one group's memory at a time
     assert g["timing_groups"] == [
         ["jax_fp32", "jax_fp32_remat_dots", "torch_eager_fp32"],
         ["jax_bf16", "jax_bf16_remat_dots", "jax_bf16_cudnn", "jax_bf16_loop4", "torch_eager_bf16"]]
     assert list(v) == [name for group in g["timing_groups"] for name in group]
+    # after the first group, the result so far: its variants timed and compared, not complete
+    (first,) = groups_seen
+    assert not first["complete"] and list(first["variants"]) == g["timing_groups"][0]
+    assert first["variants"]["jax_fp32"]["speedup_vs_torch_eager"] == pytest.approx(
+        first["variants"]["torch_eager_fp32"]["step_ms"] / first["variants"]["jax_fp32"]["step_ms"])
     assert v["jax_bf16_cudnn"] == {"error": "RuntimeError: cuDNN is not detected."}
     # the same first step in both frameworks and both dtypes (bf16 rounds the activations:
     # 4e-6 relative here, at initialisation, where the logits are small)
@@ -290,3 +307,133 @@ def test_a_jax_variant_out_of_device_memory_is_recorded_and_other_failures_raise
     monkeypatch.setattr(gpt2, "prepare", lambda c, b, v: prepare(c, b, v, ValueError("bug")))
     with pytest.raises(ValueError, match="bug"):
         gpt2.run_gpt2("smoke", torch_side=False, bf16=False)
+
+
+def test_variants_are_chosen_by_name_pattern_and_a_pattern_matching_none_is_refused():
+    from jaxbasics.bench.gpt2 import select_variants, variants
+
+    gpu = variants("gpu")
+    names = [v.name for v in select_variants(gpu, ["*bf16*"])]
+    assert names == ["jax_bf16", "jax_bf16_remat_dots", "jax_bf16_cudnn", "jax_bf16_loop4",
+                     "torch_eager_bf16", "torch_compile_bf16"]
+    assert [v.name for v in select_variants(gpu, ["torch_eager_*", "jax_fp32"])] == [
+        "jax_fp32", "torch_eager_fp32", "torch_eager_bf16"]  # the run's order, not the patterns'
+    assert select_variants(gpu, None) == gpu
+    with pytest.raises(ValueError, match=r"variants: 'jax_fp16\*' matches none of this run's "
+                                         r"variants: jax_fp32, jax_fp32_remat_dots, "):
+        select_variants(gpu, ["jax_fp32", "jax_fp16*"])
+    for bad in ([], "jax_fp32"):  # a bare string would match letter by letter
+        with pytest.raises(ValueError, match="variants must be a non-empty list of name patterns"):
+            select_variants(gpu, bad)
+
+
+def test_bad_variants_stop_the_run_before_anything_runs(capsys):
+    assert main(["bench", "--suite", "all", "--size", "smoke", "--variants", "jax_fp64"]) == 2
+    err = capsys.readouterr().err
+    assert "'jax_fp64' matches none of this run's variants: jax_fp32," in err
+    assert "neuron:" not in err  # refused before the first suite started
+    assert main(["bench", "--suite", "neuron", "--size", "smoke", "--variants", "jax_*"]) == 2
+    assert ("variants (--variants) choose among the gpt2 suite's variants, and the suites here "
+            "are neuron" in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["bench", "--variants", " , "])
+    assert "expected comma-separated name patterns, got ' , '" in capsys.readouterr().err
+
+
+def test_results_are_written_as_the_run_goes(tmp_path, capsys):
+    """With --out the file is rewritten after each suite (and GPT-2 timing group), so a run cut
+    short keeps what finished: here what the file held after the neuron suite."""
+    from jaxbasics.bench import suites
+
+    seen = []
+    real = suites.run_suites
+
+    def spy(*args, on_update=None, **kwargs):
+        def update(result):
+            on_update(result)
+            seen.append(json.loads((tmp_path / "r.json").read_text()))
+        return real(*args, on_update=update, **kwargs)
+
+    suites.run_suites = spy
+    try:
+        assert main(["bench", "--suite", "all", "--size", "smoke", "--variants", "jax_fp32",
+                     "--out", str(tmp_path / "r.json")]) == 0
+    finally:
+        suites.run_suites = real
+    assert [sorted(k for k in r if k != "meta") for r in seen] == [
+        ["neuron"], ["neuron", "simplenet"], ["gpt2", "neuron", "simplenet"],
+        ["gpt2", "gpt2_parts", "neuron", "simplenet"],
+        ["gpt2", "gpt2_parts", "neuron", "scaling", "simplenet"]]
+    assert not any(r["meta"]["complete"] for r in seen)
+    final = json.loads((tmp_path / "r.json").read_text())
+    assert final["meta"]["complete"] and final["gpt2"]["complete"]
+    assert list(final["gpt2"]["variants"]) == ["jax_fp32"]
+    assert seen[0]["neuron"] == final["neuron"]
+    assert not list(tmp_path.glob("*.part"))  # written beside, then moved over the file
+    assert "· gpt2: compiling and running jax_fp32 once" in capsys.readouterr().err
+
+
+def _split_by_group(g, meta):
+    """The rehearsal's gpt2 result as two runs' files would hold it, one timing group each."""
+    files = []
+    for group in g["timing_groups"]:
+        part = {**g, "timing_groups": [group], "variants": {n: g["variants"][n] for n in group}}
+        files.append({"meta": dict(meta), "gpt2": json.loads(json.dumps(part))})
+    return files
+
+
+def test_a_run_split_by_timing_group_is_joined_into_one(gpu_rehearsal, tmp_path):
+    """Two files of one machine, one timing group each, give the suite as one run gives it;
+    the plot script joins them (--merged writes the join) and draws the chart."""
+    import subprocess
+    import sys
+
+    from jaxbasics.bench.device import device_info
+    from jaxbasics.bench.results import merge_results
+
+    g, _ = gpu_rehearsal
+    meta = {**device_info(), "size": "smoke", "suites": ["gpt2"], "complete": True}
+    first, second = _split_by_group(g, meta)
+    merged = merge_results([first, second])
+    assert merged["gpt2"]["variants"] == g["variants"]
+    assert merged["gpt2"]["timing_groups"] == g["timing_groups"]
+    assert merged["meta"]["suites"] == ["gpt2"] and merged["meta"]["complete"]
+    assert first["gpt2"]["timing_groups"] == [g["timing_groups"][0]]  # inputs left as they were
+    paths = []
+    for i, r in enumerate((first, second)):
+        paths.append(tmp_path / f"group{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    done = subprocess.run([sys.executable, "benchmarks/plot.py", *map(str, paths), str(tmp_path),
+                           "--merged", str(tmp_path / "all.json")], capture_output=True,
+                          text=True, check=False, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "all.json").read_text())["gpt2"]["variants"] == g["variants"]
+    assert (tmp_path / "gpt2.png").stat().st_size > 10_000
+
+
+def test_results_of_different_runs_are_not_joined(gpu_rehearsal):
+    from jaxbasics.bench.results import merge_results
+
+    g, _ = gpu_rehearsal
+    meta = {"platform": "gpu", "device_kind": "NVIDIA H100 80GB HBM3", "device_count": 1,
+            "size": "full", "jax": "0.11.2", "flax": "0.12.8", "optax": "0.2.8",
+            "torch": "2.11.0", "date": "2026-11-23T10:00:00+00:00"}
+    first, second = _split_by_group(g, meta)
+    other = {**second, "meta": {**meta, "device_kind": "NVIDIA H200"}}
+    with pytest.raises(ValueError, match="results 1 ran with device_kind='NVIDIA H200', results 0 "
+                                         "with device_kind='NVIDIA H100 80GB HBM3': not the same"):
+        merge_results([first, other])
+    with pytest.raises(ValueError, match=r"gpt2 variant\(s\) jax_fp32, jax_fp32_remat_dots, "
+                                         r"torch_eager_fp32 in more than one of the results"):
+        merge_results([first, first])
+    bigger = {**second, "gpt2": {**second["gpt2"], "batch_size": 8}}
+    with pytest.raises(ValueError, match="gpt2 of results 1 has batch_size=8, the first gpt2 "
+                                         "results batch_size=4: not the same benchmark"):
+        merge_results([first, bigger])
+    parts = {"meta": meta, "gpt2_parts": {"parts": {}}}
+    with pytest.raises(ValueError, match="suite 'gpt2_parts' is in more than one of the results "
+                                         "given \\(again in results 1\\)"):
+        merge_results([parts, parts])
+    with pytest.raises(ValueError, match="merge_results needs at least one results dict"):
+        merge_results([])

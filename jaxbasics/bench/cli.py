@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,9 +32,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                    help="JAX platform to run on (default: JAX's default device)")
-    p.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    p.add_argument("--variants", type=_patterns, default=None, metavar="PATTERNS",
+                   help="gpt2 suite: only the variants whose names match one of these "
+                        "comma-separated shell patterns, e.g. '*fp32*' or "
+                        "'jax_bf16*,torch_*_bf16' (to split a long accelerator run; join the "
+                        "files with benchmarks/plot.py)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the results JSON here, after each suite and GPT-2 timing group "
+                        "as well (meta.complete false until the run ends)")
     p.add_argument("--plot", type=Path, default=None, help="also draw PNG charts into this folder")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+
+
+def _patterns(text: str) -> list[str]:
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError(f"expected comma-separated name patterns, got {text!r}")
+    return patterns
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -54,20 +67,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   f"(available: {', '.join(available)})", file=sys.stderr)
             return 2
         jax.config.update("jax_default_device", device)
+    from jaxbasics.bench.results import write_json
     from jaxbasics.bench.suites import SUITES, run_suites
 
     suites = SUITES if args.suite == "all" else (args.suite,)
     try:
         result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
+                            variants=args.variants,
+                            on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
         print(f"jaxbasics bench: {err}", file=sys.stderr)
         return 2
     print_tables(result)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
-        print(f"results: {args.out}")
+        print(f"results: {write_json(result, args.out)}")
     if args.plot:
         from jaxbasics.bench.plot import plot_results
 

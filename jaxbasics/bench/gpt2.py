@@ -17,8 +17,9 @@ touches tens of thousands of new pages.
 
 from __future__ import annotations
 
+import fnmatch
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,8 +262,27 @@ def page_faults_per_step(prepared: Prepared, steps: int = 2) -> float:
     return (minor_page_faults() - start) / (steps * prepared.steps)
 
 
+def select_variants(chosen: list[Variant], patterns: Sequence[str] | None) -> list[Variant]:
+    """The variants of ``chosen`` whose names match one of the shell-style ``patterns``
+    (``"jax_bf16*"``, ``"*fp32*"``), in their order; all of them for ``None``. A pattern that
+    matches none of them is refused with the names there are to choose from."""
+    if patterns is None:
+        return chosen
+    if isinstance(patterns, str) or not patterns:
+        raise ValueError(f"variants must be a non-empty list of name patterns, got {patterns!r}")
+    names = [v.name for v in chosen]
+    unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+    if unmatched:
+        raise ValueError(f"variants: {', '.join(map(repr, unmatched))} matches none of this "
+                         f"run's variants: {', '.join(names)}")
+    return [v for v in chosen if any(fnmatch.fnmatchcase(v.name, p) for p in patterns)]
+
+
 def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
-             bf16: bool = True, platform: str | None = None) -> dict[str, Any]:
+             bf16: bool = True, platform: str | None = None,
+             only: Sequence[str] | None = None,
+             on_group: Callable[[dict[str, Any]], Any] | None = None,
+             log: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Every variant of :func:`variants` for ``size``, prepared (compiled, run once) one after
     another, then timed in turn (:func:`~jaxbasics.timing.measure_interleaved`) so that the
     machine's drift in speed during the run is shared fairly between them.
@@ -276,41 +296,60 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     ``"gpu"`` on a CPU rehearses the accelerator run end to end: every variant runs on the CPU
     except the cuDNN one, which is recorded with its error, as any variant that cannot run
     where it is asked to, or runs out of device memory (JAX's plain XLA variants excepted:
-    any other failure of theirs is raised)."""
+    any other failure of theirs is raised).
+
+    ``only`` keeps the variants whose names match one of its patterns
+    (:func:`select_variants`), checked before anything is compiled, so that a long run can be
+    split over several processes (one per group, say) and the results joined with
+    :func:`~jaxbasics.bench.results.merge_results`. ``on_group`` is called with the result so
+    far (``"complete": False``) after each group, for a caller that saves it as it goes;
+    ``log`` with a line as each variant is prepared."""
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
         raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
+    chosen = select_variants(variants(platform or default_device().platform,
+                                      torch_side=torch_side, compile_torch=compile_torch,
+                                      bf16=bf16), only)
     peak, peak_source = peak_flops()
-    chosen = variants(platform or default_device().platform, torch_side=torch_side,
-                      compile_torch=compile_torch, bf16=bf16)
     groups = _groups(chosen)
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
         "parameters": parameter_count(cfg), "flops_per_token": flops_per_token(cfg),
         "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved",
         "variant_set": platform or default_device().platform,
-        "timing_groups": [[v.name for v in g] for g in groups], "variants": {}}
+        "timing_groups": [[v.name for v in g] for g in groups], "complete": False,
+        "variants": {}}
     out = result["variants"]
-    for group in groups:
-        out.update(_time_group(cfg, batch, group, repeats, peak))
+    for i, group in enumerate(groups):
+        out.update(_time_group(cfg, batch, group, repeats, peak, log=log))
         _release_device_memory()  # the group's variants are gone with _time_group's frame
+        add_speedups(out)
+        if on_group is not None and i + 1 < len(groups):
+            on_group(result)
     result["host_max_rss_bytes"] = host_max_rss_bytes()
+    result["complete"] = True
+    return result
+
+
+def add_speedups(out: dict[str, Any]) -> None:
+    """Set each timed variant's ``speedup_vs_torch_eager``: against PyTorch eager in its dtype
+    where that ran, else in float32 (timed in the same group: :func:`_groups`)."""
     for entry in out.values():
-        # against PyTorch eager in the same dtype where it ran, else in float32
         base = [out[n] for n in (f"torch_eager_{_short(entry.get('dtype'))}", "torch_eager_fp32")
                 if n in out and "step_ms" in out[n]]
         if "step_ms" in entry and base:
             entry["speedup_vs_torch_eager"] = base[0]["step_ms"] / entry["step_ms"]
-    return result
 
 
 def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
-                peak: float) -> dict[str, Any]:
+                peak: float, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Prepare ``group``'s variants one after another, time them in turn, and return each one's
     entry (its error where it could not run)."""
     out: dict[str, Any] = {}
     ready: dict[str, Prepared] = {}
     for v in group:
+        if log is not None:
+            log(f"gpt2: compiling and running {v.name} once")
         try:
             p = prepare(cfg, batch, v)
         except Exception as err:  # report, do not hide, a variant that cannot run here

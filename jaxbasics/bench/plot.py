@@ -21,6 +21,8 @@ def plot_results(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     m = result["meta"]
     device = f"{m['device_kind']} ({m['platform']}), JAX {m['jax']}, torch {m.get('torch')}"
+    if m.get("complete") is False:  # written while running, and the run did not finish
+        device += " (incomplete run)"
     written = []
     cases = ([("neuron", result["neuron"])] if "neuron" in result else []) + [
         (f"SimpleNet {k}", v) for k, v in result.get("simplenet", {}).items()]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from jaxbasics.bench import device
 from jaxbasics.bench.device import device_info
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
@@ -22,14 +23,25 @@ def _torch_ok() -> bool:
 
 
 def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None = None,
+               variants: Sequence[str] | None = None,
+               on_update: Callable[[dict[str, Any]], Any] | None = None,
                log: Callable[[str], Any] = print) -> dict[str, Any]:
     """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...,
-    "gpt2_parts": ..., "scaling": ...}`` for the suites asked for."""
+    "gpt2_parts": ..., "scaling": ...}`` for the suites asked for.
+
+    ``variants``: name patterns choosing the gpt2 suite's variants
+    (:func:`~jaxbasics.bench.gpt2.select_variants`). ``on_update`` is called with the result so
+    far after each suite and each of the gpt2 suite's timing groups but its last, with
+    ``meta["complete"]`` False until the return: a caller that writes it each time keeps what
+    finished when a run is cut short."""
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
     if size not in SMALL:
         raise ValueError(f"size must be one of {', '.join(SMALL)}, got {size!r}")
+    if variants is not None and "gpt2" not in suites:
+        raise ValueError(f"variants (--variants) choose among the gpt2 suite's variants, and the "
+                         f"suites here are {', '.join(suites)}: add gpt2 or leave variants out")
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()
@@ -39,6 +51,11 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
                            "install it: "
                            "python -m pip install torch==2.13.0 && python -m pip install -e "
                            "\".[compare]\"  (or run --suite gpt2 alone)")
+    if variants is not None:  # a pattern that matches nothing: refused before anything runs
+        from jaxbasics.bench import gpt2
+
+        gpt2.select_variants(gpt2.variants(device.default_device().platform, torch_side=has_torch,
+                                           compile_torch=compile_torch), variants)
     if needs_torch:
         from jaxbasics.bench.device import torch_device
 
@@ -48,7 +65,13 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
             raise RuntimeError(f"{err}; or run --suite gpt2 alone (its PyTorch variants are then "
                                "recorded with this error)") from err
     out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
-                                    "dtype": "float32 (gpt2: float32 and bfloat16)"}}
+                                    "dtype": "float32 (gpt2: float32 and bfloat16)",
+                                    "complete": False}}
+
+    def done() -> None:
+        if on_update is not None:
+            on_update(out)
+
     if "neuron" in suites:
         from jaxbasics.compare.speed import add_ratios, time_neuron
 
@@ -56,6 +79,7 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
         out["neuron"] = add_ratios(time_neuron(compile_torch=compile_torch,
                                                scan_steps=settings["scan_steps"],
                                                repeats=settings["repeats"]))
+        done()
     if "simplenet" in suites:
         from jaxbasics.compare.speed import add_ratios, time_simplenet
 
@@ -65,21 +89,32 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
             out["simplenet"][f"b{b}"] = add_ratios(time_simplenet(
                 b, compile_torch=compile_torch, repeats=settings["repeats"],
                 scan_steps=settings["scan_steps"] if b <= 64 else max(20, settings["scan_steps"] // 5)))
+        done()
     if "gpt2" in suites:
         from jaxbasics.bench.gpt2 import run_gpt2
 
+        def group_done(gpt2: dict[str, Any]) -> None:
+            out["gpt2"] = gpt2
+            if on_update is not None:
+                on_update(out)
+
         log(f"gpt2 ({size}): forward + backward + AdamW step")
-        out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch)
+        out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch,
+                               only=variants, on_group=group_done, log=log)
+        done()
     if "gpt2-parts" in suites:
         from jaxbasics.bench.gpt2_parts import run_gpt2_parts
 
         log(f"gpt2-parts ({size}): blocks, attention, head + loss, AdamW update, matmul "
             "kernels and attention's batched products, each alone")
         out["gpt2_parts"] = run_gpt2_parts(size)
+        done()
     if "scaling" in suites:
         from jaxbasics.bench.scaling import run_scaling
 
         log(f"scaling ({size}): data-parallel GPT-2 step on 1..{min(8, out['meta']['device_count'])}"
             " devices")
         out["scaling"] = run_scaling(size)
+        done()
+    out["meta"]["complete"] = True
     return out

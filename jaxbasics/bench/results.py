@@ -1,0 +1,87 @@
+"""Benchmark results files: written as a run goes, and joined when one run was split over
+several processes (the benchmarks part of the project, not a chapter topic).
+
+A results file is the JSON of :func:`~jaxbasics.bench.suites.run_suites`: ``{"meta": ...,
+"neuron": ..., "simplenet": ..., "gpt2": ..., "gpt2_parts": ..., "scaling": ...}`` with the
+suites that ran. On an accelerator lent for minutes at a time the GPT-2 124M suite may be run
+one timing group per process (``jaxbasics bench --suite gpt2 --variants '*fp32*'``, then
+``'*bf16*'``); :func:`merge_results` joins such files into one for the tables and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: what two files must share to be joined: the same machine, software and problem size
+SAME_RUN_KEYS = ("platform", "device_kind", "device_count", "size", "jax", "flax", "optax",
+                 "torch")
+#: what two gpt2 results must share: the same model, batch and peak they are measured against
+#: (a data-sheet peak; a peak measured in each run, as on CPU, differs from run to run, and
+#: such runs are not joined)
+SAME_GPT2_KEYS = ("config", "batch_size", "seq_len", "peak_flops", "variant_set")
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> Path:
+    """Write ``result`` to ``path`` as indented JSON, all at once: the new text goes to a file
+    beside it that then replaces ``path``, so a run killed while writing leaves the previous
+    complete file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(result, indent=1))
+    os.replace(part, path)
+    return path
+
+
+def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from several runs of the same machine and size: each suite from the
+    one run that has it, and the gpt2 suite's variants from all of them (each run's timing
+    groups kept, each variant compared with the PyTorch baseline of its own group).
+
+    Refused, naming the key and both values: runs that differ in a :data:`SAME_RUN_KEYS` or
+    :data:`SAME_GPT2_KEYS` entry, a suite other than gpt2 in two runs, or a gpt2 variant in
+    two runs."""
+    if not results:
+        raise ValueError("merge_results needs at least one results dict, got none")
+    first = results[0]
+    merged: dict[str, Any] = {"meta": dict(first["meta"])}
+    for i, r in enumerate(results):
+        for key in SAME_RUN_KEYS:
+            if r["meta"].get(key) != first["meta"].get(key):
+                raise ValueError(f"results {i} ran with {key}={r['meta'].get(key)!r}, results 0 "
+                                 f"with {key}={first['meta'].get(key)!r}: not the same run")
+        for suite, value in r.items():
+            if suite == "meta":
+                continue
+            if suite == "gpt2" and "gpt2" in merged:
+                _join_gpt2(merged["gpt2"], value, i)
+            elif suite in merged:
+                raise ValueError(f"suite {suite!r} is in more than one of the results given "
+                                 f"(again in results {i}); give each suite once")
+            else:
+                merged[suite] = json.loads(json.dumps(value))  # a copy the join may extend
+    merged["meta"]["suites"] = [s for s in merged if s != "meta"]
+    merged["meta"]["complete"] = all(r["meta"].get("complete", True) for r in results)
+    merged["meta"]["merged_dates"] = [r["meta"].get("date") for r in results]
+    return merged
+
+
+def _join_gpt2(into: dict[str, Any], other: dict[str, Any], index: int) -> None:
+    for key in SAME_GPT2_KEYS:
+        if other.get(key) != into.get(key):
+            raise ValueError(f"gpt2 of results {index} has {key}={other.get(key)!r}, the first "
+                             f"gpt2 results {key}={into.get(key)!r}: not the same benchmark")
+    twice = sorted(set(other["variants"]) & set(into["variants"]))
+    if twice:
+        raise ValueError(f"gpt2 variant(s) {', '.join(twice)} in more than one of the results "
+                         f"given (again in results {index})")
+    into["variants"].update(other["variants"])
+    into["timing_groups"] = into["timing_groups"] + other["timing_groups"]
+    into["complete"] = into.get("complete", True) and other.get("complete", True)
+    rss = [r["host_max_rss_bytes"] for r in (into, other) if "host_max_rss_bytes" in r]
+    if rss:
+        into["host_max_rss_bytes"] = max(rss)
