@@ -302,6 +302,18 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
             checkpoint.save(run_dir, step, params, opt_state, {**meta, "history": history})
             saved = step
 
+    def records(first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict[str, Any]]:
+        """The history records of the n updates after step ``first`` (waits for their losses).
+        The update's loss is the mean over its micro-batches; the gradient norm is that of
+        its last micro-batch."""
+        loss_rows = np.asarray(m["loss"]).reshape(n, opts.accumulate)
+        norm_rows = np.asarray(m["grad_norm"]).reshape(n, opts.accumulate)
+        tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
+        return [{"step": first + i + 1, "loss": float(loss_rows[i].mean()),
+                 "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(first + i)),
+                 "tokens_per_s": tokens_per_s} for i in range(n)]
+
+    in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
     try:
         while step < end:
             t0 = time.perf_counter()
@@ -320,27 +332,24 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
                 keys = jnp.stack([step_key(opts.seed, i) for i in micros])
                 params, opt_state, m = loop_fn(params, opt_state, place_stacked(xs),
                                                place_stacked(ys), keys)
-            losses, norms = m["loss"], m["grad_norm"]
             # params and opt_state now hold these n updates: the step count follows at once,
             # so that a Ctrl-C from here on (waiting for the losses, inside on_step) saves a
-            # checkpoint that resumes exactly
-            first, step = step, step + n
-            loss_rows = np.asarray(losses).reshape(n, opts.accumulate)
-            norm_rows = np.asarray(norms).reshape(n, opts.accumulate)
-            tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
-            # the update's loss is the mean over its micro-batches; the gradient norm is that
-            # of its last micro-batch
-            records: list[dict[str, Any]] = [{
-                "step": first + i + 1, "loss": float(loss_rows[i].mean()),
-                "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(first + i)),
-                "tokens_per_s": tokens_per_s} for i in range(n)]
-            history.extend(records)
-            for record in records:
+            # checkpoint that resumes exactly, with this call's records (below)
+            in_flight, step = (step, n, m, t0), step + n
+            done = records(*in_flight)
+            history.extend(done)
+            in_flight = None
+            for record in done:
                 if on_step is not None:
                     on_step(record["step"], record)
             if step % opts.save_every == 0:
                 save()
     except KeyboardInterrupt:
+        # interrupted between the call's return and its records joining the history: add them
+        # (the wait for its losses is short: it is already running), so that the checkpoint's
+        # history has every step it holds
+        if in_flight is not None and (history[-1]["step"] if history else 0) < step:
+            history.extend(records(*in_flight))
         save()
         raise
     save()

@@ -174,6 +174,41 @@ def test_ctrl_c_inside_a_multi_step_call_saves_a_checkpoint_that_resumes_exactly
     chex.assert_trees_all_equal(resumed.params, whole.params)
 
 
+def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp_path,
+                                                                           monkeypatch):
+    """Interrupted after a 4-update call returned but before its records joined the history
+    (here: while the 6th update's record is made; in use, while waiting for the losses): the
+    checkpoint holds step 8 and must hold the history of all 8 steps, as an uninterrupted run
+    has it, not stop at step 4."""
+    from jaxbasics import gpt_train
+
+    task = AdditionTask(2)
+    opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)
+    whole = train(CFG, task, opts)
+    real = gpt_train.learning_rate_schedule
+    interrupted = []
+
+    def schedule_once_interrupted(o):
+        lr = real(o)
+
+        def at(i):
+            if isinstance(i, int) and i == 5 and not interrupted:
+                interrupted.append(i)
+                raise KeyboardInterrupt
+            return lr(i)
+        return at
+
+    monkeypatch.setattr(gpt_train, "learning_rate_schedule", schedule_once_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, task, opts, run_dir=tmp_path)
+    monkeypatch.setattr(gpt_train, "learning_rate_schedule", real)
+    assert interrupted == [5]
+    resumed = train(CFG, task, opts, run_dir=tmp_path, resume=True)  # nothing left to run
+    assert resumed.step == 8
+    assert [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in resumed.history] == [
+        (r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in whole.history]
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     task = AdditionTask(2)
     opts = TrainOptions(steps=3, batch_size=4, warmup_steps=1)

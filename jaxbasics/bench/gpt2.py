@@ -302,7 +302,8 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     (:func:`select_variants`), checked before anything is compiled, so that a long run can be
     split over several processes (one per group, say) and the results joined with
     :func:`~jaxbasics.bench.results.merge_results`. ``on_group`` is called with the result so
-    far (``"complete": False``) after each group, for a caller that saves it as it goes;
+    far (``"complete": False``) after each group but the last, for a caller that saves it
+    as it goes;
     ``log`` with a line as each variant is prepared."""
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
@@ -323,7 +324,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     for i, group in enumerate(groups):
         out.update(_time_group(cfg, batch, group, repeats, peak, log=log))
         _release_device_memory()  # the group's variants are gone with _time_group's frame
-        add_speedups(out)
+        _add_speedups(out)
         if on_group is not None and i + 1 < len(groups):
             on_group(result)
     result["host_max_rss_bytes"] = host_max_rss_bytes()
@@ -331,7 +332,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     return result
 
 
-def add_speedups(out: dict[str, Any]) -> None:
+def _add_speedups(out: dict[str, Any]) -> None:
     """Set each timed variant's ``speedup_vs_torch_eager``: against PyTorch eager in its dtype
     where that ran, else in float32 (timed in the same group: :func:`_groups`)."""
     for entry in out.values():
