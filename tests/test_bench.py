@@ -309,6 +309,36 @@ def test_a_jax_variant_out_of_device_memory_is_recorded_and_other_failures_raise
         gpt2.run_gpt2("smoke", torch_side=False, bf16=False)
 
 
+def test_running_out_of_device_memory_while_a_group_is_timed_goes_on_with_the_next(monkeypatch):
+    """Each variant of the fp32 group ran once, then timing them in turn outgrew the device:
+    the group's variants carry that error, and the bf16 group is still timed."""
+    from jaxbasics.bench import gpt2
+
+    real = gpt2.measure_interleaved
+
+    def measure(fns, **kwargs):
+        if "jax_fp32" in fns:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9GiB.")
+        return real(fns, **kwargs)
+
+    monkeypatch.setattr(gpt2, "measure_interleaved", measure)
+    g = gpt2.run_gpt2("smoke", compile_torch=False, platform="gpu",
+                      only=["jax_fp32", "torch_eager_fp32", "jax_bf16", "torch_eager_bf16"])
+    v = g["variants"]
+    for name in ("jax_fp32", "torch_eager_fp32"):
+        assert v[name]["error"] == ("timing the group jax_fp32, torch_eager_fp32: RuntimeError: "
+                                    "RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                                    "9GiB.")
+        assert "step_ms" not in v[name] and v[name]["first_loss"] > 0  # it did run once
+    assert v["jax_bf16"]["speedup_vs_torch_eager"] == pytest.approx(
+        v["torch_eager_bf16"]["step_ms"] / v["jax_bf16"]["step_ms"])
+    assert g["complete"]
+    monkeypatch.setattr(gpt2, "measure_interleaved",
+                        lambda fns, **kw: (_ for _ in ()).throw(ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):  # anything else is a fault: raised
+        gpt2.run_gpt2("smoke", torch_side=False, bf16=False, only=["jax_fp32"])
+
+
 def test_variants_are_chosen_by_name_pattern_and_a_pattern_matching_none_is_refused():
     from jaxbasics.bench.gpt2 import select_variants, variants
 

@@ -345,7 +345,9 @@ def _add_speedups(out: dict[str, Any]) -> None:
 def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
                 peak: float, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Prepare ``group``'s variants one after another, time them in turn, and return each one's
-    entry (its error where it could not run)."""
+    entry (its error where it could not run). Running out of device memory while the group is
+    timed (each variant ran alone once, but not all of them in turn) is recorded as every
+    variant's error, and the run goes on with the next group."""
     out: dict[str, Any] = {}
     ready: dict[str, Prepared] = {}
     for v in group:
@@ -367,9 +369,17 @@ def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
     if not ready:
         return out
     tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
-    times = measure_interleaved({n: p.run for n, p in ready.items()},
-                                syncs={n: p.sync for n, p in ready.items()}, warmup=2,
-                                repeats=repeats, min_sample_s=0.0)
+    try:
+        times = measure_interleaved({n: p.run for n, p in ready.items()},
+                                    syncs={n: p.sync for n, p in ready.items()}, warmup=2,
+                                    repeats=repeats, min_sample_s=0.0)
+    except Exception as err:  # the group together outgrew the device: the next group may fit
+        if not _out_of_memory(err):
+            raise
+        for name in ready:
+            out[name]["error"] = f"timing the group {', '.join(ready)}: {type(err).__name__}: " \
+                                 f"{err}"[:300]
+        return out
     for name, t in times.items():  # per optimizer update: a call's time over its updates
         k = ready[name].steps
         out[name].update(_summary(t.median_us / k, tokens, fpt, peak),
