@@ -428,6 +428,7 @@ def test_a_run_split_by_timing_group_is_joined_into_one(gpu_rehearsal, tmp_path)
     assert merged["gpt2"]["variants"] == g["variants"]
     assert merged["gpt2"]["timing_groups"] == g["timing_groups"]
     assert merged["meta"]["suites"] == ["gpt2"] and merged["meta"]["complete"]
+    assert merged["meta"]["merged_dates"] == [meta["date"], meta["date"]]
     assert first["gpt2"]["timing_groups"] == [g["timing_groups"][0]]  # inputs left as they were
     paths = []
     for i, r in enumerate((first, second)):

@@ -66,7 +66,8 @@ def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 merged[suite] = json.loads(json.dumps(value))  # a copy the join may extend
     merged["meta"]["suites"] = [s for s in merged if s != "meta"]
     merged["meta"]["complete"] = all(r["meta"].get("complete", True) for r in results)
-    merged["meta"]["merged_dates"] = [r["meta"].get("date") for r in results]
+    if len(results) > 1:
+        merged["meta"]["merged_dates"] = [r["meta"].get("date") for r in results]
     return merged
 
 
