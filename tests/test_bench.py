@@ -97,6 +97,7 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys):
     for key in ("jax", "flax", "optax", "torch", "device_kind", "device_count", "date"):
         assert r["meta"][key]
     assert 1 <= r["meta"]["cpus_usable"] <= r["meta"]["cpus_total"]
+    assert r["meta"]["float32_matmul"] == "float32"  # TF32 on GPUs, both sides
     for e in [r["neuron"], *r["simplenet"].values()]:
         assert e["torch_eager_us"] > 0 and e["jax_jit_us"] > 0 and e["jax_scan_us"] > 0
         assert e["speedup_jax_jit_vs_torch_eager"] == pytest.approx(

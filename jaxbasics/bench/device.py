@@ -75,6 +75,10 @@ def device_info() -> dict:
             # host cores this process may run on (what `taskset` leaves it), and all of them
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(), "cpus_total": os.cpu_count(),
+            # what a float32 matmul computes in: JAX's default precision uses TF32 on NVIDIA
+            # GPUs, and torch_device() sets PyTorch to match
+            "float32_matmul": "tf32 (JAX default precision; PyTorch set to 'high')"
+            if dev.platform == "gpu" else "float32",
             "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             # settings that change CPU timings a lot: a preloaded allocator, XLA flags, threads
