@@ -303,8 +303,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     split over several processes (one per group, say) and the results joined with
     :func:`~jaxbasics.bench.results.merge_results`. ``on_group`` is called with the result so
     far (``"complete": False``) after each group but the last, for a caller that saves it
-    as it goes;
-    ``log`` with a line as each variant is prepared."""
+    as it goes; ``log`` with a line as each variant is prepared."""
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
         raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
@@ -376,9 +375,9 @@ def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
     except Exception as err:  # the group together outgrew the device: the next group may fit
         if not _out_of_memory(err):
             raise
+        error = f"timing the group {', '.join(ready)}: {type(err).__name__}: {err}"[:300]
         for name in ready:
-            out[name]["error"] = f"timing the group {', '.join(ready)}: {type(err).__name__}: " \
-                                 f"{err}"[:300]
+            out[name]["error"] = error
         return out
     for name, t in times.items():  # per optimizer update: a call's time over its updates
         k = ready[name].steps
