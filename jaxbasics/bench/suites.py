@@ -95,8 +95,7 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
 
         def group_done(gpt2: dict[str, Any]) -> None:
             out["gpt2"] = gpt2
-            if on_update is not None:
-                on_update(out)
+            done()
 
         log(f"gpt2 ({size}): forward + backward + AdamW step")
         out["gpt2"] = run_gpt2(size, torch_side=has_torch, compile_torch=compile_torch,
