@@ -136,7 +136,7 @@ def _step_body(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Call
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state,
-                {"loss": loss, "grad_norm": optax.global_norm(grads)})
+                {"loss": loss, "grad_norm": optax.tree.norm(grads)})
 
     return step
 

@@ -94,7 +94,7 @@ def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp
     tensors = _read_tensors(directory)
     abstract = nnx.eval_shape(lambda: GPT(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    expected = state.to_pure_dict()
+    expected = nnx.to_pure_dict(state)
     used: set[str] = set()
 
     def take(key: str, want: tuple[int, ...], transpose: bool = False) -> jax.Array:

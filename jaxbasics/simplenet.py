@@ -82,7 +82,7 @@ def manual_gradients(params: dict, x: jax.Array, y: jax.Array) -> dict:
     """The backward pass by hand (module docstring), no ``jax.grad``.
 
     Args:
-      params: ``split_params(model)[1]`` (``nnx.state(model, nnx.Param).to_pure_dict()``), i.e.
+      params: ``split_params(model)[1]`` (``nnx.to_pure_dict(nnx.state(model, nnx.Param))``), i.e.
         ``{"fc1": {"kernel": (n_in, H), "bias": (H,)}, "fc2": {"kernel": (H, O), "bias": (O,)}}``.
       x: (B, n_in). y: (B, O).
 
@@ -106,7 +106,7 @@ def named_parameters(tree: Any) -> list[tuple[str, jax.Array]]:
     if isinstance(tree, nnx.Module):
         tree = nnx.state(tree, nnx.Param)
     if isinstance(tree, nnx.State):
-        tree = tree.to_pure_dict()
+        tree = nnx.to_pure_dict(tree)
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return [(".".join(_key_name(k) for k in path), leaf) for path, leaf in flat]
 

@@ -39,9 +39,9 @@ def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     """
     graphdef, params, *rest = nnx.split(model, nnx.Param, ...)  # rest: [everything else]
     if jax.tree.leaves(rest):
-        raise ValueError(f"model has non-parameter state ({sorted(rest[0].to_pure_dict())}); "
+        raise ValueError(f"model has non-parameter state ({sorted(nnx.to_pure_dict(rest[0]))}); "
                          f"split it with nnx.split(model, nnx.Param, ...) and thread it yourself")
-    return graphdef, params.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params)
 
 
 def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable[..., jax.Array]:

@@ -85,8 +85,8 @@ def test_weight_transfer_round_trips_exactly():
     np.testing.assert_array_equal(t_model.fc1.weight.detach().numpy(), np.asarray(j_model.fc1.kernel[...]).T)
     back = simplenet.SimpleNet(rngs=nnx.Rngs(6))
     torch_to_flax(t_model, back)
-    chex.assert_trees_all_equal(nnx.state(back, nnx.Param).to_pure_dict(),
-                                nnx.state(j_model, nnx.Param).to_pure_dict())
+    chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(back, nnx.Param)),
+                                nnx.to_pure_dict(nnx.state(j_model, nnx.Param)))
 
 
 def test_weight_transfer_refuses_mismatched_sizes():

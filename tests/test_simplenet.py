@@ -37,7 +37,7 @@ def test_architecture_matches_the_chapter():
     assert shapes == {"fc1.kernel": (10, 5), "fc1.bias": (5,), "fc2.kernel": (5, 1),
                       "fc2.bias": (1,)}
     x = jax.random.normal(jax.random.key(1), (4, 10))
-    p = nnx.state(model, nnx.Param).to_pure_dict()
+    p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     expected = jax.nn.sigmoid(
         jax.nn.relu(x @ p["fc1"]["kernel"] + p["fc1"]["bias"]) @ p["fc2"]["kernel"]
         + p["fc2"]["bias"])

@@ -126,7 +126,7 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
 
     first = {"blocks": float(blocks(params["blocks"], h0)[0]),
              "attention": float(attention(q, k, v)[0]), "head_loss": float(head(h, w)[0]),
-             "update": float(optax.global_norm(run_update()))}
+             "update": float(optax.tree.norm(run_update()))}
     return {"blocks": (lambda: blocks(params["blocks"], h0), first["blocks"]),
             "attention": (lambda: attention(q, k, v), first["attention"]),
             "head_loss": (lambda: head(h, w), first["head_loss"]),

@@ -23,7 +23,7 @@ def _check(name: str, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
 def torch_to_flax(torch_model: torch.nn.Module, flax_model: nnx.Module) -> None:
     """Copy ``torch_model``'s fc1/fc2 weights into ``flax_model`` in place (kernel = weightᵀ)."""
     state = nnx.state(flax_model, nnx.Param)
-    new = state.to_pure_dict()
+    new = nnx.to_pure_dict(state)
     for layer in _LAYERS:
         src = getattr(torch_model, layer)
         kernel = src.weight.detach().cpu().numpy().T
@@ -31,13 +31,13 @@ def torch_to_flax(torch_model: torch.nn.Module, flax_model: nnx.Module) -> None:
         _check(f"{layer}.kernel", new[layer]["kernel"].shape, kernel.shape)
         _check(f"{layer}.bias", new[layer]["bias"].shape, bias.shape)
         new[layer] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
-    state.replace_by_pure_dict(new)
+    nnx.replace_by_pure_dict(state, new)
     nnx.update(flax_model, state)
 
 
 def flax_to_torch(flax_model: nnx.Module, torch_model: torch.nn.Module) -> None:
     """Copy ``flax_model``'s fc1/fc2 parameters into ``torch_model`` in place (weight = kernelᵀ)."""
-    params = nnx.state(flax_model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(flax_model, nnx.Param))
     with torch.no_grad():
         for layer in _LAYERS:
             dst = getattr(torch_model, layer)
