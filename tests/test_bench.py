@@ -437,6 +437,29 @@ def test_a_run_split_by_timing_group_is_joined_into_one(gpu_rehearsal, tmp_path)
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
 
 
+def test_joined_runs_with_measured_peaks_report_mfu_against_the_first_runs_peak(gpu_rehearsal):
+    """A peak measured in each run (here the CPU's matmul) differs between runs: the join puts
+    every variant against the first run's peak and keeps each run's."""
+    from jaxbasics.bench.device import device_info
+    from jaxbasics.bench.results import merge_results
+
+    g, _ = gpu_rehearsal
+    first, second = _split_by_group(g, {**device_info(), "size": "smoke"})
+    peak = g["peak_flops"]
+    second["gpt2"]["peak_flops"] = 1.25 * peak  # as a run that measured a faster matmul has it
+    for e in second["gpt2"]["variants"].values():
+        if e.get("mfu") is not None:
+            e["mfu"] /= 1.25
+    before = json.dumps(second)
+    merged = merge_results([first, second])["gpt2"]
+    assert merged["peak_flops"] == peak and merged["peak_flops_of_runs"] == [peak, 1.25 * peak]
+    for name, e in merged["variants"].items():
+        if "tokens_per_s" in e:  # every variant's MFU against the first run's peak
+            assert e["mfu"] == pytest.approx(e["tokens_per_s"] * g["flops_per_token"] / peak)
+            assert e["mfu"] == pytest.approx(g["variants"][name]["mfu"])
+    assert json.dumps(second) == before  # the inputs are left as they were
+
+
 def test_results_of_different_runs_are_not_joined(gpu_rehearsal):
     from jaxbasics.bench.results import merge_results
 

@@ -19,10 +19,8 @@ from typing import Any
 #: what two files must share to be joined: the same machine, software and problem size
 SAME_RUN_KEYS = ("platform", "device_kind", "device_count", "size", "jax", "flax", "optax",
                  "torch")
-#: what two gpt2 results must share: the same model, batch and peak they are measured against
-#: (a data-sheet peak; a peak measured in each run, as on CPU, differs from run to run, and
-#: such runs are not joined)
-SAME_GPT2_KEYS = ("config", "batch_size", "seq_len", "peak_flops", "variant_set")
+#: what two gpt2 results must share: the same model, batch, variant set and kind of peak
+SAME_GPT2_KEYS = ("config", "batch_size", "seq_len", "peak_source", "variant_set")
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
@@ -41,6 +39,11 @@ def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One results dict from several runs of the same machine and size: each suite from the
     one run that has it, and the gpt2 suite's variants from all of them (each run's timing
     groups kept, each variant compared with the PyTorch baseline of its own group).
+
+    MFU is against one peak: a data-sheet peak is the same in every run, but a peak measured in
+    each run (a CPU's matmul, an unknown accelerator's) varies a little, so the joined runs'
+    variants are put against the first run's peak (``mfu`` recomputed from ``tokens_per_s``)
+    and each run's peak is kept in ``peak_flops_of_runs``.
 
     Refused, naming the key and both values: runs that differ in a :data:`SAME_RUN_KEYS` or
     :data:`SAME_GPT2_KEYS` entry, a suite other than gpt2 in two runs, or a gpt2 variant in
@@ -76,10 +79,17 @@ def _join_gpt2(into: dict[str, Any], other: dict[str, Any], index: int) -> None:
         if other.get(key) != into.get(key):
             raise ValueError(f"gpt2 of results {index} has {key}={other.get(key)!r}, the first "
                              f"gpt2 results {key}={into.get(key)!r}: not the same benchmark")
+    other = json.loads(json.dumps(other))  # its entries may be changed below, not the caller's
     twice = sorted(set(other["variants"]) & set(into["variants"]))
     if twice:
         raise ValueError(f"gpt2 variant(s) {', '.join(twice)} in more than one of the results "
                          f"given (again in results {index})")
+    if other["peak_flops"] != into["peak_flops"]:
+        for entry in other["variants"].values():
+            if entry.get("mfu") is not None:
+                entry["mfu"] = entry["tokens_per_s"] * into["flops_per_token"] / into["peak_flops"]
+    into["peak_flops_of_runs"] = into.get("peak_flops_of_runs", [into["peak_flops"]]) + [
+        other["peak_flops"]]
     into["variants"].update(other["variants"])
     into["timing_groups"] = into["timing_groups"] + other["timing_groups"]
     into["complete"] = into.get("complete", True) and other.get("complete", True)
