@@ -10,6 +10,7 @@ one timing group per process (``jaxbasics bench --suite gpt2 --variants '*fp32*'
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -66,7 +67,7 @@ def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"suite {suite!r} is in more than one of the results given "
                                  f"(again in results {i}); give each suite once")
             else:
-                merged[suite] = json.loads(json.dumps(value))  # a copy the join may extend
+                merged[suite] = copy.deepcopy(value)  # a copy the join may extend
     merged["meta"]["suites"] = [s for s in merged if s != "meta"]
     merged["meta"]["complete"] = all(r["meta"].get("complete", True) for r in results)
     if len(results) > 1:
@@ -79,7 +80,7 @@ def _join_gpt2(into: dict[str, Any], other: dict[str, Any], index: int) -> None:
         if other.get(key) != into.get(key):
             raise ValueError(f"gpt2 of results {index} has {key}={other.get(key)!r}, the first "
                              f"gpt2 results {key}={into.get(key)!r}: not the same benchmark")
-    other = json.loads(json.dumps(other))  # its entries may be changed below, not the caller's
+    other = copy.deepcopy(other)  # its entries may be changed below, not the caller's
     twice = sorted(set(other["variants"]) & set(into["variants"]))
     if twice:
         raise ValueError(f"gpt2 variant(s) {', '.join(twice)} in more than one of the results "

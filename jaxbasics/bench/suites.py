@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jaxbasics.bench import device
-from jaxbasics.bench.device import device_info
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
 #: size -> settings of the small-model suites
@@ -57,14 +56,12 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
         gpt2.select_variants(gpt2.variants(device.default_device().platform, torch_side=has_torch,
                                            compile_torch=compile_torch), variants)
     if needs_torch:
-        from jaxbasics.bench.device import torch_device
-
         try:  # before anything runs: both frameworks must be timed on the same hardware
-            torch_device()
+            device.torch_device()
         except RuntimeError as err:
             raise RuntimeError(f"{err}; or run --suite gpt2 alone (its PyTorch variants are then "
                                "recorded with this error)") from err
-    out: dict[str, Any] = {"meta": {**device_info(), "size": size, "suites": list(suites),
+    out: dict[str, Any] = {"meta": {**device.device_info(), "size": size, "suites": list(suites),
                                     "dtype": "float32 (gpt2: float32 and bfloat16)",
                                     "complete": False}}
 
