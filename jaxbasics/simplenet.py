@@ -49,7 +49,8 @@ def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
 class SimpleNet(nnx.Module):
     """Linear(n_in, n_hidden) → ReLU → Linear(n_hidden, n_out) → Sigmoid; defaults 10, 5, 1.
 
-    ``model(x)`` maps x of shape (B, n_in) to probabilities of shape (B, n_out).
+    ``model(x)`` maps x of shape (B, n_in) — or (..., n_in), as ``nnx.Linear`` — to
+    probabilities of shape (B, n_out); any other last axis is refused before tracing.
     """
 
     def __init__(self, n_in: int = 10, n_hidden: int = 5, n_out: int = 1, *, rngs: nnx.Rngs):
@@ -59,6 +60,10 @@ class SimpleNet(nnx.Module):
         self.fc2 = _linear(n_hidden, n_out, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        n_in = self.fc1.in_features
+        if getattr(x, "ndim", 0) < 1 or x.shape[-1] != n_in:
+            raise ValueError(f"x must have shape (..., {n_in}) (n_in={n_in} features last), "
+                             f"got {tuple(getattr(x, 'shape', ()))}")
         return jax.nn.sigmoid(self.fc2(jax.nn.relu(self.fc1(x))))
 
 

@@ -99,8 +99,10 @@ def test_bce_bad_inputs(fn, a, y, error, fragment):
 def test_bce_rejects_probabilities_outside_unit_interval_and_nan():
     with pytest.raises(ValueError, match=r"probs must lie in \[0, 1\], got values from -0.1 to 1.2"):
         binary_cross_entropy(jnp.array([-0.1, 1.2]), jnp.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"got NaN \(1 of 1 out of range\)"):
         binary_cross_entropy(jnp.array([jnp.nan]), jnp.array([1.0]))
+    with pytest.raises(ValueError, match=r"got values from 0.5 to 2 and NaN \(2 of 3 out"):
+        binary_cross_entropy(jnp.array([0.5, 2.0, jnp.nan]), jnp.array([1.0, 1.0, 1.0]))
 
 
 def test_bad_reduction_is_named():

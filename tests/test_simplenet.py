@@ -1,5 +1,7 @@
 """SimpleNet backprop: jax.grad against the hand-written chain rule, SGD steps, scan, accumulation."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -189,3 +191,16 @@ def test_bad_sizes_and_non_parameter_state_are_refused():
         simplenet.toy_batch(jax.random.key(0), 0)
     with pytest.raises(ValueError, match="non-parameter state"):
         split_params(nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("shape", [(2, 9), (10, 2), (), (0,)])
+def test_calling_the_model_with_the_wrong_feature_count_is_refused_before_tracing(shape):
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=rf"x must have shape \(\.\.\., 10\).*got {re.escape(str(shape))}"):
+        model(jnp.ones(shape))
+
+
+def test_the_model_maps_any_leading_axes_like_its_linear_layers():
+    model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (3, 4, 10))
+    chex.assert_trees_all_close(model(x), model(x.reshape(12, 10)).reshape(3, 4, 1), rtol=1e-6)
