@@ -29,8 +29,17 @@ def float_array(x: Any, name: str) -> jax.Array:
     """
     if isinstance(x, bool | int):
         actual: Any = type(x).__name__
+    elif hasattr(x, "dtype"):
+        actual = x.dtype
     else:
-        actual = x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+        try:
+            actual = np.asarray(x).dtype
+        except ValueError:  # a ragged nested list
+            actual = np.dtype(object)
+        if actual.kind not in "biufc":  # strings, None, objects, ragged lists
+            shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
+            raise TypeError(f"{name} must be a number or an array of numbers, got "
+                            f"{type(x).__name__} {shown}")
     if isinstance(actual, str) or not _is_float_dtype(actual):
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
                         f"got {actual}")

@@ -132,5 +132,10 @@ class TextDataset:
 
 
 def step_key(seed: int, step: int) -> jax.Array:
-    """Dropout key of training step ``step``: a pure function of (seed, step)."""
+    """Dropout key of training step ``step``: a pure function of (seed, step), both integers
+    in [0, 2³²)."""
+    for value, name in ((seed, "seed"), (step, "step")):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                or not 0 <= value < 2**32:
+            raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
     return jax.random.fold_in(jax.random.key(seed), step)

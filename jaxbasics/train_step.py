@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -48,7 +49,12 @@ def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable[..., jax
     """``f(params, *batch) = loss_fn(nnx.merge(graphdef, params), *batch)``: a pure function
     of the parameters, ready for ``jax.grad``."""
     def f(params: Any, *batch: Any) -> jax.Array:
-        return loss_fn(nnx.merge(graphdef, params), *batch)
+        try:
+            model = nnx.merge(graphdef, params)
+        except ValueError as err:  # another model's tree, or one with leaves missing
+            raise ValueError("params must be the parameter tree of the model that graphdef was "
+                             f"split from (split_params(model)[1]): {err}") from err
+        return loss_fn(model, *batch)
     return f
 
 
@@ -91,6 +97,8 @@ def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
     body = _step_body(graphdef, loss_fn, tx)
 
     def run(params, opt_state, *stacked):
+        _check_stacked(stacked)
+
         def scan_body(carry, batch):
             params, opt_state, loss = body(*carry, *batch)
             return (params, opt_state), loss
@@ -102,9 +110,37 @@ def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
     return jax.jit(run, donate_argnums=(0, 1) if donate else ())
 
 
+def _check_stacked(stacked: tuple[Any, ...]) -> None:
+    """Every array of a stacked batch has the same leading (steps) axis, S >= 1."""
+    leaves = jax.tree_util.tree_flatten_with_path(stacked)[0]
+    if not leaves:
+        raise ValueError("stacked must hold at least one array with a leading steps axis, got none")
+    lengths = {}
+    for path, leaf in leaves:
+        name = f"stacked{jax.tree_util.keystr(path)}"
+        if getattr(leaf, "ndim", 0) < 1 or leaf.shape[0] < 1:
+            raise ValueError(f"{name} must have a leading steps axis of length >= 1, got shape "
+                             f"{tuple(getattr(leaf, 'shape', ()))}")
+        lengths[name] = leaf.shape[0]
+    if len(set(lengths.values())) > 1:
+        raise ValueError("stacked arrays must share their leading steps axis, got "
+                         + ", ".join(f"{n}: {s}" for n, s in lengths.items()))
+
+
 def sum_gradients(*grad_trees: Any) -> Any:
     """Elementwise sum of gradient pytrees: what PyTorch's ``.grad`` holds after several
-    ``backward()`` calls without ``zero_grad()``."""
+    ``backward()`` calls without ``zero_grad()``. Every tree must have the structure and leaf
+    shapes of the first."""
     if not grad_trees:
         raise ValueError("sum_gradients needs at least one gradient tree, got none")
+    first, first_def = jax.tree_util.tree_flatten_with_path(grad_trees[0])
+    for i, tree in enumerate(grad_trees[1:], start=1):
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        if treedef != first_def:  # type: ignore[operator]  # (PyTreeDef has no __ne__ in its stub)
+            raise ValueError(f"grad_trees[{i}] must have the structure of grad_trees[0] "
+                             f"({first_def}), got {treedef}")
+        for (path, a), (_, b) in zip(first, flat, strict=True):
+            if jnp.shape(a) != jnp.shape(b):
+                raise ValueError(f"grad_trees[{i}]{jax.tree_util.keystr(path)} must have shape "
+                                 f"{jnp.shape(a)} as in grad_trees[0], got {jnp.shape(b)}")
     return jax.tree.map(lambda *g: sum(g[1:], g[0]), *grad_trees)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from jaxbasics.config import GPTConfig
-from jaxbasics.data import IGNORE, AdditionTask, TextDataset
+from jaxbasics.data import IGNORE, AdditionTask, TextDataset, step_key
 from jaxbasics.gpt_train import (
     TrainOptions,
     addition_accuracy,
@@ -257,6 +257,9 @@ def test_text_dataset_windows_and_errors(tmp_path):
     ({"clip_norm": float("nan")}, "clip_norm must be a number > 0 (inf: no clipping), got nan"),
     ({"accumulate": 0}, "accumulate must be a positive integer"),
     ({"steps_per_call": 0}, "steps_per_call must be a positive integer"),
+    ({"seed": -1}, "seed must be an integer in [0, 2**32), got -1"),
+    ({"seed": 2**32}, "seed must be an integer in [0, 2**32), got 4294967296"),
+    ({"seed": 1.5}, "seed must be an integer in [0, 2**32), got 1.5"),
 ])
 def test_bad_train_options(changes, fragment):
     with pytest.raises(ValueError) as info:
@@ -279,3 +282,14 @@ def test_optax_adamw_is_what_runs():
         learning_rate_schedule(TrainOptions(steps=10, warmup_steps=1)), b1=0.9, b2=0.95,
         weight_decay=0.1, mask=decay_mask))
     chex.assert_trees_all_close(updates, ref.update(grads, ref.init(params), params)[0])
+
+
+def test_step_keys_are_a_pure_function_of_seed_and_step_and_refuse_out_of_range_integers():
+    data_of = jax.random.key_data
+    np.testing.assert_array_equal(data_of(step_key(3, 7)), data_of(step_key(3, 7)))
+    assert not np.array_equal(data_of(step_key(3, 7)), data_of(step_key(3, 8)))
+    assert not np.array_equal(data_of(step_key(3, 7)), data_of(step_key(4, 7)))
+    for seed, step, name, value in ((0, -1, "step", "-1"), (0, 2**32, "step", "4294967296"),
+                                    (-5, 0, "seed", "-5"), (0, 1.0, "step", "1.0")):
+        with pytest.raises(ValueError, match=rf"{name} must be an integer in \[0, 2\*\*32\), got {value}"):
+            step_key(seed, step)

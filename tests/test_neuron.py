@@ -1,5 +1,7 @@
 """Single-neuron autodiff: jax.grad against the hand formula and finite differences."""
 
+import re
+
 import chex
 import jax
 import numpy as np
@@ -8,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxbasics import neuron
+from jaxbasics.finite_diff import numerical_grad
 
 EX = neuron.CHAPTER_EXAMPLE
 floats = st.floats(-3.0, 3.0, allow_nan=False, width=32)
@@ -79,6 +82,9 @@ def test_graph_is_an_executable_jaxpr_of_the_loss_and_its_gradient():
     ((2.2, 0.0, np.zeros(0, np.float32), np.zeros(0, np.float32)), ValueError,
      "x must not be empty"),
     ((2.2, 0.0, 1.1, float("nan")), ValueError, "NaN"),
+    (("2.2", 0.0, 1.1, 1.0), TypeError, "w must be a number or an array of numbers, got str '2.2'"),
+    ((2.2, None, 1.1, 1.0), TypeError, "b must be a number or an array of numbers, got NoneType"),
+    ((2.2, 0.0, [[1.1], [1.0, 2.0]], 1.0), TypeError, "x must be a number or an array of numbers"),
 ])
 def test_bad_inputs_raise_clear_errors(args, error, fragment):
     for fn in (neuron.gradients, neuron.manual_gradients, neuron.numerical_gradients):
@@ -90,3 +96,23 @@ def test_bad_inputs_raise_clear_errors(args, error, fragment):
 def test_graph_rejects_unknown_kind():
     with pytest.raises(ValueError, match="of must be one of 'loss', 'grad', got 'hessian'"):
         neuron.graph(of="hessian")
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan"), float("inf"), True, "1e-6"])
+def test_finite_differences_refuse_a_step_that_is_not_a_positive_number(eps):
+    with pytest.raises(ValueError, match=rf"eps must be a finite number > 0, got {re.escape(repr(eps))}"):
+        neuron.numerical_gradients(EX.w, EX.b, EX.x, EX.y, eps=eps)
+
+
+def test_finite_differences_refuse_integer_parameters_and_non_scalar_functions():
+    # an integer leaf cannot take a step of eps: refused, naming the leaf, before evaluating f
+    calls = []
+    with pytest.raises(TypeError, match=r"params\['b'\]\[0\] must have a floating dtype.*got int32"):
+        numerical_grad(lambda p: calls.append(p) or 0.0, {"a": np.ones(2), "b": [np.ones(2, np.int32)]})
+    assert calls == []
+    with pytest.raises(ValueError, match=r"f must return a scalar, got shape \(3,\)"):
+        numerical_grad(lambda p: p ** 2, np.ones(3))
+    # a one-element result counts as a scalar, as in torch's backward(); d/dp Σp² = 2p
+    chex.assert_trees_all_close(
+        numerical_grad(lambda p: (p ** 2).sum(keepdims=True), np.array([1.0, -2.0])),
+        np.array([2.0, -4.0]), atol=1e-8)

@@ -155,6 +155,32 @@ def test_sum_gradients_is_what_two_backward_calls_accumulate():
     chex.assert_trees_all_close(sum_gradients(g1, g2), both, rtol=1e-6)
     with pytest.raises(ValueError, match="at least one gradient tree"):
         sum_gradients()
+    with pytest.raises(ValueError, match=r"grad_trees\[1\] must have the structure of grad_trees\[0\]"):
+        sum_gradients(g1, {"fc1": g2["fc1"]})
+    g2["fc2"]["bias"] = jnp.zeros(3)
+    with pytest.raises(ValueError, match=r"grad_trees\[1\]\['fc2'\]\['bias'\] must have shape "
+                                         r"\(1,\) as in grad_trees\[0\], got \(3,\)"):
+        sum_gradients(g1, g2)
+
+
+def test_a_step_given_another_models_parameters_names_them_before_compiling():
+    _, graphdef, params, x, y = _setup(6, 10)
+    step = make_train_step(graphdef, simplenet.bce_loss, optax.sgd(0.01))
+    with pytest.raises(ValueError, match=r"params must be the parameter tree of the model that graphdef "
+                                         r"was split from \(split_params\(model\)\[1\]\)"):
+        step({"fc1": params["fc1"]}, optax.sgd(0.01).init(params), x, y)
+
+
+def test_scan_train_refuses_stacked_batches_of_different_lengths():
+    _, graphdef, params, x, y = _setup(6, 10)
+    run = make_scan_train(graphdef, simplenet.bce_loss, optax.sgd(0.01))
+    xs, ys = jnp.stack([x, x, x]), jnp.stack([y, y])
+    with pytest.raises(ValueError, match=r"stacked arrays must share their leading steps axis, got "
+                                         r"stacked\[0\]: 3, stacked\[1\]: 2"):
+        run(params, optax.sgd(0.01).init(params), xs, ys)
+    with pytest.raises(ValueError, match=r"stacked\[1\] must have a leading steps axis of length >= 1, "
+                                         r"got shape \(\)"):
+        run(params, optax.sgd(0.01).init(params), xs, jnp.float32(1.0))
 
 
 def test_named_parameters_accepts_module_state_and_dict():
