@@ -117,3 +117,10 @@ def positive_int(value: Any, name: str) -> None:
     """Raise ``ValueError`` unless ``value`` is an int > 0."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def uint32(value: Any, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int in [0, 2**32): a seed or a step that
+    seeds NumPy's and JAX's generators."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")

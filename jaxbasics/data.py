@@ -48,6 +48,7 @@ class AdditionTask:
 
     def __post_init__(self) -> None:
         checks.positive_int(self.digits, "digits")
+        checks.uint32(self.seed, "seed")
         if self.digits > 6:
             raise ValueError(f"digits must be <= 6 (the pair table has 10**(2*digits) rows), "
                              f"got {self.digits}")
@@ -98,6 +99,7 @@ class TextDataset:
     tokenizer: ByteTokenizer = field(default_factory=ByteTokenizer)
 
     def __post_init__(self) -> None:
+        checks.uint32(self.seed, "seed")
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(f"text file not found: {path}")
@@ -134,8 +136,6 @@ class TextDataset:
 def step_key(seed: int, step: int) -> jax.Array:
     """Dropout key of training step ``step``: a pure function of (seed, step), both integers
     in [0, 2³²)."""
-    for value, name in ((seed, "seed"), (step, "step")):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) \
-                or not 0 <= value < 2**32:
-            raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
+    checks.uint32(seed, "seed")
+    checks.uint32(step, "step")
     return jax.random.fold_in(jax.random.key(seed), step)

@@ -68,9 +68,7 @@ class TrainOptions:
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
             checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
-        if (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                or not 0 <= self.seed < 2**32):
-            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        checks.uint32(self.seed, "seed")
         if self.learning_rate == 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if (isinstance(self.clip_norm, bool) or not isinstance(self.clip_norm, int | float)

@@ -293,3 +293,6 @@ def test_step_keys_are_a_pure_function_of_seed_and_step_and_refuse_out_of_range_
                                     (-5, 0, "seed", "-5"), (0, 1.0, "step", "1.0")):
         with pytest.raises(ValueError, match=rf"{name} must be an integer in \[0, 2\*\*32\), got {value}"):
             step_key(seed, step)
+    for make in (lambda: AdditionTask(3, seed=-1), lambda: TextDataset("unused.txt", 16, seed=-1)):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\), got -1"):
+            make()
