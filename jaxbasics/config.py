@@ -94,6 +94,8 @@ def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
     the C·d position table (the N in the 6N FLOPs-per-token rule).
     GPT_CONFIG_124M: 163,009,536 untied, 124,412,160 tied.
     """
+    if not isinstance(cfg, GPTConfig):
+        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__} {cfg!r}")
     tied = cfg.tie_embeddings if tie_embeddings is None else tie_embeddings
     d, v = cfg.emb_dim, cfg.vocab_size
     block = (2 * d + 3 * d * d + (3 * d if cfg.qkv_bias else 0) + d * d + d

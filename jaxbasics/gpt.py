@@ -142,6 +142,10 @@ class GPT(nnx.Module):
             raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
         remat_policy(remat)  # validate early
         check_implementation(attention)
+        dtype = _compute_dtype(dtype)
+        if attention == "cudnn" and dtype not in (jnp.bfloat16, jnp.float16):
+            raise ValueError(f"attention='cudnn' needs dtype bfloat16 or float16 (cuDNN's flash "
+                             f"attention), got {dtype}; use attention='xla' for {dtype}")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
         emb_init = nnx.initializers.normal(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype,
@@ -181,8 +185,19 @@ class GPT(nnx.Module):
                ) -> tuple[jax.Array, KVCache]:
         """Logits for ``idx`` (B, T) placed at positions ``pos .. pos+T-1``, attending to the
         keys/values already in ``cache`` (see :func:`init_cache`); returns the updated cache.
-        No dropout. The caller keeps ``pos + T <= cache length``."""
+        No dropout. ``cache`` must be :func:`init_cache`'s shape for this model and batch, and
+        ``0 <= pos``, ``pos + T <= cache length``: checked here when ``pos`` is a Python or
+        concrete integer; a traced ``pos`` (inside a compiled loop) is the caller's to keep in
+        range, since XLA would clamp the cache write silently."""
         idx = check_tokens(idx, self.cfg)
+        check_cache(cache, self.cfg, idx.shape[0])
+        length = cache["k"].shape[2]
+        if checks.is_concrete(pos):
+            p = int(np.asarray(pos))
+            if not 0 <= p <= length - idx.shape[1]:
+                raise ValueError(f"pos must be in [0, cache length {length} - T {idx.shape[1]}] "
+                                 f"= [0, {length - idx.shape[1]}] for idx of shape "
+                                 f"{tuple(idx.shape)}, got {p}")
         return self._forward(idx, key=None, cache=cache, pos=pos)
 
     def _forward(self, idx, *, key, cache, pos):
@@ -250,6 +265,39 @@ def init_cache(cfg: GPTConfig, batch_size: int, max_len: int | None = None,
         raise ValueError(f"max_len must be <= context_length {cfg.context_length}, got {max_len}")
     shape = (cfg.n_layers, batch_size, max_len, cfg.n_heads, cfg.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def check_cache(cache: Any, cfg: GPTConfig, batch_size: int) -> None:
+    """Raise ``ValueError`` unless ``cache`` is ``{"k", "v"}`` of shape
+    (n_layers, batch_size, S, n_heads, head_dim), S <= context_length, as :func:`init_cache`
+    makes for ``cfg``."""
+    if not (isinstance(cache, dict) and set(cache) == {"k", "v"}):
+        raise ValueError(f"cache must be init_cache()'s dict with keys 'k' and 'v', got "
+                         f"{sorted(cache) if isinstance(cache, dict) else type(cache).__name__}")
+    k, v = cache["k"], cache["v"]
+    want = f"({cfg.n_layers}, {batch_size}, S, {cfg.n_heads}, {cfg.head_dim})"
+    for name, a in (("k", k), ("v", v)):
+        shape = tuple(getattr(a, "shape", ()))
+        if (len(shape) != 5 or shape[:2] != (cfg.n_layers, batch_size)
+                or shape[3:] != (cfg.n_heads, cfg.head_dim)
+                or not 1 <= shape[2] <= cfg.context_length):
+            raise ValueError(f"cache[{name!r}] must have shape {want} (n_layers, batch, "
+                             f"S <= {cfg.context_length}, heads, head_dim), got {shape}")
+    if k.shape != v.shape:
+        raise ValueError(f"cache['v'] must have the shape of cache['k'] {tuple(k.shape)}, got "
+                         f"{tuple(v.shape)}")
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    """``dtype`` as a NumPy dtype, or ``TypeError`` unless it is a floating one."""
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype (float32, bfloat16, float16), got "
+                        f"{dtype!r}")
+    return dt
 
 
 def check_tokens(idx: Any, cfg: GPTConfig) -> jax.Array:

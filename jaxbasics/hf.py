@@ -48,7 +48,13 @@ def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a Hugging Face GPT-2 directory "
                                 f"with config.json and model.safetensors")
-    hf = json.loads(path.read_text())
+    try:
+        parsed = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file: {err}") from err
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(parsed).__name__}")
+    hf: dict[str, Any] = parsed
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"{path}: model_type must be 'gpt2', got {hf.get('model_type')!r}")
     act = hf.get("activation_function", "gelu_new")
@@ -58,6 +64,9 @@ def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
     eps = hf.get("layer_norm_epsilon", LN_EPS)
     if abs(eps - LN_EPS) > 1e-12:
         raise ValueError(f"{path}: layer_norm_epsilon must be {LN_EPS}, got {eps}")
+    missing = [k for k in ("vocab_size", "n_embd", "n_head", "n_layer") if k not in hf]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not a GPT-2 config.json")
     return GPTConfig(vocab_size=hf["vocab_size"],
                      context_length=hf.get("n_positions", hf.get("n_ctx", 1024)),
                      emb_dim=hf["n_embd"], n_heads=hf["n_head"], n_layers=hf["n_layer"],

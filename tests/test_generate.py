@@ -1,5 +1,7 @@
 """Generation: KV cache equals recomputation for greedy and sampling; argument checks."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -79,3 +81,20 @@ def test_bad_generation_arguments(model, kwargs, fragment):
     with pytest.raises(ValueError) as info:
         generate(model, PROMPT, **kwargs)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("rng, shown", [
+    (0, "int 0"),
+    (jnp.zeros(3, jnp.uint32), "uint32 array of shape (3,)"),
+    (jax.random.split(jax.random.key(0), 2), "array of shape (2,)"),
+])
+def test_sampling_refuses_anything_but_one_random_key(model, rng, shown):
+    with pytest.raises(TypeError, match=r"rng must be one JAX random key .*got .*"
+                                        + re.escape(shown)):
+        generate(model, PROMPT, 2, temperature=1.0, rng=rng)
+
+
+def test_a_legacy_prngkey_samples_as_its_typed_key(model):
+    legacy = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.PRNGKey(3))
+    typed = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.wrap_key_data(jax.random.PRNGKey(3)))
+    chex.assert_trees_all_equal(legacy, typed)

@@ -154,6 +154,36 @@ def test_bad_model_arguments():
         GPT(TINY, remat="sometimes", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"attention implementation must be one of .* got 'sdpa'"):
         GPT(TINY, attention="sdpa", rngs=nnx.Rngs(0))
+    for dtype in ("float8", jnp.int32, "not-a-dtype"):
+        with pytest.raises(TypeError, match=rf"dtype must be a floating dtype .*got {dtype!r}"):
+            GPT(TINY, dtype=dtype, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="attention='cudnn' needs dtype bfloat16 or float16 .*got float32"):
+        GPT(TINY, attention="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str 'gpt2'"):
+        parameter_count("gpt2")
+
+
+def test_decode_refuses_a_cache_of_another_shape_and_positions_past_its_end(model):
+    ids = _ids(5, b=2, t=4)
+    # pos + T past the cache's end: XLA would clamp the write and return wrong logits silently
+    with pytest.raises(ValueError, match=r"pos must be in \[0, cache length 8 - T 4\] = \[0, 4\] for "
+                                         r"idx of shape \(2, 4\), got 6"):
+        model.decode(ids, init_cache(TINY, 2, 8), 6)
+    with pytest.raises(ValueError, match=r"got -1"):
+        model.decode(ids, init_cache(TINY, 2, 8), jnp.int32(-1))
+    with pytest.raises(ValueError, match=r"cache\['k'\] must have shape \(2, 2, S, 4, 8\) .*got "
+                                         r"\(2, 1, 8, 4, 8\)"):
+        model.decode(ids, init_cache(TINY, 1, 8), 0)
+    cache = init_cache(TINY, 2, 8)
+    with pytest.raises(ValueError, match=r"cache\['v'\] must have the shape of cache\['k'\] "
+                                         r"\(2, 2, 8, 4, 8\), got \(2, 2, 6, 4, 8\)"):
+        model.decode(ids, {"k": cache["k"], "v": cache["v"][:, :, :6]}, 0)
+    with pytest.raises(ValueError, match=r"cache must be init_cache\(\)'s dict with keys 'k' and 'v', "
+                                         r"got tuple"):
+        model.decode(ids, (cache["k"], cache["v"]), 0)
+    # the last position that fits is accepted and equals the full forward pass there
+    last, _ = model.decode(ids, init_cache(TINY, 2, 8), 4)
+    assert last.shape == (2, 4, TINY.vocab_size)
 
 
 def test_token_ids_closed_over_by_a_jitted_function_are_checked_not_traced(model):

@@ -78,6 +78,15 @@ def test_missing_files_and_foreign_configs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="model_type must be 'gpt2', got 'llama'"):
         config_from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 8, "n_head": 2}))
+    with pytest.raises(ValueError, match="config.json lacks vocab_size, n_layer: not a GPT-2 config"):
+        config_from_hf(tmp_path)
+    (tmp_path / "config.json").write_text("{'vocab_size': 10}")
+    with pytest.raises(ValueError, match="config.json is not a JSON file: Expecting property name"):
+        config_from_hf(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json must hold a JSON object, got list"):
+        config_from_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(
         {"vocab_size": 10, "n_embd": 8, "n_head": 2, "n_layer": 1}))
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
