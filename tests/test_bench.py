@@ -20,6 +20,12 @@ def test_flops_per_token_of_gpt2_124m():
     n = 163_009_536 - 1024 * 768  # no position embeddings
     assert flops_per_token(GPT_CONFIG_124M) == 6 * n + 12 * 12 * 12 * 64 * 1024
     assert flops_per_token(GPT_CONFIG_124M) == 1_086_584_832
+    # at half the context only the attention term halves
+    assert flops_per_token(GPT_CONFIG_124M, 512) == 6 * n + 12 * 12 * 12 * 64 * 512
+    with pytest.raises(ValueError, match="seq_len must be a positive integer, got 0"):
+        flops_per_token(GPT_CONFIG_124M, 0)
+    with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str"):
+        flops_per_token("gpt2")
 
 
 def test_data_sheet_peaks_by_device_kind():

@@ -1,6 +1,7 @@
 """PyTorch parity: every row of `jaxbasics compare`, weight transfer, and the no-torch path."""
 
 import json
+import re
 
 import chex
 import jax
@@ -17,7 +18,7 @@ from jaxbasics import neuron, simplenet
 from jaxbasics.cli import main
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.parity import run_parity
-from jaxbasics.compare.speed import time_simplenet
+from jaxbasics.compare.speed import run_timings, time_simplenet
 from jaxbasics.compare.transfer import flax_to_torch, torch_named_as_flax, torch_to_flax
 from jaxbasics.train_step import loss_of_params, split_params
 
@@ -115,6 +116,29 @@ def test_compare_cli_json_has_the_documented_keys(capsys):
         for key in ("torch_eager_us", "jax_jit_us", "jax_scan_us"):
             assert out["timing"][case][key] > 0
     assert out["versions"]["torch"].startswith("2.")
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"steps": 0}, "steps must be a positive integer, got 0"),
+    ({"batch": -1}, "batch must be a positive integer, got -1"),
+    ({"seed": -1}, "seed must be an integer in [0, 2**32), got -1"),
+])
+def test_parity_refuses_bad_sizes_and_seeds_before_running(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        run_parity(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_compare_cli_names_a_bad_seed(capsys):
+    assert main(["compare", "--no-timing", "--seed", "-1"]) == 2
+    assert "jaxbasics compare: seed must be an integer in [0, 2**32), got -1" in capsys.readouterr().err
+
+
+def test_timings_refuse_batch_sizes_that_are_not_positive_integers():
+    for batches, fragment in (((0,), "each of batches must be a positive integer, got 0"),
+                              (8, "batches must be a tuple of batch sizes, got 8")):
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            run_timings(batches=batches)
 
 
 def test_compare_skips_timings_where_pytorch_cannot_run_beside_jax(monkeypatch, capsys):

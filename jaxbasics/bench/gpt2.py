@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbasics import sharding
+from jaxbasics import checks, sharding
 from jaxbasics.bench.device import (
     default_device,
     host_max_rss_bytes,
@@ -70,8 +70,10 @@ def size_setting(size: str) -> tuple[GPTConfig, int, int]:
 
 def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
     """``6·N + 12·L·H·Q·T`` (module docstring) for ``cfg`` at sequence length ``seq_len``."""
+    n = parameter_count(cfg, include_position=False)  # refuses anything but a GPTConfig
+    if seq_len is not None:
+        checks.positive_int(seq_len, "seq_len")
     t = cfg.context_length if seq_len is None else seq_len
-    n = parameter_count(cfg, include_position=False)
     return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * t
 
 

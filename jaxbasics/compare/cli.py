@@ -45,7 +45,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 2
     from jaxbasics.compare.parity import run_parity
 
-    rows, values = run_parity(seed=args.seed, steps=args.steps)
+    try:
+        rows, values = run_parity(seed=args.seed, steps=args.steps)
+    except ValueError as err:
+        print(f"jaxbasics compare: {err}", file=sys.stderr)
+        return 2
     result: dict[str, Any] = {**values, "rows": [r.to_dict() for r in rows],
                               "all_equal": all(r.ok for r in rows)}
     if not args.no_timing:

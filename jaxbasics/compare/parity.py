@@ -17,7 +17,7 @@ import optax
 import torch
 from flax import nnx
 
-from jaxbasics import neuron, simplenet, tensors
+from jaxbasics import checks, neuron, simplenet, tensors
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.transfer import torch_named_as_flax, torch_to_flax
 from jaxbasics.losses import binary_cross_entropy
@@ -169,7 +169,11 @@ def _bce_edges(values: dict) -> list[Row]:
 
 
 def run_parity(seed: int = 0, steps: int = 100, batch: int = 16) -> tuple[list[Row], dict]:
-    """Every comparison row, and the headline values for the JSON output."""
+    """Every comparison row, and the headline values for the JSON output: ``steps`` SGD steps
+    of SimpleNet on batches of ``batch`` from ``seed``."""
+    checks.uint32(seed, "seed")
+    checks.positive_int(steps, "steps")
+    checks.positive_int(batch, "batch")
     values: dict[str, Any] = {}
     rows = (_tensor_rows() + _neuron(values) + _simplenet(values, seed, steps, batch)
             + _bce_edges(values))

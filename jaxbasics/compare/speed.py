@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from jaxbasics import neuron, simplenet
+from jaxbasics import checks, neuron, simplenet
 from jaxbasics.bench.device import torch_device, torch_sync
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.transfer import torch_to_flax
@@ -162,6 +162,10 @@ def add_ratios(entry: dict[str, Any]) -> dict[str, Any]:
 def run_timings(*, compile_torch: bool = True, batches: tuple[int, ...] = (1, 1024),
                 repeats: int = 15) -> dict[str, dict[str, Any]]:
     """``{"neuron": {...}, "simplenet_b1": {...}, "simplenet_b1024": {...}}`` in microseconds."""
+    if isinstance(batches, str) or not isinstance(batches, tuple | list):
+        raise ValueError(f"batches must be a tuple of batch sizes, got {batches!r}")
+    for b in batches:
+        checks.positive_int(b, "each of batches")
     out = {"neuron": add_ratios(time_neuron(compile_torch=compile_torch, repeats=repeats))}
     for b in batches:
         steps = 1000 if b <= 64 else 200
