@@ -21,6 +21,28 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def array(x: Any, name: str) -> jax.Array:
+    """``x`` (an array, a number or nested lists of numbers) as a JAX array, or ``TypeError``
+    naming ``name`` for anything else (strings, None, ragged lists, objects)."""
+    if isinstance(x, jax.Array):
+        return x
+    _refuse_non_numeric(x, name)
+    return jnp.asarray(x)
+
+
+def _refuse_non_numeric(x: Any, name: str) -> np.dtype:
+    """The NumPy dtype ``x`` would have; ``TypeError`` naming ``name`` if not a numeric one."""
+    try:
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    except ValueError:  # a ragged nested list
+        dtype = np.dtype(object)
+    if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
+        shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
+        raise TypeError(f"{name} must be a number or an array of numbers, got "
+                        f"{type(x).__name__} {shown}")
+    return dtype
+
+
 def float_array(x: Any, name: str) -> jax.Array:
     """``x`` as a JAX array with a floating dtype, or ``TypeError`` naming ``name``.
 
@@ -32,14 +54,7 @@ def float_array(x: Any, name: str) -> jax.Array:
     elif hasattr(x, "dtype"):
         actual = x.dtype
     else:
-        try:
-            actual = np.asarray(x).dtype
-        except ValueError:  # a ragged nested list
-            actual = np.dtype(object)
-        if actual.kind not in "biufc":  # strings, None, objects, ragged lists
-            shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
-            raise TypeError(f"{name} must be a number or an array of numbers, got "
-                            f"{type(x).__name__} {shown}")
+        actual = _refuse_non_numeric(x, name)
     if isinstance(actual, str) or not _is_float_dtype(actual):
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
                         f"got {actual}")

@@ -130,8 +130,12 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: Reduction = "
         valid = np.asarray(labels)
         valid = valid if ignore_index is None else valid[valid != ignore_index]
         if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= vocab):
+            hint = (f" (to skip positions labelled {int(valid.min())}, pass ignore_index="
+                    f"{int(valid.min())}: PyTorch's cross_entropy skips -100 by default, this one "
+                    f"skips nothing unless told)"
+                    if ignore_index is None and valid.min() < 0 else "")
             raise ValueError(f"labels must lie in [0, {vocab}), got values from "
-                             f"{int(valid.min())} to {int(valid.max())}")
+                             f"{int(valid.min())} to {int(valid.max())}{hint}")
     mask = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
     safe = jnp.where(mask, labels, 0)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbasics import checks
+
 #: What PyTorch picks for the same literals, for side-by-side display.
 TORCH_DEFAULT_DTYPES = {"int": "int64", "float": "float32"}
 
@@ -41,7 +43,7 @@ def chapter_tensors() -> dict[str, jax.Array]:
 
 def describe(x: Any) -> dict[str, Any]:
     """Shape, rank, dtype and device of an array: the facts ``x.shape``/``x.dtype`` give."""
-    arr = jnp.asarray(x)
+    arr = checks.array(x, "x")
     return {"shape": tuple(arr.shape), "ndim": arr.ndim, "dtype": str(arr.dtype),
             "size": int(arr.size), "device": str(next(iter(arr.devices())))}
 
@@ -71,17 +73,21 @@ def to_dtype(x: Any, dtype: Any) -> jax.Array:
         target = jnp.dtype(dtype)
     except TypeError as err:
         raise TypeError(f"dtype must be a NumPy/JAX dtype such as 'float32', got {dtype!r}") from err
-    return jnp.asarray(x).astype(target)
+    return checks.array(x, "x").astype(target)
 
 
-def reshape(x: Any, shape: Sequence[int]) -> jax.Array:
+def reshape(x: Any, shape: Sequence[int] | int) -> jax.Array:
     """``x`` with a new shape holding the same elements in row-major order.
 
     Covers both ``tensor.reshape`` and ``tensor.view``: there is no aliasing in JAX, the
     result is a new (immutable) array. One entry of ``shape`` may be -1 (inferred).
     """
-    arr = jnp.asarray(x)
-    shape = tuple(int(s) for s in shape)
+    arr = checks.array(x, "x")
+    entries: Any = (shape,) if isinstance(shape, int | np.integer) else shape
+    if (isinstance(entries, str) or not isinstance(entries, Sequence)
+            or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in entries)):
+        raise TypeError(f"shape must be a sequence of ints such as (2, -1), got {shape!r}")
+    shape = tuple(int(s) for s in entries)
     known = int(np.prod([s for s in shape if s != -1]))
     n_inferred = shape.count(-1)
     fits = (n_inferred == 0 and known == arr.size) or (
@@ -94,12 +100,12 @@ def reshape(x: Any, shape: Sequence[int]) -> jax.Array:
 
 def transpose(x: Any) -> jax.Array:
     """``x.T``: axes reversed; for a matrix (m, n) -> (n, m)."""
-    return jnp.asarray(x).T
+    return checks.array(x, "x").T
 
 
 def matmul(a: Any, b: Any) -> jax.Array:
     """``a @ b`` for (..., m, k) @ (..., k, n) -> (..., m, n), checking the inner sizes."""
-    a, b = jnp.asarray(a), jnp.asarray(b)
+    a, b = checks.array(a, "a"), checks.array(b, "b")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs arrays of rank >= 1, got a {tuple(a.shape)} and "
                          f"b {tuple(b.shape)}")

@@ -133,6 +133,12 @@ def test_cross_entropy_bad_inputs():
         cross_entropy(z, jnp.array([0, 1, 2]))
     with pytest.raises(TypeError, match="labels must have an integer dtype"):
         cross_entropy(z, jnp.array([0.0, 1.0]))
+    # PyTorch's -100 padding label: refused with the way to skip it, not silently mis-scored
+    with pytest.raises(ValueError, match=r"got values from -100 to 1 \(to skip positions labelled "
+                                         r"-100, pass ignore_index=-100: PyTorch"):
+        cross_entropy(z, jnp.array([-100, 1]))
+    np.testing.assert_allclose(cross_entropy(z, jnp.array([-100, 1]), ignore_index=-100), np.log(5),
+                               rtol=1e-6)
     # labels closed over by a jitted function are constants there: checked, not traced
     bad, good = jnp.array([-2, 1]), jnp.array([3, -1])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\), got values from -2 to 1"):

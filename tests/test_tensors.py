@@ -50,3 +50,22 @@ def test_shape_errors_name_the_shapes():
         tensors.matmul(t2, t2)
     with pytest.raises(ValueError, match="rank >= 1"):
         tensors.matmul(jnp.array(1.0), t2)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: tensors.describe("abc"), lambda: tensors.to_dtype("abc", "float32"),
+    lambda: tensors.reshape("abc", (3,)), lambda: tensors.transpose("abc"),
+    lambda: tensors.matmul("abc", jnp.ones(3)),
+])
+def test_non_numeric_inputs_are_named(call):
+    with pytest.raises(TypeError, match=r"(x|a) must be a number or an array of numbers, got str 'abc'"):
+        call()
+
+
+def test_reshape_takes_a_sequence_of_ints_or_one_int_and_refuses_anything_else():
+    x = np.arange(6)
+    np.testing.assert_array_equal(tensors.reshape(x, 6), x)
+    np.testing.assert_array_equal(tensors.reshape(x, [np.int64(2), -1]), x.reshape(2, 3))
+    for bad in ("23", (2.0, 3), (True, 6), None):
+        with pytest.raises(TypeError, match=r"shape must be a sequence of ints such as \(2, -1\), got "):
+            tensors.reshape(x, bad)
