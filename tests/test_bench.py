@@ -223,6 +223,22 @@ def test_page_faults_per_step_counts_fresh_memory():
         page_faults_per_step(Prepared(fresh, lambda out: out, 0.0, {}), steps=0)
 
 
+def test_an_out_or_plot_path_that_cannot_be_written_is_refused_before_anything_runs(
+        tmp_path, monkeypatch, capsys):
+    import jaxbasics.bench.suites as suites
+
+    monkeypatch.setattr(suites, "run_suites", lambda *a, **k: pytest.fail("ran the suites"))
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    for args in (["--out", str(blocker / "x.json")], ["--plot", str(blocker)],
+                 ["--out", str(tmp_path)]):
+        assert main(["bench", "--size", "smoke", "--suite", "neuron", *args]) == 2
+        err = capsys.readouterr().err
+        assert f"jaxbasics bench: {args[0]} {args[1]}: cannot write there (" in err
+        assert ("is a file, not a folder" in err) if "afile" in args[1] else ("it is a folder" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no probe file left
+
+
 def test_unavailable_device_is_reported(capsys):
     assert main(["bench", "--device", "tpu", "--size", "smoke", "--suite", "gpt2"]) == 2
     assert "--device tpu: JAX sees no such device here (available: cpu)" in capsys.readouterr().err
