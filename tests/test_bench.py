@@ -507,3 +507,37 @@ def test_results_of_different_runs_are_not_joined(gpu_rehearsal):
         merge_results([parts, parts])
     with pytest.raises(ValueError, match="merge_results needs at least one results dict"):
         merge_results([])
+
+
+def test_results_files_that_are_missing_or_not_results_are_named(tmp_path):
+    import subprocess
+    import sys
+
+    from jaxbasics.bench.results import read_json
+
+    meta = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "size": "smoke",
+            "jax": "0.10.2", "flax": "0.12.8", "optax": "0.2.8", "torch": None,
+            "date": "2026-11-23T10:00:00+00:00"}
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"meta": meta, "neuron": {}}))
+    assert read_json(good) == {"meta": meta, "neuron": {}}
+    cases = {"missing.json": (None, "missing.json: cannot read it (No such file or directory)"),
+             "text.json": ("nope", "text.json is not a JSON file: Expecting value"),
+             "list.json": ("[1]", "list.json is not a jaxbasics bench results file (its 'meta' "
+                                  "lacks platform, device_kind"),
+             "old.json": (json.dumps({"meta": {k: v for k, v in meta.items() if k != "date"}}),
+                          "old.json is not a jaxbasics bench results file (its 'meta' lacks date)")}
+    for name, (text, fragment) in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError) as info:
+            read_json(tmp_path / name)
+        assert fragment in str(info.value)
+    # the plot script says the same in one line, and names an output it cannot write
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for args, fragment in (([str(tmp_path / "text.json"), str(tmp_path)], "is not a JSON file"),
+                           ([str(good), str(good)], f"cannot write {good}: File exists")):
+        done = subprocess.run([sys.executable, "benchmarks/plot.py", *args], capture_output=True,
+                              text=True, check=False, timeout=300, cwd=root)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "plot.py: error: " in done.stderr and fragment in done.stderr

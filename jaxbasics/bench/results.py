@@ -36,6 +36,24 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A results file written by ``jaxbasics bench --out``, or ``ValueError`` naming the file
+    and what is wrong with it (missing, not JSON, not a results file)."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file: {err}") from err
+    meta = result.get("meta") if isinstance(result, dict) else None
+    missing = [k for k in (*SAME_RUN_KEYS, "date") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{path} is not a jaxbasics bench results file (its 'meta' lacks "
+                         f"{', '.join(missing)})")
+    return result
+
+
 def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One results dict from several runs of the same machine and size: each suite from the
     one run that has it, and the gpt2 suite's variants from all of them (each run's timing
