@@ -139,3 +139,16 @@ def uint32(value: Any, name: str) -> None:
     seeds NumPy's and JAX's generators."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
         raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
+
+
+def random_key(rng: Any, name: str) -> None:
+    """Raise ``TypeError`` unless ``rng`` is one JAX random key: a typed key of shape ()
+    (``jax.random.key``) or a legacy uint32[2] ``jax.random.PRNGKey``; traced ones too."""
+    ok = isinstance(rng, jax.Array) and (
+        rng.shape == () if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+        else rng.dtype == jnp.uint32 and rng.shape == (2,))
+    if not ok:
+        shown = (f"{rng.dtype} array of shape {tuple(rng.shape)}" if isinstance(rng, jax.Array)
+                 else f"{type(rng).__name__} {rng!r}")
+        raise TypeError(f"{name} must be one JAX random key (jax.random.key(seed), or a legacy "
+                        f"uint32[2] jax.random.PRNGKey), got {shown}")

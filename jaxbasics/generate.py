@@ -37,15 +37,6 @@ def sample_next(logits: jax.Array, key: jax.Array, temperature: float,
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def _is_single_key(rng: Any) -> bool:
-    """A typed key of shape () or a legacy uint32[2] key."""
-    if not isinstance(rng, jax.Array):
-        return False
-    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        return rng.shape == ()
-    return rng.dtype == jnp.uint32 and rng.shape == (2,)
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
                                              "top_k", "use_cache"))
 def _generate(graphdef, params, prompt, key, *, max_new_tokens, temperature, top_k, use_cache):
@@ -100,11 +91,8 @@ def generate(model: GPT, prompt: Any, max_new_tokens: int, *, temperature: float
         raise ValueError(f"top_k must be None or an int in [1, {cfg.vocab_size}], got {top_k!r}")
     if temperature > 0 and rng is None:
         raise ValueError("rng (a jax.random.key) is required when temperature > 0")
-    if rng is not None and not _is_single_key(rng):
-        shown = (f"{rng.dtype} array of shape {tuple(rng.shape)}" if isinstance(rng, jax.Array)
-                 else f"{type(rng).__name__} {rng!r}")
-        raise TypeError(f"rng must be one JAX random key (jax.random.key(seed), or a legacy "
-                        f"uint32[2] jax.random.PRNGKey), got {shown}")
+    if rng is not None:
+        checks.random_key(rng, "rng")
     graphdef, params = split_params(model)
     key = jax.random.key(0) if rng is None else rng
     return _generate(graphdef, params, prompt, key,

@@ -172,6 +172,8 @@ class GPT(nnx.Module):
         ``drop_rate > 0``.
         """
         idx = check_tokens(idx, self.cfg)
+        if rng is not None:
+            checks.random_key(rng, "rng")
         key = None
         if not deterministic and self.cfg.drop_rate > 0:
             if rng is None:

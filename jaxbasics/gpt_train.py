@@ -131,6 +131,9 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
 def _step_body(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
     """The pure step ``(params, opt_state, x, y, key) -> (params, opt_state, metrics)``."""
     def step(params, opt_state, x, y, key):
+        if key is not None:  # at trace time: a plain int would fail deep inside dropout
+            checks.random_key(key, "key")
+
         def loss_fn(p):
             return lm_loss(nnx.merge(graphdef, p), x, y, key)
 

@@ -1,5 +1,7 @@
 """The Flax GPT-2: parameter counts, shapes, causality, dropout, init, remat, bf16, KV cache."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -161,6 +163,20 @@ def test_bad_model_arguments():
         GPT(TINY, attention="cudnn", rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str 'gpt2'"):
         parameter_count("gpt2")
+
+
+@pytest.mark.parametrize("rng, shown", [
+    (0, "int 0"), (jax.random.split(jax.random.key(0), 3), "array of shape (3,)")])
+def test_training_mode_refuses_anything_but_one_random_key(model, rng, shown):
+    with pytest.raises(TypeError, match=r"rng must be one JAX random key .*got .*" + re.escape(shown)):
+        model(_ids(0), deterministic=False, rng=rng)
+
+
+def test_a_legacy_prngkey_drops_out_as_its_typed_key(model):
+    legacy = model(_ids(0), deterministic=False, rng=jax.random.PRNGKey(7))
+    typed = model(_ids(0), deterministic=False, rng=jax.random.wrap_key_data(jax.random.PRNGKey(7)))
+    chex.assert_trees_all_equal(legacy, typed)
+    assert not np.allclose(legacy, model(_ids(0)))  # dropout really ran
 
 
 def test_decode_refuses_a_cache_of_another_shape_and_positions_past_its_end(model):

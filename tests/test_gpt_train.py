@@ -296,3 +296,15 @@ def test_step_keys_are_a_pure_function_of_seed_and_step_and_refuse_out_of_range_
     for make in (lambda: AdditionTask(3, seed=-1), lambda: TextDataset("unused.txt", 16, seed=-1)):
         with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\), got -1"):
             make()
+
+
+def test_a_train_step_given_a_plain_integer_for_its_key_names_it_at_trace_time():
+    cfg = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1)
+    graphdef, params = split_params(build_model(cfg, TrainOptions(steps=2, warmup_steps=0)))
+    tx = make_optimizer(TrainOptions(steps=2, warmup_steps=0))
+    ids = jnp.zeros((2, 8), jnp.int32)
+    step = make_gpt_train_step(graphdef, tx, donate=False)
+    with pytest.raises(TypeError, match=r"key must be one JAX random key .*got int32 array of shape \(\)"):
+        step(params, tx.init(params), ids, ids, 0)
+    _, _, metrics = step(params, tx.init(params), ids, ids, jax.random.key(0))  # a key is fine
+    assert np.isfinite(float(metrics["loss"]))
