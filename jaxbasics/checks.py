@@ -22,20 +22,25 @@ def is_concrete(x: Any) -> bool:
 
 
 def array(x: Any, name: str) -> jax.Array:
-    """``x`` (an array, a number or nested lists of numbers) as a JAX array, or ``TypeError``
+    """``x`` (an array — JAX, NumPy, or anything with ``__array__`` such as a CPU
+    ``torch.Tensor`` — a number or nested lists of numbers) as a JAX array, or ``TypeError``
     naming ``name`` for anything else (strings, None, ragged lists, objects)."""
     if isinstance(x, jax.Array):
         return x
-    _refuse_non_numeric(x, name)
+    _numeric_dtype(x, name)
     return jnp.asarray(x)
 
 
-def _refuse_non_numeric(x: Any, name: str) -> np.dtype:
-    """The NumPy dtype ``x`` would have; ``TypeError`` naming ``name`` if not a numeric one."""
-    try:
-        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    except ValueError:  # a ragged nested list
-        dtype = np.dtype(object)
+def _numeric_dtype(x: Any, name: str) -> np.dtype:
+    """The NumPy dtype ``x`` has or would have as an array; ``TypeError`` naming ``name`` if
+    it is not a number, boolean or array of them."""
+    if isinstance(x, jax.Array | np.ndarray | np.generic):
+        dtype = x.dtype
+    else:  # lists, Python numbers, and other libraries' arrays through __array__
+        try:
+            dtype = np.asarray(x).dtype
+        except (ValueError, TypeError, RuntimeError):  # ragged lists, GPU tensors, ...
+            dtype = np.dtype(object)
     if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
         shown = repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
         raise TypeError(f"{name} must be a number or an array of numbers, got "
@@ -49,28 +54,33 @@ def float_array(x: Any, name: str) -> jax.Array:
     Python floats become float32 (float64 under ``jax_enable_x64``); integer and boolean
     inputs are refused rather than silently cast, as PyTorch's losses do.
     """
-    if isinstance(x, bool | int):
-        actual: Any = type(x).__name__
-    elif hasattr(x, "dtype"):
-        actual = x.dtype
-    else:
-        actual = _refuse_non_numeric(x, name)
-    if isinstance(actual, str) or not _is_float_dtype(actual):
+    actual: Any = type(x).__name__ if isinstance(x, bool | int) else _numeric_dtype(x, name)
+    if isinstance(actual, str) or not jnp.issubdtype(actual, jnp.floating):
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
                         f"got {actual}")
     return jnp.asarray(x)
 
 
-def _is_float_dtype(dtype: Any) -> bool:
-    return bool(jnp.issubdtype(dtype, jnp.floating))
-
-
 def int_array(x: Any, name: str) -> jax.Array:
     """``x`` as a JAX array with an integer dtype, or ``TypeError`` naming ``name``."""
-    arr = x if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x))
+    arr = array(x, name)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype (token ids), got {arr.dtype}")
     return arr
+
+
+def dtype_of(value: Any, name: str, *, floating: bool = False) -> np.dtype:
+    """``value`` (``"float32"``, ``jnp.bfloat16``, ``np.dtype(...)``) as a NumPy dtype, or
+    ``TypeError`` naming ``name``; with ``floating``, only a floating one."""
+    try:
+        dtype = np.dtype(jnp.dtype(value))
+    except TypeError:
+        dtype = None
+    if dtype is None or (floating and not jnp.issubdtype(dtype, jnp.floating)):
+        kind = "a floating dtype (float32, bfloat16, float16)" if floating \
+            else "a NumPy/JAX dtype such as 'float32'"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    return dtype
 
 
 def nonempty(x: jax.Array, name: str) -> None:

@@ -142,7 +142,7 @@ class GPT(nnx.Module):
             raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
         remat_policy(remat)  # validate early
         check_implementation(attention)
-        dtype = _compute_dtype(dtype)
+        dtype = checks.dtype_of(dtype, "dtype", floating=True)
         if attention == "cudnn" and dtype not in (jnp.bfloat16, jnp.float16):
             raise ValueError(f"attention='cudnn' needs dtype bfloat16 or float16 (cuDNN's flash "
                              f"attention), got {dtype}; use attention='xla' for {dtype}")
@@ -288,18 +288,6 @@ def check_cache(cache: Any, cfg: GPTConfig, batch_size: int) -> None:
     if k.shape != v.shape:
         raise ValueError(f"cache['v'] must have the shape of cache['k'] {tuple(k.shape)}, got "
                          f"{tuple(v.shape)}")
-
-
-def _compute_dtype(dtype: Any) -> Any:
-    """``dtype`` as a NumPy dtype, or ``TypeError`` unless it is a floating one."""
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not jnp.issubdtype(dt, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype (float32, bfloat16, float16), got "
-                        f"{dtype!r}")
-    return dt
 
 
 def check_tokens(idx: Any, cfg: GPTConfig) -> jax.Array:

@@ -61,9 +61,10 @@ class SimpleNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n_in = self.fc1.in_features
-        if getattr(x, "ndim", 0) < 1 or x.shape[-1] != n_in:
+        x = checks.array(x, "x")
+        if x.ndim < 1 or x.shape[-1] != n_in:
             raise ValueError(f"x must have shape (..., {n_in}) (n_in={n_in} features last), "
-                             f"got {tuple(getattr(x, 'shape', ()))}")
+                             f"got {tuple(x.shape)}")
         return jax.nn.sigmoid(self.fc2(jax.nn.relu(self.fc1(x))))
 
 

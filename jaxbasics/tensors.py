@@ -69,11 +69,7 @@ def to_dtype(x: Any, dtype: Any) -> jax.Array:
     Float to int truncates toward zero, as in PyTorch. Without ``jax_enable_x64`` a request
     for a 64-bit dtype yields its 32-bit counterpart, so check ``.dtype`` of the result.
     """
-    try:
-        target = jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be a NumPy/JAX dtype such as 'float32', got {dtype!r}") from err
-    return checks.array(x, "x").astype(target)
+    return checks.array(x, "x").astype(checks.dtype_of(dtype, "dtype"))
 
 
 def reshape(x: Any, shape: Sequence[int] | int) -> jax.Array:

@@ -159,6 +159,21 @@ def test_compare_without_torch_explains_how_to_install():
     assert "pip install torch==2.13.0" in done.stderr and ".[compare]" in done.stderr
 
 
+def test_cpu_torch_tensors_are_taken_as_arrays_by_the_jax_side():
+    """A PyTorch user's tensors go straight into the helpers and losses (through __array__);
+    their dtype is checked like any array's."""
+    from jaxbasics import losses, tensors
+
+    t = torch.tensor([[0.25, 0.5], [0.75, 1.0]])
+    assert tensors.describe(t) == {"shape": (2, 2), "ndim": 2, "dtype": "float32", "size": 4,
+                                   "device": str(jax.devices()[0])}
+    np.testing.assert_allclose(losses.binary_cross_entropy(t, torch.ones(2, 2)),
+                               torch.nn.functional.binary_cross_entropy(t, torch.ones(2, 2)).item(),
+                               rtol=1e-6)
+    with pytest.raises(TypeError, match="targets must have a floating dtype .*got int64"):
+        losses.binary_cross_entropy(t, torch.ones(2, 2, dtype=torch.int64))
+
+
 def test_core_package_does_not_import_torch():
     code = ("import sys, jaxbasics, jaxbasics.cli\n"
             "jaxbasics.cli.build_parser()\n"

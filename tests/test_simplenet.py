@@ -230,3 +230,4 @@ def test_the_model_maps_any_leading_axes_like_its_linear_layers():
     model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (3, 4, 10))
     chex.assert_trees_all_close(model(x), model(x.reshape(12, 10)).reshape(3, 4, 1), rtol=1e-6)
+    chex.assert_trees_all_close(model(np.asarray(x[0]).tolist()), model(x[0]), rtol=1e-6)  # lists too
