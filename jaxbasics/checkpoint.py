@@ -19,6 +19,9 @@ import orbax.checkpoint as ocp
 
 from jaxbasics.config import GPTConfig
 
+#: what every sidecar holds (:func:`save` is given the first four by ``train``)
+SIDECAR_KEYS = ("config", "options", "task", "history", "step")
+
 
 def _manager(run_dir: Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints",
@@ -37,12 +40,22 @@ def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict
 
 
 def load_meta(run_dir: str | Path) -> dict:
-    """The JSON sidecar of a run directory, or ``FileNotFoundError`` saying what is missing."""
+    """The JSON sidecar of a run directory: ``FileNotFoundError`` if there is none,
+    ``ValueError`` naming the file if it is not the sidecar :func:`save` writes."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir}: {path} does not exist "
                                 f"(train with --out {run_dir} first)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file ({err}): the run directory is damaged") \
+            from err
+    missing = [k for k in SIDECAR_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not a jaxbasics run sidecar, or "
+                         f"a damaged one")
+    return meta
 
 
 def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any

@@ -308,3 +308,22 @@ def test_a_train_step_given_a_plain_integer_for_its_key_names_it_at_trace_time()
         step(params, tx.init(params), ids, ids, 0)
     _, _, metrics = step(params, tx.init(params), ids, ids, jax.random.key(0))  # a key is fine
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
+    from jaxbasics import checkpoint
+    from jaxbasics.cli import main
+
+    with pytest.raises(FileNotFoundError, match="run.json does not exist"):
+        checkpoint.load_meta(tmp_path)
+    sidecar = tmp_path / "run.json"
+    for text, fragment in (("nope", "run.json is not a JSON file (Expecting value"),
+                           ('{"step": 1}', "run.json lacks config, options, task, history: not a "
+                                           "jaxbasics run sidecar"),
+                           ("[1]", "lacks config, options, task, history, step")):
+        sidecar.write_text(text)
+        with pytest.raises(ValueError) as info:
+            checkpoint.load_meta(tmp_path)
+        assert fragment in str(info.value)
+    assert main(["generate", "--run", str(tmp_path), "--prompt", "1+1="]) == 2
+    assert "jaxbasics generate: " in capsys.readouterr().err
