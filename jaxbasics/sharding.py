@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxbasics import checks
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 #: logical axis -> mesh axis
@@ -52,7 +54,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
         raise ValueError(f"mesh must look like 'data=8' or 'data=2,fsdp=4', got {spec!r}")
     axes: dict[str, int] = {}
     for part in spec.split(","):
-        name, sep, size = part.strip().partition("=")
+        name, sep, size = (t.strip() for t in part.partition("="))
         if not sep or name not in MESH_AXES or not size.isdigit() or int(size) < 1:
             raise ValueError(f"mesh entry {part.strip()!r} must be AXIS=N with AXIS one of "
                              f"{', '.join(MESH_AXES)} and N >= 1 (in {spec!r})")
@@ -67,6 +69,14 @@ def make_mesh(axes: dict[str, int] | str, devices: list | None = None) -> Mesh:
     1 where not given). The product must divide the number of devices."""
     if isinstance(axes, str):
         axes = parse_mesh(axes)
+    if not isinstance(axes, dict):
+        raise TypeError(f"axes must be a dict such as {{'data': 2, 'fsdp': 4}} or a string "
+                        f"such as 'data=2,fsdp=4', got {type(axes).__name__} {axes!r}")
+    for name, size in axes.items():
+        if name not in MESH_AXES:
+            raise ValueError(f"mesh axis {name!r} is not one of {', '.join(MESH_AXES)} "
+                             f"(in {axes})")
+        checks.positive_int(size, f"the size of mesh axis {name!r}")
     devices = jax.devices() if devices is None else list(devices)
     shape = tuple(axes.get(name, 1) for name in MESH_AXES)
     n = int(np.prod(shape))
@@ -124,6 +134,7 @@ def batch_sharding(mesh: Mesh, *, stacked: bool = False) -> NamedSharding:
 
 def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
     """Raise ``ValueError`` unless ``batch_size`` splits evenly over the data × fsdp devices."""
+    checks.positive_int(batch_size, "batch_size")
     n = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % n:
         raise ValueError(f"batch_size {batch_size} must be divisible by data × fsdp = {n} "
@@ -141,6 +152,10 @@ def global_batch(local: np.ndarray, mesh: Mesh, *, stacked: bool = False) -> jax
 def host_slice(batch: np.ndarray, axis: int = 0) -> np.ndarray:
     """This process's rows of a global batch along ``axis``: rows ``[i·B/P, (i+1)·B/P)`` for
     process i of P."""
+    batch = np.asarray(batch)
+    if not (isinstance(axis, int) and -batch.ndim <= axis < batch.ndim):
+        raise ValueError(f"axis must be an int in [{-batch.ndim}, {batch.ndim}) for a batch of "
+                         f"shape {batch.shape}, got {axis!r}")
     p, i = jax.process_count(), jax.process_index()
     rows = batch.shape[axis]
     if rows % p:

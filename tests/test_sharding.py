@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import run_python
 
@@ -75,7 +76,8 @@ def test_bad_meshes_fail_clearly(probe):
 
 
 @pytest.mark.parametrize("spec, expected", [("data=8", {"data": 8}),
-                                            ("data=2, fsdp=4", {"data": 2, "fsdp": 4})])
+                                            ("data=2, fsdp=4", {"data": 2, "fsdp": 4}),
+                                            (" data = 2 ,fsdp= 4", {"data": 2, "fsdp": 4})])
 def test_parse_mesh(spec, expected):
     assert sharding.parse_mesh(spec) == expected
 
@@ -86,6 +88,24 @@ def test_parse_mesh(spec, expected):
 def test_parse_mesh_rejects(spec, fragment):
     with pytest.raises(ValueError, match=fragment):
         sharding.parse_mesh(spec)
+
+
+@pytest.mark.parametrize("call, error, fragment", [
+    (lambda: sharding.make_mesh({"dp": 1}), ValueError, "mesh axis 'dp' is not one of data, fsdp, tensor"),
+    (lambda: sharding.make_mesh({"data": 0}), ValueError,
+     "the size of mesh axis 'data' must be a positive integer, got 0"),
+    (lambda: sharding.make_mesh(8), TypeError, "axes must be a dict such as {'data': 2, 'fsdp': 4} or a "
+                                               "string such as 'data=2,fsdp=4', got int 8"),
+    (lambda: sharding.check_batch_divides(0, sharding.make_mesh("data=1")), ValueError,
+     "batch_size must be a positive integer, got 0"),
+    (lambda: sharding.host_slice(np.zeros((4, 2)), axis=2), ValueError,
+     "axis must be an int in [-2, 2) for a batch of shape (4, 2), got 2"),
+])
+def test_mesh_helpers_name_bad_arguments(call, error, fragment):
+    # an unknown axis name was dropped silently: the mesh came out all ones
+    with pytest.raises(error) as info:
+        call()
+    assert fragment in str(info.value)
 
 
 def test_logical_axes_of_gpt_parameters():
