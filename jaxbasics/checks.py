@@ -116,7 +116,7 @@ def in_range(x: jax.Array, name: str, lo: float, hi: float) -> None:
     bad = ~((arr >= lo) & (arr <= hi))
     if bad.any():
         finite = arr[~np.isnan(arr)]
-        seen = [f"values from {finite.min():g} to {finite.max():g}"] if finite.size else []
+        seen = [f"values from {np.min(finite):g} to {np.max(finite):g}"] if finite.size else []
         if finite.size < arr.size:
             seen.append("NaN")
         raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}], got {' and '.join(seen)} "
