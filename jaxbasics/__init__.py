@@ -19,6 +19,10 @@ Sections and where they live:
 * benchmarks ..................... :mod:`jaxbasics.bench`
 """
 
+from jaxbasics.requirements import check_installed
+
+check_installed()
+
 from jaxbasics import finite_diff, losses, neuron, simplenet, tensors, train_step
 from jaxbasics.config import (
     GPT_CONFIG_124M,
