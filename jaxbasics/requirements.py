@@ -24,6 +24,14 @@ def release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(0).split("."))
 
 
+def older(version: str, least: str) -> bool:
+    """Whether ``version`` is an older release than ``least``, missing trailing parts read as
+    0 (``"0.8"`` is not older than ``"0.8.0"``)."""
+    a, b = release(version), release(least)
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)) < b + (0,) * (width - len(b))
+
+
 def check_installed() -> None:
     """Raise ImportError naming each package of :data:`MINIMUM` older than its minimum, with
     the version found and the pip command that fixes it. A package not installed at all is
@@ -34,7 +42,7 @@ def check_installed() -> None:
             found = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-        if release(found) < release(least):
+        if older(found, least):
             old.append((name, least, found))
     if old:
         need = ", ".join(f"{n} >= {least} (found {found})" for n, least, found in old)

@@ -27,6 +27,13 @@ def test_release_reads_the_numeric_part(version, numbers):
     assert requirements.release(version) == numbers
 
 
+@pytest.mark.parametrize("version, least, is_older", [
+    ("0.8", "0.8.0", False), ("0.8.0", "0.8", False), ("0.7.2", "0.8", True),
+    ("0.11.10", "0.11.2", False), ("0.10.4", "0.11.2", True), ("1.0rc1", "0.11.2", False)])
+def test_older_compares_releases_with_missing_parts_as_zero(version, least, is_older):
+    assert requirements.older(version, least) is is_older
+
+
 def test_release_refuses_a_version_without_numbers():
     with pytest.raises(ValueError, match="version must start with a number, got 'dev'"):
         requirements.release("dev")
