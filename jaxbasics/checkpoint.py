@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxbasics import checks
 from jaxbasics.config import GPTConfig
 
 #: what every sidecar holds (:func:`save` is given the first four by ``train``)
@@ -46,12 +47,8 @@ def load_meta(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir}: {path} does not exist "
                                 f"(train with --out {run_dir} first)")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a JSON file ({err}): the run directory is damaged") \
-            from err
-    missing = [k for k in SIDECAR_KEYS if not isinstance(meta, dict) or k not in meta]
+    meta = checks.json_object(path, ": the run directory is damaged")
+    missing = [k for k in SIDECAR_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not a jaxbasics run sidecar, or "
                          f"a damaged one")

@@ -8,7 +8,9 @@ that names the argument, what was expected and what was given.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -162,3 +164,19 @@ def random_key(rng: Any, name: str) -> None:
                  else f"{type(rng).__name__} {rng!r}")
         raise TypeError(f"{name} must be one JAX random key (jax.random.key(seed), or a legacy "
                         f"uint32[2] jax.random.PRNGKey), got {shown}")
+
+
+def json_object(path: str | Path, suffix: str = "") -> dict[str, Any]:
+    """The JSON object in the file at ``path``, or ``ValueError`` naming the file when it
+    cannot be read, is not UTF-8 JSON or holds something other than an object; ``suffix``
+    (e.g. what a damaged file means for the caller) ends each message."""
+    path = Path(path)
+    try:
+        parsed = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror or err}){suffix}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file ({err}){suffix}") from err
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(parsed).__name__}{suffix}")
+    return parsed

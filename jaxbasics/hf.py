@@ -17,7 +17,6 @@ copied as they are; only ``lm_head`` (a ``torch.nn.Linear``, (out, in)) is trans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxbasics import checks
 from jaxbasics.config import GPTConfig
 from jaxbasics.data import ByteTokenizer
 from jaxbasics.gpt import GPT, LN_EPS
@@ -48,13 +48,7 @@ def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a Hugging Face GPT-2 directory "
                                 f"with config.json and model.safetensors")
-    try:
-        parsed = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a JSON file: {err}") from err
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(parsed).__name__}")
-    hf: dict[str, Any] = parsed
+    hf = checks.json_object(path)
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"{path}: model_type must be 'gpt2', got {hf.get('model_type')!r}")
     act = hf.get("activation_function", "gelu_new")
@@ -81,7 +75,11 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
     if single.is_file():
         files = [single]
     elif index.is_file():
-        files = sorted({directory / f for f in json.loads(index.read_text())["weight_map"].values()})
+        weight_map = checks.json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ValueError(f"{index} must map tensor names to file names under 'weight_map', "
+                             f"got {type(weight_map).__name__}")
+        files = sorted({directory / f for f in weight_map.values()})
     else:
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in "
                                 f"{directory}")

@@ -110,7 +110,8 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: Reduction = "
 
     ``l_i = logsumexp(z_i) - z_i[labels_i]``, computed in float32 even for bf16 logits.
     Positions whose label equals ``ignore_index`` count neither in the sum nor in the
-    mean's denominator.
+    mean's denominator, and get a zero gradient; when every position is ignored the mean is
+    0 (PyTorch's is 0/0 = NaN), so a fully padded batch adds a zero gradient, not NaNs.
 
     Args:
       logits: (..., V) floating scores.

@@ -522,9 +522,10 @@ def test_results_files_that_are_missing_or_not_results_are_named(tmp_path):
     good.write_text(json.dumps({"meta": meta, "neuron": {}}))
     assert read_json(good) == {"meta": meta, "neuron": {}}
     cases = {"missing.json": (None, "missing.json: cannot read it (No such file or directory)"),
-             "text.json": ("nope", "text.json is not a JSON file: Expecting value"),
-             "list.json": ("[1]", "list.json is not a jaxbasics bench results file (its 'meta' "
-                                  "lacks platform, device_kind"),
+             "text.json": ("nope", "text.json is not a JSON file (Expecting value"),
+             "list.json": ("[1]", "list.json must hold a JSON object, got list"),
+             "other.json": ('{"a": 1}', "other.json is not a jaxbasics bench results file (its "
+                                        "'meta' lacks platform, device_kind"),
              "old.json": (json.dumps({"meta": {k: v for k, v in meta.items() if k != "date"}}),
                           "old.json is not a jaxbasics bench results file (its 'meta' lacks date)")}
     for name, (text, fragment) in cases.items():

@@ -320,7 +320,8 @@ def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
     for text, fragment in (("nope", "run.json is not a JSON file (Expecting value"),
                            ('{"step": 1}', "run.json lacks config, options, task, history: not a "
                                            "jaxbasics run sidecar"),
-                           ("[1]", "lacks config, options, task, history, step")):
+                           ("[1]", "run.json must hold a JSON object, got list: the run "
+                                   "directory is damaged")):
         sidecar.write_text(text)
         with pytest.raises(ValueError) as info:
             checkpoint.load_meta(tmp_path)

@@ -48,6 +48,30 @@ def test_greedy_generation_matches_transformers(tmp_path):
     np.testing.assert_array_equal(np.asarray(generate(ours, prompt, 14)), want)
 
 
+def test_sharded_and_half_precision_checkpoints_load_the_same_model(tmp_path):
+    """save_pretrained's sharded form (model.safetensors.index.json + shards) and a bf16 save
+    give the single-file float32 model's logits (bf16: those of the rounded weights)."""
+    hf = _save_tiny(tmp_path / "one")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    ids = np.random.default_rng(4).integers(0, 97, (2, 24))
+    want = np.asarray(load_gpt2(tmp_path / "one")(ids))
+    np.testing.assert_array_equal(np.asarray(load_gpt2(tmp_path / "sharded")(ids)), want)
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    with torch.no_grad():
+        rounded = hf.float()(torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(load_gpt2(tmp_path / "bf16")(ids)), rounded, atol=1e-5)
+    assert np.abs(rounded - want).max() > 1e-4  # the bf16 file really held rounded weights
+    index = tmp_path / "sharded" / "model.safetensors.index.json"
+    for text, fragment in (("{", "index.json is not a JSON file (Expecting property name"),
+                           ('{"metadata": {}}', "index.json must map tensor names to file names "
+                                                "under 'weight_map', got NoneType")):
+        index.write_text(text)
+        with pytest.raises(ValueError) as info:
+            load_gpt2(tmp_path / "sharded")
+        assert fragment in str(info.value)
+
+
 def test_shape_disagreeing_with_config_is_named(tmp_path):
     _save_tiny(tmp_path)
     tensors = load_file(str(tmp_path / "model.safetensors"))
@@ -82,7 +106,7 @@ def test_missing_files_and_foreign_configs(tmp_path):
     with pytest.raises(ValueError, match="config.json lacks vocab_size, n_layer: not a GPT-2 config"):
         config_from_hf(tmp_path)
     (tmp_path / "config.json").write_text("{'vocab_size': 10}")
-    with pytest.raises(ValueError, match="config.json is not a JSON file: Expecting property name"):
+    with pytest.raises(ValueError, match=r"config.json is not a JSON file \(Expecting property name"):
         config_from_hf(tmp_path)
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json must hold a JSON object, got list"):

@@ -125,6 +125,32 @@ def test_cross_entropy_matches_logsumexp_formula(seed):
                                ref[labels != -1].mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_and_its_gradient_match_torch_with_ignored_positions(reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(3, 5, 11)).astype(np.float32)
+    labels = rng.integers(0, 11, size=(3, 5))
+    labels[0, 1:4] = labels[2, 0] = -100
+    zt = torch.tensor(z, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(zt.reshape(-1, 11), torch.from_numpy(labels).reshape(-1),
+                                             reduction=reduction, ignore_index=-100)
+    want.sum().backward()
+    value, grad = jax.value_and_grad(
+        lambda z: cross_entropy(z, labels, reduction, ignore_index=-100).sum())(z)
+    np.testing.assert_allclose(value, want.sum().item(), rtol=1e-6)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-5, atol=1e-7)
+    assert not np.asarray(grad)[labels == -100].any()  # ignored positions get no gradient
+    if reduction == "none":
+        np.testing.assert_allclose(cross_entropy(z, labels, "none", ignore_index=-100),
+                                   want.detach().numpy().reshape(3, 5), rtol=1e-6)
+    # every position ignored: PyTorch's mean is 0/0 = NaN; ours is 0 with a zero gradient
+    every = np.full((3, 5), -100)
+    value, grad = jax.value_and_grad(lambda z: cross_entropy(z, every, reduction,
+                                                             ignore_index=-100).sum())(z)
+    assert float(value) == 0.0 and not np.asarray(grad).any()
+
+
 def test_cross_entropy_bad_inputs():
     z = jnp.zeros((2, 5))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\), got values from 0 to 5"):

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxbasics import checks
+
 #: what two files must share to be joined: the same machine, software and problem size
 SAME_RUN_KEYS = ("platform", "device_kind", "device_count", "size", "jax", "flax", "optax",
                  "torch")
@@ -40,13 +42,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
     """A results file written by ``jaxbasics bench --out``, or ``ValueError`` naming the file
     and what is wrong with it (missing, not JSON, not a results file)."""
     path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a JSON file: {err}") from err
-    meta = result.get("meta") if isinstance(result, dict) else None
+    result = checks.json_object(path)
+    meta = result.get("meta")
     missing = [k for k in (*SAME_RUN_KEYS, "date") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise ValueError(f"{path} is not a jaxbasics bench results file (its 'meta' lacks "
