@@ -91,7 +91,9 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
 
 
 def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp.float32) -> GPT:
-    """A :class:`GPT` holding the weights of the Hugging Face GPT-2 checkpoint in ``directory``.
+    """A :class:`GPT` holding the weights of the Hugging Face GPT-2 checkpoint in ``directory``:
+    ``config.json`` and ``model.safetensors``, or the shards ``model.safetensors.index.json``
+    lists; weights saved in float32, float16 or bfloat16 are held as float32.
 
     Raises ``ValueError`` naming the tensor when a shape disagrees with ``config.json``, or
     when tensors are missing or unexpected.
