@@ -80,6 +80,10 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{index} must map tensor names to file names under 'weight_map', "
                              f"got {type(weight_map).__name__}")
         files = sorted({directory / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists {len(missing)} shard(s) not in {directory}: "
+                                    f"{', '.join(missing)}")
     else:
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in "
                                 f"{directory}")

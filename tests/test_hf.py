@@ -62,6 +62,10 @@ def test_sharded_and_half_precision_checkpoints_load_the_same_model(tmp_path):
         rounded = hf.float()(torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(np.asarray(load_gpt2(tmp_path / "bf16")(ids)), rounded, atol=1e-5)
     assert np.abs(rounded - want).max() > 1e-4  # the bf16 file really held rounded weights
+    next((tmp_path / "sharded").glob("model-00002-*.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"index.json lists 1 shard\(s\) not in .*: "
+                                                r"model-00002-of-"):
+        load_gpt2(tmp_path / "sharded")
     index = tmp_path / "sharded" / "model.safetensors.index.json"
     for text, fragment in (("{", "index.json is not a JSON file (Expecting property name"),
                            ('{"metadata": {}}', "index.json must map tensor names to file names "
