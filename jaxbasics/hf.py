@@ -76,14 +76,17 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
         files = [single]
     elif index.is_file():
         weight_map = checks.json_object(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        names = list(weight_map.values()) if isinstance(weight_map, dict) else None
+        if names is None or not all(isinstance(f, str) for f in names):
+            got = type(weight_map).__name__ if names is None else "file names that are not strings"
             raise ValueError(f"{index} must map tensor names to file names under 'weight_map', "
-                             f"got {type(weight_map).__name__}")
-        files = sorted({directory / f for f in weight_map.values()})
-        missing = [f.name for f in files if not f.is_file()]
+                             f"got {got}")
+        shards = sorted(set(names))
+        missing = [f for f in shards if not (directory / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{index} lists {len(missing)} shard(s) not in {directory}: "
                                     f"{', '.join(missing)}")
+        files = [directory / f for f in shards]
     else:
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in "
                                 f"{directory}")

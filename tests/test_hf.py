@@ -69,7 +69,9 @@ def test_sharded_and_half_precision_checkpoints_load_the_same_model(tmp_path):
     index = tmp_path / "sharded" / "model.safetensors.index.json"
     for text, fragment in (("{", "index.json is not a JSON file (Expecting property name"),
                            ('{"metadata": {}}', "index.json must map tensor names to file names "
-                                                "under 'weight_map', got NoneType")):
+                                                "under 'weight_map', got NoneType"),
+                           ('{"weight_map": {"wte.weight": 3}}', "got file names that are not "
+                                                                 "strings")):
         index.write_text(text)
         with pytest.raises(ValueError) as info:
             load_gpt2(tmp_path / "sharded")
