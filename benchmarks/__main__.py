@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from jaxbasics.bench.cli import add_arguments, cmd_bench
+from jaxbasics.cli.bench import add_arguments, cmd_bench
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 add_arguments(parser)

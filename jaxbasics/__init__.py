@@ -1,55 +1,100 @@
 """jaxbasics: the "basic LLM concepts" chapter done the JAX way.
 
-Sections and where they live:
+Where things live (each folder names a role; imports run down this list, never up):
 
-* tensors ........................ :mod:`jaxbasics.tensors`
-* losses (BCE, cross-entropy) .... :mod:`jaxbasics.losses`
-* autodiff on one neuron ......... :mod:`jaxbasics.neuron`
-* finite differences ............. :mod:`jaxbasics.finite_diff`
-* SimpleNet and backprop ......... :mod:`jaxbasics.simplenet`
-* functional training ............ :mod:`jaxbasics.train_step`
-* the GPT-2 configuration ........ :mod:`jaxbasics.config`
-* GPT-2 model and generation ..... :mod:`jaxbasics.gpt`, :mod:`jaxbasics.attention`,
-  :mod:`jaxbasics.generate`
-* GPT-2 training, checkpoints .... :mod:`jaxbasics.gpt_train`, :mod:`jaxbasics.checkpoint`,
-  :mod:`jaxbasics.data`
-* Hugging Face GPT-2 loading ..... :mod:`jaxbasics.hf`
-* sharding over devices/hosts .... :mod:`jaxbasics.sharding`
-* PyTorch side by side ........... :mod:`jaxbasics.compare` (needs the ``compare`` extra)
-* benchmarks ..................... :mod:`jaxbasics.bench`
+* shared basics ...... :mod:`jaxbasics.checks`, :mod:`jaxbasics.params` (``split_params``),
+  :mod:`jaxbasics.losses`, :mod:`jaxbasics.step` (the one step factory), :mod:`jaxbasics.timing`
+* the chapter ........ :mod:`jaxbasics.chapter`: ``tensors``, ``neuron``, ``finite_diff``,
+  ``simplenet``, ``train_step``
+* GPT-2 .............. :mod:`jaxbasics.gpt`: ``config``, ``model``, ``attention``, ``matmul``,
+  ``data``, ``train``, ``generate``, ``checkpoint``, ``hf``, ``sharding``
+* PyTorch side ....... :mod:`jaxbasics.compare` (the ``compare`` extra); benchmarks:
+  :mod:`jaxbasics.bench`
+* command line ....... :mod:`jaxbasics.cli`
+
+The names below are imported on first use (PEP 562), so ``import jaxbasics`` loads neither
+Flax, Optax nor the GPT-2 stack until one of them is asked for.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from jaxbasics.requirements import check_installed
 
 check_installed()
 
-from jaxbasics import finite_diff, losses, neuron, simplenet, tensors, train_step
-from jaxbasics.config import (
-    GPT_CONFIG_124M,
-    GPT_CONFIG_355M,
-    GPT_CONFIG_774M,
-    GPT_CONFIG_1558M,
-    PRESETS,
-    GPTConfig,
-    parameter_count,
-)
-from jaxbasics.generate import generate
-from jaxbasics.gpt import GPT, count_params, init_cache
-from jaxbasics.hf import load_gpt2
-from jaxbasics.losses import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    cross_entropy,
-)
-from jaxbasics.simplenet import SimpleNet
-from jaxbasics.train_step import make_scan_train, make_train_step, split_params, sum_gradients
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "count_params", "cross_entropy",
-    "finite_diff", "generate", "GPT", "GPT_CONFIG_124M", "GPT_CONFIG_1558M", "GPT_CONFIG_355M",
-    "GPT_CONFIG_774M", "GPTConfig", "init_cache", "load_gpt2", "losses", "make_scan_train",
-    "make_train_step", "neuron", "parameter_count", "PRESETS", "simplenet", "SimpleNet",
-    "split_params", "sum_gradients", "tensors", "train_step",
-]
+#: public name -> the module that defines it (a module itself where the value is "")
+_EXPORTS = {
+    "binary_cross_entropy": "jaxbasics.losses",
+    "binary_cross_entropy_with_logits": "jaxbasics.losses",
+    "cross_entropy": "jaxbasics.losses",
+    "split_params": "jaxbasics.params",
+    "make_step": "jaxbasics.step",
+    "make_train_step": "jaxbasics.chapter.train_step",
+    "make_scan_train": "jaxbasics.chapter.train_step",
+    "sum_gradients": "jaxbasics.chapter.train_step",
+    "SimpleNet": "jaxbasics.chapter.simplenet",
+    "GPTConfig": "jaxbasics.gpt.config",
+    "GPT_CONFIG_124M": "jaxbasics.gpt.config",
+    "GPT_CONFIG_355M": "jaxbasics.gpt.config",
+    "GPT_CONFIG_774M": "jaxbasics.gpt.config",
+    "GPT_CONFIG_1558M": "jaxbasics.gpt.config",
+    "PRESETS": "jaxbasics.gpt.config",
+    "parameter_count": "jaxbasics.gpt.config",
+    "GPT": "jaxbasics.gpt.model",
+    "count_params": "jaxbasics.gpt.model",
+    "init_cache": "jaxbasics.gpt.model",
+    "generate": "jaxbasics.gpt.generate",
+    "load_gpt2": "jaxbasics.gpt.hf",
+    # modules, by the short names the chapter uses
+    "tensors": "jaxbasics.chapter.tensors",
+    "neuron": "jaxbasics.chapter.neuron",
+    "finite_diff": "jaxbasics.chapter.finite_diff",
+    "simplenet": "jaxbasics.chapter.simplenet",
+    "train_step": "jaxbasics.chapter.train_step",
+    "losses": "jaxbasics.losses",
+}
+_MODULES = {"tensors", "neuron", "finite_diff", "simplenet", "train_step", "losses"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use and keep the value."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxbasics' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if name in _MODULES else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from jaxbasics import losses
+    from jaxbasics.chapter import finite_diff, neuron, simplenet, tensors, train_step
+    from jaxbasics.chapter.simplenet import SimpleNet
+    from jaxbasics.chapter.train_step import make_scan_train, make_train_step, sum_gradients
+    from jaxbasics.gpt.config import (
+        GPT_CONFIG_124M,
+        GPT_CONFIG_355M,
+        GPT_CONFIG_774M,
+        GPT_CONFIG_1558M,
+        PRESETS,
+        GPTConfig,
+        parameter_count,
+    )
+    from jaxbasics.gpt.generate import generate
+    from jaxbasics.gpt.hf import load_gpt2
+    from jaxbasics.gpt.model import GPT, count_params, init_cache
+    from jaxbasics.losses import binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy
+    from jaxbasics.params import split_params
+    from jaxbasics.step import make_step

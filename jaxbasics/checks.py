@@ -3,7 +3,9 @@
 Each check runs in Python on the argument's static facts (shape, dtype) and, when the
 argument is a concrete array rather than a tracer inside ``jax.jit``, on its values.
 That way a bad input is reported before anything is traced or compiled, with a message
-that names the argument, what was expected and what was given.
+that names the argument, what was expected and what was given. JAX is imported inside the
+checks that look at arrays, so that the checks of plain numbers (configurations, CLI
+options) load without it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds values we can look at (not a tracer under jit/grad/vmap)."""
+    import jax
+
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -27,6 +32,9 @@ def array(x: Any, name: str) -> jax.Array:
     """``x`` (an array — JAX, NumPy, or anything with ``__array__`` such as a CPU
     ``torch.Tensor`` — a number or nested lists of numbers) as a JAX array, or ``TypeError``
     naming ``name`` for anything else (strings, None, ragged lists, objects)."""
+    import jax
+    import jax.numpy as jnp
+
     if isinstance(x, jax.Array):
         return x
     _numeric_dtype(x, name)
@@ -36,6 +44,9 @@ def array(x: Any, name: str) -> jax.Array:
 def _numeric_dtype(x: Any, name: str) -> np.dtype:
     """The NumPy dtype ``x`` has or would have as an array; ``TypeError`` naming ``name`` if
     it is not a number, boolean or array of them."""
+    import jax
+    import jax.numpy as jnp
+
     if isinstance(x, jax.Array | np.ndarray | np.generic):
         dtype = x.dtype
     else:  # lists, Python numbers, and other libraries' arrays through __array__
@@ -56,6 +67,8 @@ def float_array(x: Any, name: str) -> jax.Array:
     Python floats become float32 (float64 under ``jax_enable_x64``); integer and boolean
     inputs are refused rather than silently cast, as PyTorch's losses do.
     """
+    import jax.numpy as jnp
+
     actual: Any = type(x).__name__ if isinstance(x, bool | int) else _numeric_dtype(x, name)
     if isinstance(actual, str) or not jnp.issubdtype(actual, jnp.floating):
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), "
@@ -65,6 +78,8 @@ def float_array(x: Any, name: str) -> jax.Array:
 
 def int_array(x: Any, name: str) -> jax.Array:
     """``x`` as a JAX array with an integer dtype, or ``TypeError`` naming ``name``."""
+    import jax.numpy as jnp
+
     arr = array(x, name)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype (token ids), got {arr.dtype}")
@@ -74,6 +89,8 @@ def int_array(x: Any, name: str) -> jax.Array:
 def dtype_of(value: Any, name: str, *, floating: bool = False) -> np.dtype:
     """``value`` (``"float32"``, ``jnp.bfloat16``, ``np.dtype(...)``) as a NumPy dtype, or
     ``TypeError`` naming ``name``; with ``floating``, only a floating one."""
+    import jax.numpy as jnp
+
     try:
         dtype = np.dtype(jnp.dtype(value))
     except TypeError:
@@ -156,6 +173,9 @@ def uint32(value: Any, name: str) -> None:
 def random_key(rng: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``rng`` is one JAX random key: a typed key of shape ()
     (``jax.random.key``) or a legacy uint32[2] ``jax.random.PRNGKey``; traced ones too."""
+    import jax
+    import jax.numpy as jnp
+
     ok = isinstance(rng, jax.Array) and (
         rng.shape == () if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
         else rng.dtype == jnp.uint32 and rng.shape == (2,))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,9 @@ def time_once(fn: Callable[[], Any], *, sync: Callable[[Any], Any] = block) -> t
     start = time.perf_counter()
     out = sync(fn())
     return out, time.perf_counter() - start
+
+
+def default_device() -> jax.Device:
+    """The device JAX puts a new array on: ``jax_default_device`` where it is set (``jaxbasics
+    bench --device``), else the first device of JAX's default backend."""
+    return next(iter(jnp.zeros(()).devices()))

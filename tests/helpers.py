@@ -17,8 +17,8 @@ def jax_seen_on(monkeypatch, platform: str, device_kind: str) -> None:
     ``device_kind`` while PyTorch has no CUDA: the pairing it must refuse to time."""
     import torch
 
-    from jaxbasics.bench import device
+    from jaxbasics import timing
 
     fake = SimpleNamespace(platform=platform, device_kind=device_kind)
-    monkeypatch.setattr(device, "default_device", lambda: fake)
+    monkeypatch.setattr(timing, "default_device", lambda: fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -7,10 +7,10 @@ import json
 import jax
 import numpy as np
 
-from jaxbasics import sharding
-from jaxbasics.config import GPTConfig
-from jaxbasics.data import AdditionTask
-from jaxbasics.gpt_train import TrainOptions, train
+from jaxbasics.gpt import sharding
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import AdditionTask
+from jaxbasics.gpt.train import TrainOptions, train
 
 CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
                 drop_rate=0.1)

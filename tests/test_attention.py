@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jaxbasics.attention import causal_attention
+from jaxbasics.gpt.attention import causal_attention
 
 
 def qkv(b=2, t=6, s=None, h=3, hd=4, seed=0, dtype=jnp.float32):

@@ -12,7 +12,7 @@ from jaxbasics.bench.device import peak_flops, table_peak_flops
 from jaxbasics.bench.gpt2 import flops_per_token
 from jaxbasics.bench.suites import run_suites
 from jaxbasics.cli import main
-from jaxbasics.config import GPT_CONFIG_124M
+from jaxbasics.gpt.config import GPT_CONFIG_124M
 from jaxbasics.timing import measure, measure_interleaved
 
 
@@ -175,7 +175,7 @@ def test_smoke_suite_writes_json_and_plots(tmp_path, capsys, monkeypatch):
         assert e["rel_diff"] < 1e-5
         assert e["jax_gflops"] == pytest.approx(2 * math.prod(e["m_k_n"]) / e["jax_ms"] / 1e6)
     # as the step runs them: 2 layers (block kernels twice, head once), and on CPU the
-    # weight gradient transposed first (jaxbasics.matmul)
+    # weight gradient transposed first (jaxbasics.gpt.matmul)
     step = r["gpt2_parts"]["matmuls_per_step"]
     assert set(step) == {"forward", "input_grad", "weight_grad_transposed", "all"}
     assert step["all"]["jax_ms"] == pytest.approx(
@@ -294,7 +294,7 @@ def test_accelerator_variant_set_rehearsed_on_cpu(gpu_rehearsal):
 def test_pytorch_is_timed_on_the_device_jax_runs_on(monkeypatch):
     """On a CPU both run on the CPU; where JAX runs on an accelerator PyTorch cannot use, the
     comparison is refused with both sides named instead of timing PyTorch on the host CPU."""
-    from jaxbasics.bench import device
+    from jaxbasics.compare import device
 
     assert device.torch_device() == "cpu"
     jax_seen_on(monkeypatch, "gpu", "NVIDIA H100 80GB HBM3")
@@ -315,7 +315,7 @@ def test_default_device_follows_jax_default_device():
     import sys
 
     code = ("import jax\n"
-            "from jaxbasics.bench.device import default_device\n"
+            "from jaxbasics.timing import default_device\n"
             "assert default_device() == jax.devices()[0]\n"
             "with jax.default_device(jax.devices()[1]):\n"
             "    print(default_device().id)\n")

@@ -14,13 +14,13 @@ from helpers import jax_seen_on, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxbasics import neuron, simplenet
+from jaxbasics.chapter import neuron, simplenet
 from jaxbasics.cli import main
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.parity import run_parity
 from jaxbasics.compare.speed import run_timings, time_simplenet
 from jaxbasics.compare.transfer import flax_to_torch, torch_named_as_flax, torch_to_flax
-from jaxbasics.train_step import loss_of_params, split_params
+from jaxbasics.params import loss_of_params, split_params
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,8 @@ def test_compare_without_torch_explains_how_to_install():
 def test_cpu_torch_tensors_are_taken_as_arrays_by_the_jax_side():
     """A PyTorch user's tensors go straight into the helpers and losses (through __array__);
     their dtype is checked like any array's."""
-    from jaxbasics import losses, tensors
+    from jaxbasics import losses
+    from jaxbasics.chapter import tensors
 
     t = torch.tensor([[0.25, 0.5], [0.75, 1.0]])
     assert tensors.describe(t) == {"shape": (2, 2), "ndim": 2, "dtype": "float32", "size": 4,

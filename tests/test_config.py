@@ -2,7 +2,7 @@
 
 import pytest
 
-from jaxbasics.config import GPT_CONFIG_124M, PRESETS, GPTConfig, parameter_count
+from jaxbasics.gpt.config import GPT_CONFIG_124M, PRESETS, GPTConfig, parameter_count
 
 
 def test_gpt_config_124m_is_the_chapters():

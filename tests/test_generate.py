@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbasics.config import GPTConfig
-from jaxbasics.generate import generate, sample_next
-from jaxbasics.gpt import GPT
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.generate import generate, sample_next
+from jaxbasics.gpt.model import GPT
 
 CFG = GPTConfig(vocab_size=53, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
                 drop_rate=0.0)

@@ -11,10 +11,10 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
-from jaxbasics.gpt import GPT, count_params, init_cache
-from jaxbasics.gpt_train import lm_loss
-from jaxbasics.train_step import split_params
+from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, parameter_count
+from jaxbasics.gpt.model import GPT, count_params, init_cache
+from jaxbasics.gpt.train import lm_loss
+from jaxbasics.params import split_params
 
 # "tiny configs for testing efficiency"
 TINY = GPTConfig(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, n_layers=2,

@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbasics.config import GPTConfig
-from jaxbasics.data import IGNORE, AdditionTask, TextDataset, step_key
-from jaxbasics.gpt_train import (
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
+from jaxbasics.gpt.train import (
     TrainOptions,
     addition_accuracy,
     build_model,
@@ -23,7 +23,7 @@ from jaxbasics.gpt_train import (
     resolve_remat,
     train,
 )
-from jaxbasics.train_step import split_params
+from jaxbasics.params import split_params
 
 CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
                 drop_rate=0.0)
@@ -180,7 +180,7 @@ def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp
     (here: while the 6th update's record is made; in use, while waiting for the losses): the
     checkpoint holds step 8 and must hold the history of all 8 steps, as an uninterrupted run
     has it, not stop at step 4."""
-    from jaxbasics import gpt_train
+    from jaxbasics.gpt import train as gpt_train
 
     task = AdditionTask(2)
     opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)
@@ -311,8 +311,8 @@ def test_a_train_step_given_a_plain_integer_for_its_key_names_it_at_trace_time()
 
 
 def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
-    from jaxbasics import checkpoint
     from jaxbasics.cli import main
+    from jaxbasics.gpt import checkpoint
 
     with pytest.raises(FileNotFoundError, match="run.json does not exist"):
         checkpoint.load_meta(tmp_path)

@@ -8,9 +8,9 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from jaxbasics.data import ByteTokenizer
-from jaxbasics.generate import generate
-from jaxbasics.hf import config_from_hf, load_gpt2, load_tokenizer
+from jaxbasics.gpt.data import ByteTokenizer
+from jaxbasics.gpt.generate import generate
+from jaxbasics.gpt.hf import config_from_hf, load_gpt2, load_tokenizer
 
 
 def _save_tiny(path, tie=True, seed=0):

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from jaxbasics import matmul
+from jaxbasics.gpt import matmul
 
 
 def _pair(m, k, n, dtype=jnp.float32, seed=0):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxbasics import neuron
-from jaxbasics.finite_diff import numerical_grad
+from jaxbasics.chapter import neuron
+from jaxbasics.chapter.finite_diff import numerical_grad
 
 EX = neuron.CHAPTER_EXAMPLE
 floats = st.floats(-3.0, 3.0, allow_nan=False, width=32)

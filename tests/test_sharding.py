@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import run_python
 
-from jaxbasics import sharding
+from jaxbasics.gpt import sharding
 
 SPECS = ("data=8", "fsdp=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2")
 

@@ -12,15 +12,10 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxbasics import simplenet
-from jaxbasics.finite_diff import numerical_grad
-from jaxbasics.train_step import (
-    loss_of_params,
-    make_scan_train,
-    make_train_step,
-    split_params,
-    sum_gradients,
-)
+from jaxbasics.chapter import simplenet
+from jaxbasics.chapter.finite_diff import numerical_grad
+from jaxbasics.chapter.train_step import make_scan_train, make_train_step, sum_gradients
+from jaxbasics.params import loss_of_params, split_params
 
 LR = 0.01
 _STEPS: dict = {}

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbasics import tensors
+from jaxbasics.chapter import tensors
 
 
 def test_chapter_tensors_have_ranks_zero_to_three_and_int32():

@@ -7,10 +7,11 @@ import os
 import platform
 import resource
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxbasics import timing
 
 # Dense (no sparsity) bf16 tensor-core peaks per JAX device, from the vendors' data sheets, in
 # FLOP/s, keyed by a part of ``jax.Device.device_kind`` as JAX reports it. Order matters: the
@@ -26,49 +27,19 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def default_device() -> jax.Device:
-    """The device JAX puts a new array on: ``jax_default_device`` where it is set (``jaxbasics
-    bench --device``), else the first device of JAX's default backend."""
-    return next(iter(jnp.zeros(()).devices()))
 
 
-def torch_device() -> str:
-    """The PyTorch device that matches :func:`default_device`, so that both frameworks are
-    timed on the same hardware: ``"cpu"`` when JAX runs on the CPU, ``"cuda"`` when it runs on
-    a GPU and PyTorch was built with CUDA (then float32 matmuls are set to TF32,
-    ``set_float32_matmul_precision("high")``, as XLA computes them by default on GPUs that have
-    it). Anything else raises RuntimeError naming both sides: PyTorch on the host CPU timed
-    against JAX on an accelerator would compare machines, not frameworks."""
-    import torch
-
-    dev = default_device()
-    if dev.platform == "cpu":
-        return "cpu"
-    if dev.platform == "gpu" and torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
-        return "cuda"
-    why = ("torch.cuda.is_available() is False: a CPU-only build? install a CUDA build of "
-           "PyTorch" if dev.platform == "gpu" else "PyTorch has no backend for it here")
-    raise RuntimeError(f"JAX runs on {dev.platform} ({dev.device_kind}) but PyTorch cannot ({why}); "
-                       "to compare on the CPU instead: jaxbasics bench --device cpu")
 
 
-def torch_sync(out: Any) -> Any:
-    """Wait for PyTorch's queued GPU work (nothing to wait for on CPU); returns ``out``."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out
 
 
 def device_info() -> dict:
-    """Platform, device kind and count (of :func:`default_device`'s platform), host, library
+    """Platform, device kind and count (of :func:`jaxbasics.timing.default_device`'s platform), host, library
     versions and the date."""
     import flax
     import optax
 
-    dev = default_device()
+    dev = timing.default_device()
     info = {"platform": dev.platform, "device_kind": dev.device_kind,
             "device_count": len(jax.devices(dev.platform)), "host": platform.node(),
             "cpu": platform.processor() or platform.machine(),
@@ -105,11 +76,11 @@ def table_peak_flops(device_kind: str) -> float | None:
 
 
 def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:
-    """MFU's denominator for ``device`` (default: :func:`default_device`) and where it comes
+    """MFU's denominator for ``device`` (default: :func:`jaxbasics.timing.default_device`) and where it comes
     from: the data-sheet dense bf16 peak of a known accelerator; on any other accelerator the
     best of a jitted 8192² bf16 matmul, and on a CPU of a 2048² fp32 one (XLA:CPU has no
     faster bf16 path), both measured in this run."""
-    device = device or default_device()
+    device = device or timing.default_device()
     peak = table_peak_flops(device.device_kind)
     if peak is not None:
         return peak, "data sheet, dense bf16"

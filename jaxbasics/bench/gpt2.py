@@ -28,26 +28,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbasics import checks, sharding
-from jaxbasics.bench.device import (
-    default_device,
-    host_max_rss_bytes,
-    minor_page_faults,
-    peak_flops,
-    torch_device,
-    torch_sync,
-)
-from jaxbasics.config import GPT_CONFIG_124M, GPTConfig, parameter_count
-from jaxbasics.gpt import GPT
-from jaxbasics.gpt_train import (
+from jaxbasics import checks, timing
+from jaxbasics.bench.device import host_max_rss_bytes, minor_page_faults, peak_flops
+from jaxbasics.compare.device import torch_device, torch_sync
+from jaxbasics.gpt import sharding
+from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, parameter_count
+from jaxbasics.gpt.model import GPT
+from jaxbasics.gpt.train import (
     TrainOptions,
     make_gpt_train_loop,
     make_gpt_train_step,
     make_optimizer,
     sharded_state,
 )
+from jaxbasics.params import split_params
 from jaxbasics.timing import measure, measure_interleaved
-from jaxbasics.train_step import split_params
 
 #: size -> (config, batch size, timing repeats)
 SIZES: dict[str, tuple[GPTConfig, int, int]] = {
@@ -77,7 +72,9 @@ def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
     return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * t
 
 
-def _batch(cfg: GPTConfig, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def random_batch(cfg: GPTConfig, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of shape (batch, context_length): uniform random token ids from ``seed``, y
+    the next token of x."""
     ids = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, cfg.context_length + 1))
     return ids[:, :-1].astype(np.int32), ids[:, 1:].astype(np.int32)
 
@@ -100,7 +97,7 @@ class Variant:
     framework: str  # "jax" or "torch"
     dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
     remat: bool | str = False  # JAX: see jaxbasics.gpt.GPT
-    attention: str = "xla"  # JAX: see jaxbasics.attention
+    attention: str = "xla"  # JAX: see jaxbasics.gpt.attention
     compile: bool = False  # torch: through torch.compile
     steps_per_call: int = 1  # JAX: updates per compiled call (gpt_train.make_gpt_train_loop)
 
@@ -166,7 +163,7 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     opt_state = tx.init(params)
     shardings = None
     loop = steps_per_call > 1
-    host = [_batch(cfg, batch, seed=i) for i in range(steps_per_call)]
+    host = [random_batch(cfg, batch, seed=i) for i in range(steps_per_call)]
     data = (np.stack([h[0] for h in host]), np.stack([h[1] for h in host])) if loop else host[0]
     if mesh is None:
         x, y = (jnp.asarray(a) for a in data)
@@ -210,7 +207,7 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
     load_from_flax(model, split_params(GPT(cfg, rngs=nnx.Rngs(0)))[1])  # same start as JAX
     model = model.to(device).train()
     opt = adamw(model, fused=True)
-    x, y = (torch.from_numpy(a).long().to(device) for a in _batch(cfg, batch))
+    x, y = (torch.from_numpy(a).long().to(device) for a in random_batch(cfg, batch))
     forward = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
@@ -309,7 +306,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
     cfg, batch, repeats = size_setting(size)
     if platform not in (None, "cpu", "gpu", "tpu"):
         raise ValueError(f"platform must be None, 'cpu', 'gpu' or 'tpu', got {platform!r}")
-    chosen = select_variants(variants(platform or default_device().platform,
+    chosen = select_variants(variants(platform or timing.default_device().platform,
                                       torch_side=torch_side, compile_torch=compile_torch,
                                       bf16=bf16), only)
     peak, peak_source = peak_flops()
@@ -318,7 +315,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
         "parameters": parameter_count(cfg), "flops_per_token": flops_per_token(cfg),
         "peak_flops": peak, "peak_source": peak_source, "timing": "interleaved",
-        "variant_set": platform or default_device().platform,
+        "variant_set": platform or timing.default_device().platform,
         "timing_groups": [[v.name for v in g] for g in groups], "complete": False,
         "variants": {}}
     out = result["variants"]

@@ -25,7 +25,7 @@ tokens times a (k, n) weight W, M = B·T) the products that training runs::
     input_grad    g·Wᵀ     (M, n)·(n, k)     g = dL/d(output)
     weight_grad   xᵀ·g     (k, M)·(M, n)     PyTorch forms gᵀ·x, its weight being stored (n, k)
     weight_grad_transposed                   the same, JAX from an explicit transpose first,
-                                             as jaxbasics.matmul runs it on CPU
+                                             as jaxbasics.gpt.matmul runs it on CPU
 
 each timed alone in both frameworks on the same numbers (GFLOP/s = 2·M·k·n / time), with the
 relative difference ‖a − b‖ / ‖b‖ of the two results, and summed as one step runs them
@@ -56,15 +56,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbasics import matmul
-from jaxbasics.attention import causal_attention
-from jaxbasics.bench.device import torch_device, torch_sync
-from jaxbasics.bench.gpt2 import _batch, size_setting
-from jaxbasics.gpt import GPT, scan_blocks
-from jaxbasics.gpt_train import decay_mask, resolve_remat
+from jaxbasics.bench.gpt2 import random_batch, size_setting
+from jaxbasics.compare.device import torch_device, torch_sync
+from jaxbasics.gpt import matmul
+from jaxbasics.gpt.attention import causal_attention
+from jaxbasics.gpt.model import GPT, scan_blocks
+from jaxbasics.gpt.train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
+from jaxbasics.params import split_params
 from jaxbasics.timing import measure_interleaved
-from jaxbasics.train_step import split_params
 
 PARTS = ("blocks", "attention", "head_loss", "update")
 PRODUCTS = ("forward", "input_grad", "weight_grad", "weight_grad_transposed")
@@ -87,7 +87,7 @@ def _inputs(cfg, batch: int) -> dict[str, np.ndarray]:
             "r": rng.standard_normal(shape, np.float32),
             **{name: rng.standard_normal(heads, np.float32) for name in ("q", "k", "v", "r_att")},
             "h": rng.standard_normal((batch * cfg.context_length, cfg.emb_dim), np.float32),
-            "y": _batch(cfg, batch)[1].reshape(-1)}
+            "y": random_batch(cfg, batch)[1].reshape(-1)}
 
 
 def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
@@ -224,7 +224,7 @@ def run_matmuls(cfg, tokens: int, *, repeats: int) -> list[dict[str, Any]]:
         jax_fns = {"forward": (jax.jit(lambda x, w: x @ w), (jx, jw)),
                    "input_grad": (jax.jit(lambda g, w: g @ w.T), (jg, jw)),
                    "weight_grad": (jax.jit(lambda x, g: x.T @ g), (jx, jg)),
-                   # as jaxbasics.matmul computes it on CPU: transpose first, then multiply
+                   # as jaxbasics.gpt.matmul computes it on CPU: transpose first, then multiply
                    "weight_grad_transposed": (jax.jit(matmul.weight_grad), (jx, jg))}
         torch_fns = {"forward": lambda tx=tx, twt=twt: tx @ twt.T,
                      "input_grad": lambda tg=tg, twt=twt: tg @ twt,
@@ -331,7 +331,7 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
 def per_step(matmuls: list[dict[str, Any]], n_layers: int,
              backend: str | None = None) -> dict[str, dict[str, float]]:
     """The kernels' times as one training step runs them (each block projection n_layers
-    times, the head once; the weight gradient in the form :mod:`jaxbasics.matmul` uses on
+    times, the head once; the weight gradient in the form :mod:`jaxbasics.gpt.matmul` uses on
     ``backend``), summed by product and over all: ``{product or "all": {"jax_ms",
     "torch_ms", "speedup_vs_torch"}}``."""
     run = ("forward", "input_grad",

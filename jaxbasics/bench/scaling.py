@@ -12,9 +12,9 @@ from typing import Any
 
 import jax
 
-from jaxbasics import sharding
-from jaxbasics.bench.device import default_device
 from jaxbasics.bench.gpt2 import size_setting, time_jax_step
+from jaxbasics.gpt import sharding
+from jaxbasics.timing import default_device
 
 PER_DEVICE_BATCH = {"smoke": 2, "cpu": 4, "full": 16}
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jaxbasics import timing
 from jaxbasics.bench import device
+from jaxbasics.compare.device import torch_device
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
 #: size -> settings of the small-model suites
@@ -53,11 +55,11 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     if variants is not None:  # a pattern that matches nothing: refused before anything runs
         from jaxbasics.bench import gpt2
 
-        gpt2.select_variants(gpt2.variants(device.default_device().platform, torch_side=has_torch,
+        gpt2.select_variants(gpt2.variants(timing.default_device().platform, torch_side=has_torch,
                                            compile_torch=compile_torch), variants)
     if needs_torch:
         try:  # before anything runs: both frameworks must be timed on the same hardware
-            device.torch_device()
+            torch_device()
         except RuntimeError as err:
             raise RuntimeError(f"{err}; or run --suite gpt2 alone (its PyTorch variants are then "
                                "recorded with this error)") from err

@@ -17,11 +17,13 @@ import optax
 import torch
 from flax import nnx
 
-from jaxbasics import checks, neuron, simplenet, tensors
+from jaxbasics import checks
+from jaxbasics.chapter import neuron, simplenet, tensors
+from jaxbasics.chapter.train_step import make_scan_train, sum_gradients
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.transfer import torch_named_as_flax, torch_to_flax
 from jaxbasics.losses import binary_cross_entropy
-from jaxbasics.train_step import loss_of_params, make_scan_train, split_params, sum_gradients
+from jaxbasics.params import loss_of_params, split_params
 
 RTOL_SINGLE = 1e-6  # one forward/backward in float32
 ATOL_SINGLE = 1e-7

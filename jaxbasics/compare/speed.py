@@ -11,7 +11,7 @@ For each problem (the single neuron, SimpleNet at a given batch) the same SGD st
 Each is a median over repeated samples after warm-up, the four taking turns sample by
 sample (:func:`jaxbasics.timing.measure_interleaved`) so that a machine's drift in speed
 does not favour one of them. PyTorch runs on the device JAX runs on
-(:func:`jaxbasics.bench.device.torch_device`, which refuses a pair it cannot match).
+(:func:`jaxbasics.compare.device.torch_device`, which refuses a pair it cannot match).
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from jaxbasics import checks, neuron, simplenet
-from jaxbasics.bench.device import torch_device, torch_sync
+from jaxbasics import checks
+from jaxbasics.chapter import neuron, simplenet
+from jaxbasics.chapter.train_step import make_scan_train, make_train_step
 from jaxbasics.compare import torch_reference as ref
+from jaxbasics.compare.device import torch_device, torch_sync
 from jaxbasics.compare.transfer import torch_to_flax
+from jaxbasics.params import split_params
 from jaxbasics.timing import measure_interleaved
-from jaxbasics.train_step import make_scan_train, make_train_step, split_params
 
 LR = 0.01
 

@@ -1,6 +1,6 @@
 """The same GPT-2 in PyTorch, for timing against the Flax model in the same process (the
 chapter's GPT, object-oriented). Architecture, init and optimizer groups match
-:mod:`jaxbasics.gpt` and :mod:`jaxbasics.gpt_train`; :func:`load_from_flax` copies weights
+:mod:`jaxbasics.gpt.model` and :mod:`jaxbasics.gpt.train`; :func:`load_from_flax` copies weights
 across so the two can also be checked for equal logits.
 """
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxbasics.config import GPTConfig
+from jaxbasics.gpt.config import GPTConfig
 
 
 class _Block(nn.Module):

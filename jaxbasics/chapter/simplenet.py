@@ -29,6 +29,10 @@ from flax import nnx
 
 from jaxbasics import checks
 from jaxbasics.losses import binary_cross_entropy
+from jaxbasics.params import named_parameters
+
+__all__ = ["SimpleNet", "bce_loss", "check_batch", "manual_gradients", "named_parameters",
+           "toy_batch", "torch_linear_init"]
 
 
 def torch_linear_init(fan_in: int):
@@ -106,22 +110,6 @@ def manual_gradients(params: dict, x: jax.Array, y: jax.Array) -> dict:
             "fc2": {"kernel": r.T @ d_s, "bias": d_s.sum(0)}}
 
 
-def named_parameters(tree: Any) -> list[tuple[str, jax.Array]]:
-    """``[("fc1.kernel", array), ...]``: a parameter (or gradient) tree flattened with dotted
-    names, like ``model.named_parameters()`` or iterating ``p.grad`` in PyTorch."""
-    if isinstance(tree, nnx.Module):
-        tree = nnx.state(tree, nnx.Param)
-    if isinstance(tree, nnx.State):
-        tree = nnx.to_pure_dict(tree)
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [(".".join(_key_name(k) for k in path), leaf) for path, leaf in flat]
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
 
 
 def toy_batch(key: jax.Array, batch_size: int, n_in: int = 10) -> tuple[jax.Array, jax.Array]:

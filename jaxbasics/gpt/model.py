@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbasics import checks, matmul
-from jaxbasics.attention import causal_attention, check_implementation
-from jaxbasics.config import GPTConfig
+from jaxbasics import checks
+from jaxbasics.gpt import matmul
+from jaxbasics.gpt.attention import causal_attention, check_implementation
+from jaxbasics.gpt.config import GPTConfig
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 INIT_STD = 0.02
@@ -132,7 +133,7 @@ class GPT(nnx.Module):
         ``jax.checkpoint_policies`` policy is accepted too.
       attention: ``"xla"`` (default, any device) or ``"cudnn"`` (cuDNN flash attention on
         NVIDIA GPUs, bfloat16/float16, no attention dropout or KV cache); see
-        :mod:`jaxbasics.attention`.
+        :mod:`jaxbasics.gpt.attention`.
       rngs: parameter initialisation keys.
     """
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxbasics import checks
-from jaxbasics.finite_diff import numerical_grad
+from jaxbasics.chapter.finite_diff import numerical_grad
 from jaxbasics.losses import binary_cross_entropy
 
 
@@ -93,7 +93,7 @@ def manual_gradients(w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Arr
 
 def numerical_gradients(w: Any, b: Any, x: Any, y: Any,
                         eps: float = 1e-6) -> tuple[jax.Array, jax.Array]:
-    """``(dL/dw, dL/db)`` by central differences in float64 (see :mod:`jaxbasics.finite_diff`)."""
+    """``(dL/dw, dL/db)`` by central differences in float64 (see :mod:`jaxbasics.chapter.finite_diff`)."""
     w, b, x, y = _validated(w, b, x, y)
     gw, gb = numerical_grad(lambda p, x_, y_: loss(p[0], p[1], x_, y_), (w, b), x, y, eps=eps)
     return jnp.asarray(gw, w.dtype), jnp.asarray(gb, b.dtype)

@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxbasics import checks
-from jaxbasics.config import GPTConfig
+from jaxbasics.gpt.config import GPTConfig
 
 #: what every sidecar holds (:func:`save` is given the first four by ``train``)
 SIDECAR_KEYS = ("config", "options", "task", "history", "step")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.config import PRESETS
+from jaxbasics.gpt.config import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +86,7 @@ def _fail(command: str, err: Exception) -> int:
 
 
 def _model_config(args: argparse.Namespace, seq_len: int):
-    from jaxbasics.config import GPTConfig
+    from jaxbasics.gpt.config import GPTConfig
 
     base = PRESETS[args.preset] if args.preset != "tiny" else GPTConfig(
         emb_dim=128, n_heads=4, n_layers=4)
@@ -100,16 +100,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 3
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jaxbasics.config import parameter_count
-    from jaxbasics.console import make_console
-    from jaxbasics.data import AdditionTask, TextDataset
-    from jaxbasics.gpt_train import TrainOptions, addition_accuracy, task_seq_len, train
-    from jaxbasics.plots import plot_loss
+    from jaxbasics.cli.console import make_console
+    from jaxbasics.cli.plots import plot_loss
+    from jaxbasics.gpt.config import parameter_count
+    from jaxbasics.gpt.data import AdditionTask, TextDataset
+    from jaxbasics.gpt.train import TrainOptions, addition_accuracy, task_seq_len, train
 
     try:
         mesh = None
         if args.mesh:
-            from jaxbasics import sharding
+            from jaxbasics.gpt import sharding
 
             sharding.initialize_distributed()
             mesh = sharding.make_mesh(args.mesh)
@@ -171,8 +171,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _text_report(c, model, task) -> None:
     import jax
 
-    from jaxbasics.generate import generate
-    from jaxbasics.gpt_train import lm_loss
+    from jaxbasics.gpt.generate import generate
+    from jaxbasics.gpt.train import lm_loss
 
     x, y = task.val_batch(16)
     c.print(f"validation loss: {float(lm_loss(model, x, y, None)):.4f} nats/byte")
@@ -189,11 +189,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from jaxbasics.generate import generate
+    from jaxbasics.gpt.generate import generate
 
     try:
         if args.hf:
-            from jaxbasics.hf import load_gpt2, load_tokenizer
+            from jaxbasics.gpt.hf import load_gpt2, load_tokenizer
 
             model, tok = load_gpt2(args.hf), load_tokenizer(args.hf)
         else:
@@ -213,10 +213,10 @@ def _load_run(run_dir: Path):
     import jax
     from flax import nnx
 
-    from jaxbasics import checkpoint
-    from jaxbasics.data import ByteTokenizer
-    from jaxbasics.gpt_train import TrainOptions, build_model, make_optimizer
-    from jaxbasics.train_step import split_params
+    from jaxbasics.gpt import checkpoint
+    from jaxbasics.gpt.data import ByteTokenizer
+    from jaxbasics.gpt.train import TrainOptions, build_model, make_optimizer
+    from jaxbasics.params import split_params
 
     meta = checkpoint.load_meta(run_dir)
     cfg, opts = checkpoint.config_of(meta), TrainOptions(**meta["options"])

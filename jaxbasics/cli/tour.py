@@ -16,10 +16,11 @@ from flax import nnx
 from rich.console import Console
 from rich.table import Table
 
-from jaxbasics import neuron, simplenet, tensors
-from jaxbasics.config import GPT_CONFIG_124M, parameter_count
-from jaxbasics.console import make_console
-from jaxbasics.train_step import loss_of_params, make_scan_train, make_train_step, split_params
+from jaxbasics.chapter import neuron, simplenet, tensors
+from jaxbasics.chapter.train_step import make_scan_train, make_train_step
+from jaxbasics.cli.console import make_console
+from jaxbasics.gpt.config import GPT_CONFIG_124M, parameter_count
+from jaxbasics.params import loss_of_params, split_params
 
 LEARNING_RATE = 0.01  # the chapter's SGD learning rate
 

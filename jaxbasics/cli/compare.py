@@ -73,7 +73,7 @@ def _versions() -> dict[str, str]:
     import optax
     import torch
 
-    from jaxbasics.bench.device import default_device
+    from jaxbasics.timing import default_device
 
     return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
             "torch": torch.__version__, "device": str(default_device())}
@@ -86,7 +86,7 @@ def _us(value: float | None) -> str:
 def _print(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from jaxbasics.console import make_console
+    from jaxbasics.cli.console import make_console
 
     c = make_console()
     v = result["versions"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:
-    from jaxbasics.tour import print_tour, run_tour
+    from jaxbasics.cli.tour import print_tour, run_tour
 
     result = run_tour(seed=args.seed)
     if args.json:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Registration functions of the other subcommands (each module adds its own parser)."""
     registrations = []
-    for module_name in ("jaxbasics.compare.cli", "jaxbasics.gpt_cli", "jaxbasics.bench.cli"):
+    for module_name in ("jaxbasics.cli.compare", "jaxbasics.cli.gpt", "jaxbasics.cli.bench"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -123,7 +123,7 @@ def print_tables(result: dict[str, Any]) -> None:
     """Render a results dict (as written to JSON) as tables."""
     from rich.table import Table
 
-    from jaxbasics.console import make_console
+    from jaxbasics.cli.console import make_console
 
     c = make_console()
     m = result["meta"]

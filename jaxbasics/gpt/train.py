@@ -24,13 +24,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbasics import checkpoint, checks
-from jaxbasics.config import GPTConfig
-from jaxbasics.data import IGNORE, AdditionTask, TextDataset, step_key
-from jaxbasics.generate import generate
-from jaxbasics.gpt import GPT, remat_policy
+from jaxbasics import checks
+from jaxbasics.gpt import checkpoint
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
+from jaxbasics.gpt.generate import generate
+from jaxbasics.gpt.model import GPT, remat_policy
 from jaxbasics.losses import cross_entropy
-from jaxbasics.train_step import split_params
+from jaxbasics.params import split_params
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
     donate_argnums = (0, 1) if donate else ()
     if shardings is None:
         return jax.jit(loop, donate_argnums=donate_argnums)
-    from jaxbasics import sharding
+    from jaxbasics.gpt import sharding
 
     p_sh, o_sh, b_sh, rep = shardings
     stacked = sharding.batch_sharding(b_sh.mesh, stacked=True)
@@ -203,11 +204,11 @@ def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
 def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any
                   ) -> tuple[Any, Any, tuple]:
     """Place ``params`` and ``opt_state`` on ``mesh`` (parameter rules of
-    :mod:`jaxbasics.sharding`; Adam moments follow their parameter) and return them with the
+    :mod:`jaxbasics.gpt.sharding`; Adam moments follow their parameter) and return them with the
     ``shardings`` tuple for :func:`make_gpt_train_step`."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from jaxbasics import sharding
+    from jaxbasics.gpt import sharding
 
     rep = NamedSharding(mesh, PartitionSpec())
     p_sh = sharding.param_shardings(params, mesh)
@@ -278,7 +279,7 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     place: Callable[[np.ndarray], jax.Array]
     place_stacked: Callable[[np.ndarray], jax.Array]
     if mesh is not None:
-        from jaxbasics import sharding
+        from jaxbasics.gpt import sharding
 
         sharding.check_batch_divides(opts.batch_size, mesh)
         params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)

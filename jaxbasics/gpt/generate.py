@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxbasics import checks
-from jaxbasics.gpt import GPT, check_tokens, init_cache
-from jaxbasics.train_step import split_params
+from jaxbasics.gpt.model import GPT, check_tokens, init_cache
+from jaxbasics.params import split_params
 
 
 def sample_next(logits: jax.Array, key: jax.Array, temperature: float,

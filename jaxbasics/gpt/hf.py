@@ -26,9 +26,9 @@ import numpy as np
 from flax import nnx
 
 from jaxbasics import checks
-from jaxbasics.config import GPTConfig
-from jaxbasics.data import ByteTokenizer
-from jaxbasics.gpt import GPT, LN_EPS
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import ByteTokenizer
+from jaxbasics.gpt.model import GPT, LN_EPS
 
 _BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older checkpoints
 _BLOCK_MAP = {  # ours (under blocks.) -> Hugging Face (under h.i.), "T" = transpose
