@@ -52,7 +52,7 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
               metrics: Metrics = _loss_only,
               check_stacked: Callable[[tuple[Any, ...]], None] | None = None,
               in_shardings: Any = None, out_shardings: Any = None
-              ) -> Callable[..., tuple[Any, Any, Any]]:
+              ) -> jax.stages.Wrapped:
     """A compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, out)``.
 
     Args:

@@ -23,6 +23,7 @@ from jaxbasics.gpt.train import (
     resolve_remat,
     train,
 )
+from jaxbasics.gpt.model import ParamInfo, parameter_table
 from jaxbasics.params import split_params
 
 CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
@@ -30,9 +31,9 @@ CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_laye
 
 
 def test_decay_mask_covers_matrices_and_embeddings_only():
-    _, params = split_params(build_model(CFG.replace(qkv_bias=True), TrainOptions()))
+    table = parameter_table(build_model(CFG.replace(qkv_bias=True), TrainOptions()))
     flat = {"/".join(str(k.key) for k in path): v for path, v in
-            jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]}
+            jax.tree_util.tree_flatten_with_path(decay_mask(table))[0]}
     assert flat["tok_emb/embedding"] and flat["blocks/attn/qkv/kernel"] and flat["head/kernel"]
     assert not flat["blocks/attn/qkv/bias"] and not flat["blocks/ln1/scale"]
     assert not flat["ln_f/bias"]
@@ -61,10 +62,11 @@ def test_accumulating_two_halves_equals_one_full_batch_step():
     key = jax.random.key(0)
     model = build_model(CFG, TrainOptions())
     graphdef, params = split_params(model)
-    full_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2))
+    full_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
     full, _, _ = make_gpt_train_step(graphdef, full_tx, donate=False)(
         params, full_tx.init(params), x, y, key)
-    acc_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2, accumulate=2))
+    acc_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2, accumulate=2),
+                            parameter_table(model))
     step = make_gpt_train_step(graphdef, acc_tx, donate=False)
     p, s = params, acc_tx.init(params)
     for half in (slice(0, 8), slice(8, 16)):
@@ -115,8 +117,9 @@ def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(t
 def test_train_loop_is_k_calls_of_the_step():
     """One lax.scan over K stacked batches makes the same updates as K step calls."""
     task = AdditionTask(2)
-    graphdef, params = split_params(build_model(CFG.replace(drop_rate=0.1), TrainOptions()))
-    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2))
+    model = build_model(CFG.replace(drop_rate=0.1), TrainOptions())
+    graphdef, params = split_params(model)
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
     batches = [task.batch(i, 8) for i in range(3)]
     keys = jnp.stack([jax.random.key(i) for i in range(3)])
     step = make_gpt_train_step(graphdef, tx, donate=False)
@@ -274,13 +277,15 @@ def test_vocab_mismatch_is_refused():
 
 def test_optax_adamw_is_what_runs():
     """The optimizer chain is optax's: clip then adamw, nothing hand-written."""
-    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=1))
+    table = {"w": {"kernel": ParamInfo(("embed", "mlp"), (2, 2), "w")},
+             "b": {"bias": ParamInfo(("mlp",), (2,), "b")}}
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=1), table)
     params = {"w": {"kernel": jnp.ones((2, 2))}, "b": {"bias": jnp.ones(2)}}
     grads = jax.tree.map(lambda p: 10 * p, params)  # global norm sqrt(600) > 1: clipped
     updates, _ = tx.update(grads, tx.init(params), params)
     ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
         learning_rate_schedule(TrainOptions(steps=10, warmup_steps=1)), b1=0.9, b2=0.95,
-        weight_decay=0.1, mask=decay_mask))
+        weight_decay=0.1, mask={"w": {"kernel": True}, "b": {"bias": False}}))
     chex.assert_trees_all_close(updates, ref.update(grads, ref.init(params), params)[0])
 
 
@@ -300,8 +305,9 @@ def test_step_keys_are_a_pure_function_of_seed_and_step_and_refuse_out_of_range_
 
 def test_a_train_step_given_a_plain_integer_for_its_key_names_it_at_trace_time():
     cfg = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1)
-    graphdef, params = split_params(build_model(cfg, TrainOptions(steps=2, warmup_steps=0)))
-    tx = make_optimizer(TrainOptions(steps=2, warmup_steps=0))
+    model = build_model(cfg, TrainOptions(steps=2, warmup_steps=0))
+    graphdef, params = split_params(model)
+    tx = make_optimizer(TrainOptions(steps=2, warmup_steps=0), parameter_table(model))
     ids = jnp.zeros((2, 8), jnp.int32)
     step = make_gpt_train_step(graphdef, tx, donate=False)
     with pytest.raises(TypeError, match=r"key must be one JAX random key .*got int32 array of shape \(\)"):

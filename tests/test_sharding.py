@@ -6,11 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 from helpers import run_python
+from jax.sharding import PartitionSpec as P
 
 from jaxbasics.gpt import sharding
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.model import GPT, ParamInfo, parameter_table
 
 SPECS = ("data=8", "fsdp=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2")
 
@@ -108,12 +113,46 @@ def test_mesh_helpers_name_bad_arguments(call, error, fragment):
     assert fragment in str(info.value)
 
 
-def test_logical_axes_of_gpt_parameters():
-    assert sharding.logical_axes(("blocks", "mlp", "fc", "kernel"), 3) == ("layers", "embed", "mlp")
-    assert sharding.logical_axes(("blocks", "ln1", "scale"), 2) == ("layers", None)
-    assert sharding.logical_axes(("ln_f", "bias"), 1) == (None,)
-    with pytest.raises(ValueError, match="has 2 dims, expected 3"):
-        sharding.logical_axes(("blocks", "mlp", "fc", "kernel"), 2)
+def _abstract_gpt(**changes):
+    cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
+                    qkv_bias=True).replace(**changes)
+    return nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
+
+
+def test_every_gpt_parameter_declares_its_logical_axes_and_the_specs_follow_them():
+    table = parameter_table(_abstract_gpt())
+    axes = {jax.tree_util.keystr(p): info.axes for p, info in
+            jax.tree_util.tree_flatten_with_path(table)[0]}
+    assert axes["['blocks']['mlp']['fc']['kernel']"] == ("layers", "embed", "mlp")
+    assert axes["['blocks']['attn']['qkv']['bias']"] == ("layers", "qkv")
+    assert axes["['blocks']['ln1']['scale']"] == ("layers", "residual")
+    assert axes["['tok_emb']['embedding']"] == ("vocab", "embed")
+    assert axes["['ln_f']['bias']"] == ("residual",) and len(axes) == 17
+    mesh = sharding.make_mesh("fsdp=1")  # one device: nothing split, every name still checked
+    specs = sharding.param_specs(table, mesh)
+    assert specs["blocks"]["mlp"]["fc"]["kernel"] == P(None, None, None)
+    # split over fsdp=2 (mesh axes larger than one are what _mesh_axis keeps): a fake mesh shape
+    fake = type("FakeMesh", (), {"shape": {"data": 1, "fsdp": 2, "tensor": 2}})()
+    specs = sharding.param_specs(table, fake)
+    assert specs["blocks"]["mlp"]["fc"]["kernel"] == P(None, "fsdp", "tensor")
+    assert specs["blocks"]["ln1"]["scale"] == P(None, None)
+    assert specs["tok_emb"]["embedding"] == P("tensor", "fsdp")
+    assert specs["pos_emb"]["embedding"] == P(None, "fsdp")
+    odd = sharding.param_specs(parameter_table(_abstract_gpt(vocab_size=65)), fake)
+    assert odd["tok_emb"]["embedding"] == P(None, "fsdp")  # 65 rows do not split in two
+
+
+def test_a_parameter_created_without_declared_axes_is_named_not_replicated_silently():
+    model = _abstract_gpt()
+    model.head = nnx.Linear(32, 64, use_bias=False, rngs=nnx.Rngs(0))  # a layer added plainly
+    with pytest.raises(ValueError, match=r"parameter head.kernel \(shape \(32, 64\)\) must be "
+                       r"created through jaxbasics.gpt.model.declared"):
+        parameter_table(model)
+    table = parameter_table(_abstract_gpt())
+    table["ln_f"]["scale"] = ParamInfo(("width",), (32,), "ln_f.weight")
+    with pytest.raises(ValueError, match=r"parameter \['ln_f'\]\['scale'\] has logical axis "
+                       r"'width', which RULES does not map"):
+        sharding.param_specs(table, sharding.make_mesh("data=1"))
 
 
 def test_distributed_start_needs_all_variables(monkeypatch):

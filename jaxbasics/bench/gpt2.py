@@ -33,7 +33,7 @@ from jaxbasics.bench.device import host_max_rss_bytes, minor_page_faults, peak_f
 from jaxbasics.compare.device import torch_device, torch_sync
 from jaxbasics.gpt import sharding
 from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, parameter_count
-from jaxbasics.gpt.model import GPT
+from jaxbasics.gpt.model import GPT, parameter_table
 from jaxbasics.gpt.train import (
     TrainOptions,
     make_gpt_train_loop,
@@ -99,7 +99,7 @@ class Variant:
     remat: bool | str = False  # JAX: see jaxbasics.gpt.GPT
     attention: str = "xla"  # JAX: see jaxbasics.gpt.attention
     compile: bool = False  # torch: through torch.compile
-    steps_per_call: int = 1  # JAX: updates per compiled call (gpt_train.make_gpt_train_loop)
+    steps_per_call: int = 1  # JAX: updates per compiled call (jaxbasics.gpt.train.make_gpt_train_loop)
 
 
 #: updates per call of the ``_loop`` variants
@@ -155,11 +155,12 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
                 steps_per_call: int = 1) -> Prepared:
     """The jaxbasics train step (split state, donated buffers, blocks under lax.scan) for
     ``batch`` sequences, sharded over ``mesh`` when given, compiled and run once. With
-    ``steps_per_call`` > 1, :func:`~jaxbasics.gpt_train.make_gpt_train_loop` over that many
+    ``steps_per_call`` > 1, :func:`~jaxbasics.gpt.train.make_gpt_train_loop` over that many
     batches (the first the same as the single step's), each ``run()`` that many updates."""
-    graphdef, params = split_params(GPT(cfg, dtype=dtype, remat=remat, attention=attention,
-                                        rngs=nnx.Rngs(0)))
-    tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4))
+    model = GPT(cfg, dtype=dtype, remat=remat, attention=attention, rngs=nnx.Rngs(0))
+    graphdef, params = split_params(model)
+    table = parameter_table(model)
+    tx = make_optimizer(TrainOptions(steps=1000, warmup_steps=10, learning_rate=6e-4), table)
     opt_state = tx.init(params)
     shardings = None
     loop = steps_per_call > 1
@@ -168,7 +169,7 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
     if mesh is None:
         x, y = (jnp.asarray(a) for a in data)
     else:
-        params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)
+        params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh, table)
         x, y = (sharding.global_batch(a, mesh, stacked=loop) for a in data)
     key = jnp.stack([jax.random.key(i) for i in range(steps_per_call)]) if loop \
         else jax.random.key(0)
@@ -204,7 +205,8 @@ def prepare_torch(cfg: GPTConfig, batch: int, *, compile_model: bool = False,
     device = torch_device()
     cuda = device == "cuda"
     model = TorchGPT(cfg)
-    load_from_flax(model, split_params(GPT(cfg, rngs=nnx.Rngs(0)))[1])  # same start as JAX
+    flax_model = GPT(cfg, rngs=nnx.Rngs(0))  # the JAX variants' initial weights
+    load_from_flax(model, split_params(flax_model)[1], parameter_table(flax_model))
     model = model.to(device).train()
     opt = adamw(model, fused=True)
     x, y = (torch.from_numpy(a).long().to(device) for a in random_batch(cfg, batch))

@@ -60,7 +60,7 @@ from jaxbasics.bench.gpt2 import random_batch, size_setting
 from jaxbasics.compare.device import torch_device, torch_sync
 from jaxbasics.gpt import matmul
 from jaxbasics.gpt.attention import causal_attention
-from jaxbasics.gpt.model import GPT, scan_blocks
+from jaxbasics.gpt.model import GPT, parameter_table, scan_blocks
 from jaxbasics.gpt.train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
 from jaxbasics.params import split_params
@@ -90,7 +90,7 @@ def _inputs(cfg, batch: int) -> dict[str, np.ndarray]:
             "y": random_batch(cfg, batch)[1].reshape(-1)}
 
 
-def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
+def _jax_parts(cfg, params: Any, graphdef: Any, table: Any, data: dict[str, np.ndarray]
                ) -> dict[str, tuple[Callable[[], Any], float]]:
     """``{part: (run, first value)}`` for JAX."""
     remat = resolve_remat("auto")
@@ -109,7 +109,8 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
     w = params["head"]["kernel"]
     # PyTorch's AdamW as jaxbasics.compare.torch_gpt.adamw sets it up: constant lr 6e-4
     tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(6e-4, b1=0.9, b2=0.95, weight_decay=0.1, mask=decay_mask))
+                     optax.adamw(6e-4, b1=0.9, b2=0.95, weight_decay=0.1,
+                                 mask=decay_mask(table)))
 
     def update(p, o, g):
         updates, o = tx.update(g, o, p)
@@ -133,7 +134,7 @@ def _jax_parts(cfg, params: Any, graphdef: Any, data: dict[str, np.ndarray]
             "update": (run_update, first["update"])}
 
 
-def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
+def _torch_parts(cfg, params: Any, table: Any, data: dict[str, np.ndarray]
                  ) -> dict[str, tuple[Callable[[], Any], float]]:
     """``{part: (run, first value)}`` for PyTorch (CPU or CUDA)."""
     import torch
@@ -145,7 +146,7 @@ def _torch_parts(cfg, params: Any, data: dict[str, np.ndarray]
 
     def fresh_model() -> TorchGPT:
         model = TorchGPT(cfg)
-        load_from_flax(model, params)
+        load_from_flax(model, params, table)
         return model.to(device).train()
 
     model = fresh_model()
@@ -306,10 +307,12 @@ def run_gpt2_parts(size: str, *, repeats: int | None = None) -> dict[str, Any]:
     repeats = repeats or default_repeats
     if cfg.tie_embeddings:
         raise ValueError("gpt2 parts time an untied head; the sizes' configs are untied")
-    graphdef, params = split_params(GPT(cfg, rngs=nnx.Rngs(0)))
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = split_params(model)
+    table = parameter_table(model)
     data = _inputs(cfg, batch)
-    jax_parts = _jax_parts(cfg, params, graphdef, data)
-    torch_parts = _torch_parts(cfg, params, data)
+    jax_parts = _jax_parts(cfg, params, graphdef, table, data)
+    torch_parts = _torch_parts(cfg, params, table, data)
     fns, syncs = {}, {}
     for part in PARTS:
         fns[f"jax {part}"], syncs[f"jax {part}"] = jax_parts[part][0], jax.block_until_ready

@@ -17,7 +17,6 @@ do, and ``optax.MultiSteps`` averages k micro-batches into one update.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -30,7 +29,7 @@ from jaxbasics.step import make_step
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> Callable[..., tuple[Any, Any, jax.Array]]:
+                    *, donate: bool = True) -> jax.stages.Wrapped:
     """One compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
 
     ``params ← params + tx(∇_params loss_fn(model, *batch))``. With ``donate=True`` the input
@@ -42,7 +41,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
 
 def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
                     *, donate: bool = True, unroll: int = 4
-                    ) -> Callable[..., tuple[Any, Any, jax.Array]]:
+                    ) -> jax.stages.Wrapped:
     """Many steps in one compiled call: ``(params, opt_state, *stacked) -> (..., losses)``.
 
     Each array in ``stacked`` has a leading axis of length S (one batch per step); the

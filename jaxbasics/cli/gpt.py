@@ -215,6 +215,7 @@ def _load_run(run_dir: Path):
 
     from jaxbasics.gpt import checkpoint
     from jaxbasics.gpt.data import ByteTokenizer
+    from jaxbasics.gpt.model import parameter_table
     from jaxbasics.gpt.train import TrainOptions, build_model, make_optimizer
     from jaxbasics.params import split_params
 
@@ -222,6 +223,6 @@ def _load_run(run_dir: Path):
     cfg, opts = checkpoint.config_of(meta), TrainOptions(**meta["options"])
     abstract = nnx.eval_shape(lambda: build_model(cfg, opts))
     graphdef, params_like = split_params(abstract)
-    opt_like = jax.eval_shape(make_optimizer(opts).init, params_like)
+    opt_like = jax.eval_shape(make_optimizer(opts, parameter_table(abstract)).init, params_like)
     _, params, _ = checkpoint.restore(run_dir, params_like, opt_like)
     return nnx.merge(graphdef, params), ByteTokenizer()

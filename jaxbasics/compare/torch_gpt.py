@@ -7,8 +7,8 @@ across so the two can also be checked for equal logits.
 from __future__ import annotations
 
 import math
-from typing import cast
 
+import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,25 +17,42 @@ from torch import nn
 from jaxbasics.gpt.config import GPTConfig
 
 
-class _Block(nn.Module):
+class _Attention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        d = cfg.emb_dim
         self.n_heads, self.p = cfg.n_heads, cfg.drop_rate
-        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-5), nn.LayerNorm(d, eps=1e-5)
-        self.qkv = nn.Linear(d, 3 * d, bias=cfg.qkv_bias)
-        self.proj = nn.Linear(d, d)
-        self.fc, self.fc_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
         att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                              v.transpose(1, 2), is_causal=True,
                                              dropout_p=self.p if self.training else 0.0)
-        x = x + F.dropout(self.proj(att.transpose(1, 2).reshape(b, t, d)), self.p, self.training)
-        h = self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-        return x + F.dropout(h, self.p, self.training)
+        return self.proj(att.transpose(1, 2).reshape(b, t, d))
+
+
+class _MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc, self.proj = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim), nn.Linear(4 * cfg.emb_dim,
+                                                                               cfg.emb_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.p = cfg.drop_rate
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.emb_dim, eps=1e-5), nn.LayerNorm(cfg.emb_dim, eps=1e-5)
+        self.attn, self.mlp = _Attention(cfg), _MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + F.dropout(self.attn(self.ln1(x)), self.p, self.training)
+        return x + F.dropout(self.mlp(self.ln2(x)), self.p, self.training)
 
 
 class TorchGPT(nn.Module):
@@ -69,7 +86,7 @@ class TorchGPT(nn.Module):
 
 def adamw(model: TorchGPT, lr: float = 6e-4, weight_decay: float = 0.1, fused: bool = False
           ) -> torch.optim.AdamW:
-    """AdamW with decay on matrices and embeddings only, as :func:`jaxbasics.gpt_train.decay_mask`
+    """AdamW with decay on matrices and embeddings only, as :func:`jaxbasics.gpt.train.decay_mask`
     (``fused``: one kernel per step for all parameters; on CPU and CUDA)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -78,32 +95,45 @@ def adamw(model: TorchGPT, lr: float = 6e-4, weight_decay: float = 0.1, fused: b
                              fused=fused or None)
 
 
-def load_from_flax(model: TorchGPT, params: dict) -> None:
-    """Copy a Flax GPT's parameters (``split_params(gpt)[1]``) into ``model`` in place."""
-    def put(dst: torch.Tensor, src, transpose: bool = False) -> None:
+def torch_name(path: tuple[str, ...], layer: int | None = None) -> str:
+    """The :class:`TorchGPT` parameter name of the Flax parameter at ``path`` (as in
+    ``split_params(gpt)[1]``; ``layer`` the block index of a stacked block parameter): the
+    modules have the Flax model's attribute names, and PyTorch calls a kernel, a LayerNorm scale
+    and an embedding table each ``weight``."""
+    leaf = "weight" if path[-1] in ("kernel", "scale", "embedding") else path[-1]
+    head = (path[0], str(layer), *path[1:-1]) if layer is not None else path[:-1]
+    return ".".join((*head, leaf))
+
+
+def load_from_flax(model: TorchGPT, params: dict, table: dict) -> None:
+    """Copy a Flax GPT's parameters (``split_params(gpt)[1]``) into ``model`` in place, each
+    to :func:`torch_name` of its path, kernels transposed (``nn.Linear.weight`` is (out, in)),
+    stacked block parameters one layer at a time. ``table``: the Flax model's
+    :func:`~jaxbasics.gpt.model.parameter_table`. Raises ``ValueError`` naming a parameter
+    whose shapes differ, and any PyTorch parameter left without a value."""
+    targets = dict(model.named_parameters())
+    filled: set[str] = set()
+
+    def put(name: str, src, transpose: bool) -> None:
         arr = np.array(src)
         arr = arr.T if transpose else arr
-        if tuple(dst.shape) != arr.shape:
-            raise ValueError(f"shape mismatch: torch {tuple(dst.shape)} vs flax {arr.shape}")
-        dst.copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+        if name not in targets or tuple(targets[name].shape) != arr.shape:
+            got = tuple(targets[name].shape) if name in targets else "no such parameter"
+            raise ValueError(f"{name}: torch {got} vs flax {arr.shape}")
+        targets[name].copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+        filled.add(name)
 
+    flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
     with torch.no_grad():
-        put(model.tok_emb.weight, params["tok_emb"]["embedding"])
-        put(model.pos_emb.weight, params["pos_emb"]["embedding"])
-        put(model.ln_f.weight, params["ln_f"]["scale"])
-        put(model.ln_f.bias, params["ln_f"]["bias"])
-        if model.head is not None:
-            put(model.head.weight, params["head"]["kernel"], transpose=True)
-        b = params["blocks"]
-        for i, blk in enumerate(cast(list[_Block], model.blocks)):  # a ModuleList of _Block
-            put(blk.ln1.weight, b["ln1"]["scale"][i])
-            put(blk.ln1.bias, b["ln1"]["bias"][i])
-            put(blk.ln2.weight, b["ln2"]["scale"][i])
-            put(blk.ln2.bias, b["ln2"]["bias"][i])
-            put(blk.qkv.weight, b["attn"]["qkv"]["kernel"][i], transpose=True)
-            if blk.qkv.bias is not None:
-                put(blk.qkv.bias, b["attn"]["qkv"]["bias"][i])
-            for dst, src in ((blk.proj, b["attn"]["proj"]), (blk.fc, b["mlp"]["fc"]),
-                             (blk.fc_proj, b["mlp"]["proj"])):
-                put(dst.weight, src["kernel"][i], transpose=True)
-                put(dst.bias, src["bias"][i])
+        for key_path, info in jax.tree_util.tree_flatten_with_path(table)[0]:
+            path = tuple(str(k.key) for k in key_path)
+            value = flat_params[key_path]
+            transpose = path[-1] == "kernel"
+            if info.per_layer:
+                for i in range(info.shape[0]):
+                    put(torch_name(path, i), value[i], transpose)
+            else:
+                put(torch_name(path), value, transpose)
+    left = sorted(set(targets) - filled)
+    if left:
+        raise ValueError(f"torch parameters without a Flax value: {', '.join(left)}")

@@ -2,14 +2,10 @@
 and ``model.safetensors``) into :class:`jaxbasics.gpt.GPT`, and their tokenizer files.
 
 Nothing is downloaded: point at a directory (e.g. one written by ``save_pretrained`` or a
-copy of the ``gpt2`` repository). Key mapping, per block i (``transformer.`` prefix optional)::
-
-    wte.weight (V, d) -> tok_emb.embedding        wpe.weight (C, d) -> pos_emb.embedding
-    h.i.ln_1.{weight,bias} -> blocks.ln1.{scale,bias}[i]
-    h.i.attn.c_attn.{weight (d, 3d), bias} -> blocks.attn.qkv.{kernel, bias}[i]
-    h.i.attn.c_proj -> blocks.attn.proj    h.i.ln_2 -> blocks.ln2
-    h.i.mlp.c_fc (d, 4d) -> blocks.mlp.fc  h.i.mlp.c_proj (4d, d) -> blocks.mlp.proj
-    ln_f -> ln_f                           lm_head.weight (V, d) -> head.kernel (d, V), if untied
+copy of the ``gpt2`` repository). Each parameter's Hugging Face name is declared where the
+model creates it (:func:`jaxbasics.gpt.model.declared`; ``transformer.`` prefix optional),
+e.g. ``wte.weight`` (V, d) -> ``tok_emb.embedding``, ``h.{i}.attn.c_attn.weight`` (d, 3d) ->
+``blocks.attn.qkv.kernel[i]``, ``lm_head.weight`` (V, d) -> ``head.kernel`` (d, V) if untied.
 
 GPT-2's ``Conv1D`` layers store weights as (in, out), Flax's kernel layout, so they are
 copied as they are; only ``lm_head`` (a ``torch.nn.Linear``, (out, in)) is transposed.
@@ -28,17 +24,9 @@ from flax import nnx
 from jaxbasics import checks
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import ByteTokenizer
-from jaxbasics.gpt.model import GPT, LN_EPS
+from jaxbasics.gpt.model import GPT, LN_EPS, ParamInfo, parameter_table
 
 _BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older checkpoints
-_BLOCK_MAP = {  # ours (under blocks.) -> Hugging Face (under h.i.), "T" = transpose
-    ("ln1", "scale"): "ln_1.weight", ("ln1", "bias"): "ln_1.bias",
-    ("attn", "qkv", "kernel"): "attn.c_attn.weight", ("attn", "qkv", "bias"): "attn.c_attn.bias",
-    ("attn", "proj", "kernel"): "attn.c_proj.weight", ("attn", "proj", "bias"): "attn.c_proj.bias",
-    ("ln2", "scale"): "ln_2.weight", ("ln2", "bias"): "ln_2.bias",
-    ("mlp", "fc", "kernel"): "mlp.c_fc.weight", ("mlp", "fc", "bias"): "mlp.c_fc.bias",
-    ("mlp", "proj", "kernel"): "mlp.c_proj.weight", ("mlp", "proj", "bias"): "mlp.c_proj.bias",
-}
 
 
 def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
@@ -109,13 +97,19 @@ def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp
     cfg = config_from_hf(directory, drop_rate)
     tensors = _read_tensors(directory)
     abstract = nnx.eval_shape(lambda: GPT(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    expected = nnx.to_pure_dict(state)
+    graphdef, _ = nnx.split(abstract)
+    table = parameter_table(abstract)
+    wanted = [name for info in jax.tree.leaves(table) for name in
+              ([info.hf_name.format(i=i) for i in range(cfg.n_layers)] if info.per_layer
+               else [info.hf_name])]
+    missing = sorted(set(wanted) - set(tensors))
+    if missing:
+        raise ValueError(f"{directory}: {len(missing)} tensor(s) of a {cfg.n_layers}-layer GPT-2 "
+                         f"missing from the checkpoint: {', '.join(missing[:6])}"
+                         f"{' …' if len(missing) > 6 else ''}")
     used: set[str] = set()
 
     def take(key: str, want: tuple[int, ...], transpose: bool = False) -> jax.Array:
-        if key not in tensors:
-            raise ValueError(f"{directory}: tensor {key!r} is missing from the checkpoint")
         value = tensors[key].T if transpose else tensors[key]
         if value.shape != tuple(want):
             raise ValueError(f"{directory}: tensor {key!r} has shape {value.shape}, but "
@@ -123,42 +117,19 @@ def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp
         used.add(key)
         return jnp.asarray(value, jnp.float32)
 
-    params: dict = {
-        "tok_emb": {"embedding": take("wte.weight", expected["tok_emb"]["embedding"].shape)},
-        "pos_emb": {"embedding": take("wpe.weight", expected["pos_emb"]["embedding"].shape)},
-        "ln_f": {"scale": take("ln_f.weight", expected["ln_f"]["scale"].shape),
-                 "bias": take("ln_f.bias", expected["ln_f"]["bias"].shape)},
-        "blocks": {},
-    }
-    for path, hf_name in _BLOCK_MAP.items():
-        want = _get(expected["blocks"], path)
-        if want is None:  # qkv bias absent from a qkv_bias=False config
-            continue
-        layers = [take(f"h.{i}.{hf_name}", want.shape[1:]) for i in range(cfg.n_layers)]
-        _set(params["blocks"], path, jnp.stack(layers))
-    if not cfg.tie_embeddings:
-        params["head"] = {"kernel": take("lm_head.weight", expected["head"]["kernel"].shape,
-                                         transpose=True)}
+    def load(info: ParamInfo) -> jax.Array:
+        if info.per_layer:  # one tensor per block, stacked on the leading layer axis
+            return jnp.stack([take(info.hf_name.format(i=i), info.shape[1:], info.hf_transpose)
+                              for i in range(cfg.n_layers)])
+        return take(info.hf_name, info.shape, info.hf_transpose)
+
+    params = jax.tree.map(load, table)
     unexpected = sorted(k for k in tensors if k not in used and not k.endswith(_BUFFERS)
                         and not (cfg.tie_embeddings and k == "lm_head.weight"))
     if unexpected:
         raise ValueError(f"{directory}: unexpected tensors for a {cfg.n_layers}-layer GPT-2: "
                          f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
     return nnx.merge(graphdef, params)
-
-
-def _get(tree: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if key not in tree:
-            return None
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
 
 
 class Tokenizer(Protocol):

@@ -14,11 +14,24 @@ The blocks' parameters are stacked along a leading ``n_layers`` axis and the for
 is one ``jax.lax.scan``, so trace and compile time do not grow with depth. Dropout uses an
 explicit key (``rng=``) and is active only with ``deterministic=False``; the model holds
 parameters and nothing else, so ``split_params`` gives a plain dict of arrays.
+
+Every parameter is created with what is known about it (:func:`declared`): its logical axes
+(Flax partitioning metadata; the stacked blocks add ``"layers"`` in front) and its Hugging
+Face name. :func:`parameter_table` reads that back, and the sharding rules
+(:mod:`.sharding`), the weight-decay mask (:mod:`.train`), Hugging Face loading (:mod:`.hf`)
+and the PyTorch twin's weight transfer derive from it; a parameter created without it is an
+error naming the parameter.
+
+Logical axes: ``vocab`` (token ids), ``context`` (positions), ``embed`` (the residual width d
+of a matrix), ``qkv`` (the 3d query/key/value outputs and the d attention outputs), ``mlp``
+(the 4d hidden width), ``residual`` (width-d vectors added to or normalising the residual
+stream: LayerNorm scales and biases, output biases), ``layers`` (the stacked blocks).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -35,6 +48,36 @@ LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 INIT_STD = 0.02
 
 KVCache = dict[str, jax.Array]  # {"k", "v"}: (n_layers, B, T_max, n_heads, head_dim)
+LAYERS = "layers"  # logical axis of the stacked blocks' leading n_layers dimension
+
+
+def declared(init: Any, axes: tuple[str, ...], hf_name: str, *, hf_transpose: bool = False
+             ) -> Any:
+    """``init`` carrying a parameter's description: its logical ``axes`` (one name per
+    dimension, as ``nnx.with_partitioning``), its name in a Hugging Face GPT-2 checkpoint
+    (``"h.{i}.attn.c_attn.weight"``, ``{i}`` the block index) and whether that tensor is the
+    transpose of ours (``hf_transpose``: PyTorch ``nn.Linear`` weights, (out, in))."""
+    return nnx.with_partitioning(init, axes, eager_sharding=False, hf_name=hf_name,
+                                 hf_transpose=hf_transpose)
+
+
+def _linear(n_in: int, n_out: int, axes: tuple[str, str], bias_axis: str | None, hf: str, *,
+            std: float, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+    """``nnx.Linear`` (kernel (n_in, n_out), normal(std); zero bias unless ``bias_axis`` is
+    None) through :func:`jaxbasics.gpt.matmul.dot_general`, described by :func:`declared`."""
+    kernel_init = declared(nnx.initializers.normal(std), axes, f"{hf}.weight")
+    bias_init = declared(nnx.initializers.zeros_init(), (bias_axis or "",), f"{hf}.bias")
+    return nnx.Linear(n_in, n_out, use_bias=bias_axis is not None, dtype=dtype,
+                      dot_general=matmul.dot_general, kernel_init=kernel_init,
+                      bias_init=bias_init, rngs=rngs)
+
+
+def _layer_norm(d: int, hf: str, *, dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs,
+                         scale_init=declared(nnx.initializers.ones_init(), ("residual",),
+                                             f"{hf}.weight"),
+                         bias_init=declared(nnx.initializers.zeros_init(), ("residual",),
+                                            f"{hf}.bias"))
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -52,12 +95,11 @@ class CausalSelfAttention(nnx.Module):
         d = cfg.emb_dim
         self.n_heads, self.head_dim, self.drop_rate = cfg.n_heads, cfg.head_dim, cfg.drop_rate
         self.implementation = attention
-        self.qkv = nnx.Linear(d, 3 * d, use_bias=cfg.qkv_bias, dtype=dtype, dot_general=matmul.dot_general,
-                              kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
+        self.qkv = _linear(d, 3 * d, ("embed", "qkv"), "qkv" if cfg.qkv_bias else None,
+                           "h.{i}.attn.c_attn", std=INIT_STD, dtype=dtype, rngs=rngs)
         # residual projection: std 0.02 / sqrt(2 n_layers) (GPT-2 paper, section 2.3)
-        self.proj = nnx.Linear(d, d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
-                               kernel_init=nnx.initializers.normal(
-                                   INIT_STD / math.sqrt(2 * cfg.n_layers)))
+        self.proj = _linear(d, d, ("qkv", "embed"), "residual", "h.{i}.attn.c_proj",
+                            std=INIT_STD / math.sqrt(2 * cfg.n_layers), dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, shape: tuple[int, int], *, key: jax.Array | None = None,
                  cache: tuple[jax.Array, jax.Array] | None = None, pos: jax.Array | int = 0
@@ -81,11 +123,10 @@ class MLP(nnx.Module):
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
         d = cfg.emb_dim
-        self.fc = nnx.Linear(d, 4 * d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
-                             kernel_init=nnx.initializers.normal(INIT_STD))
-        self.proj = nnx.Linear(4 * d, d, dtype=dtype, dot_general=matmul.dot_general, rngs=rngs,
-                               kernel_init=nnx.initializers.normal(
-                                   INIT_STD / math.sqrt(2 * cfg.n_layers)))
+        self.fc = _linear(d, 4 * d, ("embed", "mlp"), "mlp", "h.{i}.mlp.c_fc", std=INIT_STD,
+                          dtype=dtype, rngs=rngs)
+        self.proj = _linear(4 * d, d, ("mlp", "embed"), "residual", "h.{i}.mlp.c_proj",
+                            std=INIT_STD / math.sqrt(2 * cfg.n_layers), dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.proj(jax.nn.gelu(self.fc(x), approximate=True))
@@ -102,9 +143,9 @@ class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):
         d = cfg.emb_dim
         self.drop_rate = cfg.drop_rate
-        self.ln1 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.ln1 = _layer_norm(d, "h.{i}.ln_1", dtype=dtype, rngs=rngs)
         self.attn = CausalSelfAttention(cfg, dtype=dtype, rngs=rngs, attention=attention)
-        self.ln2 = nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.ln2 = _layer_norm(d, "h.{i}.ln_2", dtype=dtype, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None, cache=None, pos=0):
@@ -149,21 +190,24 @@ class GPT(nnx.Module):
                              f"attention), got {dtype}; use attention='xla' for {dtype}")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
         emb_init = nnx.initializers.normal(INIT_STD)
-        self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype,
-                                 embedding_init=emb_init, rngs=rngs)
-        self.pos_emb = nnx.Embed(cfg.context_length, cfg.emb_dim, dtype=dtype,
-                                 embedding_init=emb_init, rngs=rngs)
+        self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, rngs=rngs,
+                                 embedding_init=declared(emb_init, ("vocab", "embed"), "wte.weight"))
+        self.pos_emb = nnx.Embed(cfg.context_length, cfg.emb_dim, dtype=dtype, rngs=rngs,
+                                 embedding_init=declared(emb_init, ("context", "embed"),
+                                                         "wpe.weight"))
 
         @nnx.split_rngs(splits=cfg.n_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
         def stacked_blocks(rngs: nnx.Rngs) -> Block:
             return Block(cfg, dtype=dtype, rngs=rngs, attention=attention)
 
         self.blocks = stacked_blocks(rngs)  # every parameter has a leading n_layers axis
-        self.ln_f = nnx.LayerNorm(cfg.emb_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+        self.ln_f = _layer_norm(cfg.emb_dim, "ln_f", dtype=dtype, rngs=rngs)
         self.head = None if cfg.tie_embeddings else nnx.Linear(
-            cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype, dot_general=matmul.dot_general,
-            kernel_init=nnx.initializers.normal(INIT_STD), rngs=rngs)
+            cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype, rngs=rngs,
+            dot_general=matmul.dot_general,
+            kernel_init=declared(nnx.initializers.normal(INIT_STD), ("embed", "vocab"),
+                                 "lm_head.weight", hf_transpose=True))
 
     def __call__(self, idx: jax.Array, *, deterministic: bool = True,
                  rng: jax.Array | None = None) -> jax.Array:
@@ -313,3 +357,64 @@ def check_tokens(idx: Any, cfg: GPTConfig) -> jax.Array:
 def count_params(model: nnx.Module) -> int:
     """Number of trainable scalars actually held by ``model``."""
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """What :func:`declared` said of one parameter, as :func:`parameter_table` reads it back.
+
+    Attributes:
+      axes: logical axis names, one per dimension (``"layers"`` first in the stacked blocks).
+      shape: the parameter's shape.
+      hf_name: its Hugging Face GPT-2 tensor name; ``{i}`` stands for the block index.
+      hf_transpose: that tensor is the transpose of ours (``lm_head``, an ``nn.Linear``).
+    """
+
+    axes: tuple[str, ...]
+    shape: tuple[int, ...]
+    hf_name: str
+    hf_transpose: bool = False
+
+    @property
+    def per_layer(self) -> bool:
+        """A stacked block parameter (its first axis is ``"layers"``)."""
+        return self.axes[:1] == (LAYERS,)
+
+    @property
+    def is_matrix(self) -> bool:
+        """A weight matrix or embedding table (two axes besides ``"layers"``): what weight
+        decay applies to, rather than biases and LayerNorm parameters."""
+        return len(self.axes) - self.per_layer == 2
+
+
+def parameter_table(model: nnx.Module) -> dict:
+    """Each ``nnx.Param`` of ``model`` (a :class:`GPT`, real or from ``nnx.eval_shape``) as a
+    :class:`ParamInfo`, in a nested dict of the structure of ``split_params(model)[1]``.
+
+    Raises ``ValueError`` naming a parameter created without :func:`declared` (no logical axes
+    or no Hugging Face name) or whose axes do not match its number of dimensions: every view
+    derived from this table (sharding, weight decay, checkpoint names) would otherwise skip
+    it silently.
+    """
+    state = nnx.state(model, nnx.Param)
+    specs = dict(jax.tree_util.tree_flatten_with_path(
+        nnx.to_pure_dict(nnx.get_partition_spec(state)),
+        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0])
+    table: dict = {}
+    for path, variable in nnx.to_flat_state(state):
+        name = ".".join(map(str, path))
+        key_path = tuple(jax.tree_util.DictKey(k) for k in path)
+        axes = tuple(specs.get(key_path, ()))
+        hf_name = getattr(variable, "hf_name", None)
+        ndim = len(variable.shape)
+        if len(axes) != ndim or not all(isinstance(a, str) and a for a in axes) or not hf_name:
+            raise ValueError(f"parameter {name} (shape {tuple(variable.shape)}) must be created "
+                             f"through jaxbasics.gpt.model.declared with one logical axis per "
+                             f"dimension and its Hugging Face name, got axes {axes} and "
+                             f"hf_name {hf_name!r}")
+        node = table
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = ParamInfo(axes, tuple(variable.shape), hf_name,
+                                   bool(getattr(variable, "hf_transpose", False)))
+    return table

@@ -11,9 +11,11 @@ Mesh axes:
 * ``tensor`` — tensor (Megatron-style) parallel: the attention/MLP inner axes and the vocab
   are split.
 
-Each parameter gets logical axis names (:func:`logical_axes`); :data:`RULES` maps them to
-mesh axes. A dimension whose size the mesh axis does not divide stays replicated (e.g.
-GPT-2's 50,257-token vocab). The same ``make_gpt_train_step`` is compiled with these
+Each parameter declares its logical axis names where it is created
+(:func:`jaxbasics.gpt.model.declared`, read back by
+:func:`~jaxbasics.gpt.model.parameter_table`); :data:`RULES` maps them to mesh axes. A
+dimension whose size the mesh axis does not divide stays replicated (e.g. GPT-2's 50,257-token
+vocab). The same ``make_gpt_train_step`` is compiled with these
 shardings; the numbers equal the single-device run to float32 rounding.
 """
 
@@ -30,23 +32,9 @@ from jaxbasics import checks
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-#: logical axis -> mesh axis
+#: logical axis (:mod:`jaxbasics.gpt.model`) -> mesh axis (None: not split)
 RULES = {"embed": "fsdp", "qkv": "tensor", "mlp": "tensor", "vocab": "tensor",
-         "layers": None, "batch": BATCH_AXES}
-
-# logical axes of each GPT parameter, keyed by its path with the block's layer axis first
-_LOGICAL = {
-    ("tok_emb", "embedding"): ("vocab", "embed"),
-    ("pos_emb", "embedding"): (None, "embed"),
-    ("head", "kernel"): ("embed", "vocab"),
-    ("attn", "qkv", "kernel"): ("layers", "embed", "qkv"),
-    ("attn", "qkv", "bias"): ("layers", "qkv"),
-    ("attn", "proj", "kernel"): ("layers", "qkv", "embed"),
-    ("mlp", "fc", "kernel"): ("layers", "embed", "mlp"),
-    ("mlp", "fc", "bias"): ("layers", "mlp"),
-    ("mlp", "proj", "kernel"): ("layers", "mlp", "embed"),
-}
-
+         "layers": None, "context": None, "residual": None, "batch": BATCH_AXES}
 
 def parse_mesh(spec: str) -> dict[str, int]:
     """``"data=2,fsdp=4"`` -> ``{"data": 2, "fsdp": 4}``; names from :data:`MESH_AXES`."""
@@ -86,19 +74,11 @@ def make_mesh(axes: dict[str, int] | str, devices: list | None = None) -> Mesh:
     return Mesh(np.asarray(devices[:n]).reshape(shape), MESH_AXES)
 
 
-def logical_axes(path: tuple[str, ...], ndim: int) -> tuple[str | None, ...]:
-    """Logical axis names of the parameter at ``path`` (dict keys) with ``ndim`` dims."""
-    key = path[1:] if path[0] == "blocks" else path
-    names = _LOGICAL.get(tuple(key))
-    if names is None:  # LayerNorm scales/biases, projection biases: small, replicated
-        names = ("layers",) + (None,) * (ndim - 1) if path[0] == "blocks" else (None,) * ndim
-    if len(names) != ndim:
-        raise ValueError(f"parameter {'.'.join(path)} has {ndim} dims, expected {len(names)}")
-    return names
-
-
-def _mesh_axis(mesh: Mesh, logical: str | None, size: int) -> Any:
-    target = RULES.get(logical) if logical else None
+def _mesh_axis(mesh: Mesh, logical: str, size: int, param: str) -> Any:
+    if logical not in RULES:
+        raise ValueError(f"parameter {param} has logical axis {logical!r}, which RULES does not "
+                         f"map to a mesh axis (known: {', '.join(RULES)})")
+    target = RULES[logical]
     if target is None:
         return None
     names: tuple[str, ...] = target if isinstance(target, tuple) else (target,)
@@ -109,19 +89,21 @@ def _mesh_axis(mesh: Mesh, logical: str | None, size: int) -> Any:
     return names if len(names) > 1 else names[0]
 
 
-def param_specs(params: Any, mesh: Mesh) -> Any:
-    """``PartitionSpec`` for each parameter of a GPT params dict (same tree structure)."""
-    def spec(path, leaf):
-        keys = tuple(str(getattr(k, "key", k)) for k in path)
-        names = logical_axes(keys, leaf.ndim)
-        return PartitionSpec(*(_mesh_axis(mesh, n, s) for n, s in zip(names, leaf.shape,
-                                                                       strict=True)))
-    return jax.tree_util.tree_map_with_path(spec, params)
+def param_specs(table: Any, mesh: Mesh) -> Any:
+    """``PartitionSpec`` for each parameter of a GPT parameter table
+    (:func:`jaxbasics.gpt.model.parameter_table`), in its tree structure (that of
+    ``split_params(model)[1]``): each logical axis through :data:`RULES`, replicated where the
+    mesh axis does not divide the dimension."""
+    def spec(path, info):
+        name = jax.tree_util.keystr(path)
+        return PartitionSpec(*(_mesh_axis(mesh, a, s, name) for a, s in zip(info.axes, info.shape,
+                                                                           strict=True)))
+    return jax.tree_util.tree_map_with_path(spec, table)
 
 
-def param_shardings(params: Any, mesh: Mesh) -> Any:
+def param_shardings(table: Any, mesh: Mesh) -> Any:
     """``NamedSharding`` for each parameter (see :func:`param_specs`)."""
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(params, mesh),
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(table, mesh),
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 

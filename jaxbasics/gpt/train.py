@@ -29,9 +29,10 @@ from jaxbasics.gpt import checkpoint
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
 from jaxbasics.gpt.generate import generate
-from jaxbasics.gpt.model import GPT, remat_policy
+from jaxbasics.gpt.model import GPT, parameter_table, remat_policy
 from jaxbasics.losses import cross_entropy
 from jaxbasics.params import split_params
+from jaxbasics.step import make_step
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,12 @@ class TrainOptions:
                              f"{self.clip_norm!r}")
 
 
-def decay_mask(params: Any) -> Any:
-    """True for the leaves weight decay applies to: matrices (``kernel``) and embedding tables;
-    False for biases and LayerNorm scales. Decided by name, since stacking the blocks gives
-    biases a second (layer) axis."""
-    def is_matrix(path, _leaf) -> bool:
-        return str(getattr(path[-1], "key", path[-1])) in ("kernel", "embedding")
-    return jax.tree_util.tree_map_with_path(is_matrix, params)
+def decay_mask(table: Any) -> Any:
+    """True for the parameters weight decay applies to, False for the rest, in the tree of
+    ``table`` (:func:`jaxbasics.gpt.model.parameter_table`): matrices and embedding tables
+    decay, biases and LayerNorm parameters do not (:attr:`ParamInfo.is_matrix`, from the
+    logical axes each parameter declares)."""
+    return jax.tree.map(lambda info: info.is_matrix, table)
 
 
 def learning_rate_schedule(opts: TrainOptions) -> optax.Schedule:
@@ -95,21 +95,22 @@ def learning_rate_schedule(opts: TrainOptions) -> optax.Schedule:
         end_value=opts.learning_rate * opts.min_lr_ratio)
 
 
-def make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
-    """``clip_by_global_norm → adamw(schedule, mask=decay_mask)``, wrapped in
-    ``optax.MultiSteps`` when ``accumulate > 1`` (gradients averaged over micro-batches)."""
+def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformation:
+    """``clip_by_global_norm → adamw(schedule, mask=decay_mask(table))``, wrapped in
+    ``optax.MultiSteps`` when ``accumulate > 1`` (gradients averaged over micro-batches).
+    ``table``: the model's :func:`~jaxbasics.gpt.model.parameter_table`."""
     tx = optax.chain(
         optax.clip_by_global_norm(opts.clip_norm),
         optax.adamw(learning_rate_schedule(opts), b1=opts.b1, b2=opts.b2,
-                    weight_decay=opts.weight_decay, mask=decay_mask))
+                    weight_decay=opts.weight_decay, mask=decay_mask(table)))
     return optax.MultiSteps(tx, every_k_schedule=opts.accumulate) if opts.accumulate > 1 else tx
 
 
 def resolve_remat(remat: bool | str, backend: str | None = None) -> bool | str:
     """The ``remat`` setting to build the model with: ``"auto"`` is ``"dots"`` on CPU, where
-    storing the blocks' elementwise intermediates costs more than recomputing them (the
-    GPT-2 step is 1.1-1.4x faster with it at every size measured: README, "Benchmarks"), and
-    ``False`` on GPU/TPU until measured there; any other value is checked and returned."""
+    storing the blocks' elementwise intermediates costs more than recomputing them (measured:
+    docs/performance.md), and ``False`` on GPU/TPU until measured there; any other value is
+    checked and returned."""
     if remat == "auto":
         return "dots" if (backend or jax.default_backend()) == "cpu" else False
     remat_policy(remat)
@@ -124,42 +125,40 @@ def build_model(cfg: GPTConfig, opts: TrainOptions) -> GPT:
 
 def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> jax.Array:
     """Mean next-token cross-entropy of ``model(x)`` against ``y`` (B, T); labels equal to
-    ``IGNORE`` do not count. Dropout is on when ``key`` is given."""
+    ``IGNORE`` do not count. Dropout is on when ``key`` is given (one JAX key, checked at
+    trace time: a plain int would fail deep inside dropout)."""
+    if key is not None:
+        checks.random_key(key, "key")
     logits = model(x, deterministic=key is None, rng=key)
     return cross_entropy(logits, y, ignore_index=IGNORE)
 
 
-def _step_body(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
-    """The pure step ``(params, opt_state, x, y, key) -> (params, opt_state, metrics)``."""
-    def step(params, opt_state, x, y, key):
-        if key is not None:  # at trace time: a plain int would fail deep inside dropout
-            checks.random_key(key, "key")
+def _metrics(loss: jax.Array, grads: Any) -> dict[str, jax.Array]:
+    return {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-        def loss_fn(p):
-            return lm_loss(nnx.merge(graphdef, p), x, y, key)
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state,
-                {"loss": loss, "grad_norm": optax.tree.norm(grads)})
-
-    return step
+def _check_stacked(stacked: tuple[Any, ...]) -> None:
+    xs, ys, keys = stacked
+    k = xs.shape[0] if xs.ndim == 3 else None
+    if k is None or ys.shape != xs.shape or keys.shape != (k,):
+        raise ValueError(f"xs and ys must be (K, B, T) and keys (K,), got xs {xs.shape}, "
+                         f"ys {ys.shape}, keys {keys.shape}")
 
 
 def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None) -> jax.stages.Wrapped:
-    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``.
+                        donate: bool = True, shardings: tuple | None = None
+                        ) -> jax.stages.Wrapped:
+    """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``
+    (:func:`jaxbasics.step.make_step` over :func:`lm_loss`; ``grad_norm`` before clipping).
 
     ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
     (see :func:`sharded_state`); without it, JAX's default placement.
     """
-    step = _step_body(graphdef, tx)
-    donate_argnums = (0, 1) if donate else ()
-    if shardings is None:
-        return jax.jit(step, donate_argnums=donate_argnums)
-    p_sh, o_sh, b_sh, rep = shardings
-    return jax.jit(step, donate_argnums=donate_argnums,
-                   in_shardings=(p_sh, o_sh, b_sh, b_sh, rep), out_shardings=(p_sh, o_sh, rep))
+    kwargs: dict[str, Any] = {}
+    if shardings is not None:
+        p_sh, o_sh, b_sh, rep = shardings
+        kwargs = {"in_shardings": (p_sh, o_sh, b_sh, b_sh, rep), "out_shardings": (p_sh, o_sh, rep)}
+    return make_step(graphdef, lm_loss, tx, donate=donate, metrics=_metrics, **kwargs)
 
 
 def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
@@ -168,50 +167,35 @@ def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation
     """K steps of :func:`make_gpt_train_step` in one compiled call, as one ``jax.lax.scan``:
     ``(params, opt_state, xs, ys, keys) -> (params, opt_state, {"loss": (K,), "grad_norm":
     (K,)})`` with ``xs``, ``ys`` of shape (K, B, T) and ``keys`` (K,) (step i uses ``xs[i]``,
-    ``ys[i]``, ``keys[i]``), the same updates as K calls of the step.
-
-    No Python runs between the steps, and XLA plans the step's temporary buffers once per
-    call instead of once per step: on CPU every call takes that buffer fresh from the
-    allocator, its pages faulted in anew, which a K-step call pays once (README, "Benchmarks").
-    ``shardings`` as for :func:`make_gpt_train_step`; the batches' leading K axis is not split.
+    ``ys[i]``, ``keys[i]``), the same updates as K calls of the step; other shapes are refused
+    with ``ValueError`` at the first call. No Python runs between the steps, and XLA plans
+    the step's temporary buffers once per call instead of once per step. ``shardings`` as for
+    :func:`make_gpt_train_step`; the batches' leading K axis is not split.
     """
-    step = _step_body(graphdef, tx)
+    kwargs: dict[str, Any] = {}
+    if shardings is not None:
+        from jaxbasics.gpt import sharding
 
-    def loop(params, opt_state, xs, ys, keys):
-        k = xs.shape[0] if xs.ndim == 3 else None
-        if k is None or ys.shape != xs.shape or keys.shape != (k,):
-            raise ValueError(f"xs and ys must be (K, B, T) and keys (K,), got xs {xs.shape}, "
-                             f"ys {ys.shape}, keys {keys.shape}")
-
-        def body(carry, batch):
-            params, opt_state, metrics = step(*carry, *batch)
-            return (params, opt_state), metrics
-
-        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), (xs, ys, keys))
-        return params, opt_state, metrics
-
-    donate_argnums = (0, 1) if donate else ()
-    if shardings is None:
-        return jax.jit(loop, donate_argnums=donate_argnums)
-    from jaxbasics.gpt import sharding
-
-    p_sh, o_sh, b_sh, rep = shardings
-    stacked = sharding.batch_sharding(b_sh.mesh, stacked=True)
-    return jax.jit(loop, donate_argnums=donate_argnums,
-                   in_shardings=(p_sh, o_sh, stacked, stacked, rep), out_shardings=(p_sh, o_sh, rep))
+        p_sh, o_sh, b_sh, rep = shardings
+        stacked = sharding.batch_sharding(b_sh.mesh, stacked=True)
+        kwargs = {"in_shardings": (p_sh, o_sh, stacked, stacked, rep),
+                  "out_shardings": (p_sh, o_sh, rep)}
+    return make_step(graphdef, lm_loss, tx, scan=True, donate=donate, metrics=_metrics,
+                     check_stacked=_check_stacked, **kwargs)
 
 
-def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any
-                  ) -> tuple[Any, Any, tuple]:
-    """Place ``params`` and ``opt_state`` on ``mesh`` (parameter rules of
-    :mod:`jaxbasics.gpt.sharding`; Adam moments follow their parameter) and return them with the
-    ``shardings`` tuple for :func:`make_gpt_train_step`."""
+def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any,
+                  table: Any) -> tuple[Any, Any, tuple]:
+    """Place ``params`` and ``opt_state`` on ``mesh`` (each parameter by the logical axes of
+    ``table``, :func:`~jaxbasics.gpt.model.parameter_table`, through the rules of
+    :mod:`jaxbasics.gpt.sharding`; Adam moments follow their parameter) and return them with
+    the ``shardings`` tuple for :func:`make_gpt_train_step`."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     from jaxbasics.gpt import sharding
 
     rep = NamedSharding(mesh, PartitionSpec())
-    p_sh = sharding.param_shardings(params, mesh)
+    p_sh = sharding.param_shardings(table, mesh)
     o_sh = optax.tree_map_params(tx, lambda _, s: s, opt_state, p_sh,
                                  transform_non_params=lambda _: rep)
     return (jax.device_put(params, p_sh), jax.device_put(opt_state, o_sh),
@@ -242,6 +226,67 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def run_meta(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions) -> dict:
+    """What a run's sidecar records of it (:mod:`.checkpoint`): config, options, task."""
+    return {"config": cfg.to_dict(), "options": dataclasses.asdict(opts),
+            "task": describe_task(task)}
+
+
+def check_resumable(run_dir: str | Path, meta: dict) -> dict:
+    """The sidecar of ``run_dir`` when this run (``meta``, :func:`run_meta`) may continue it,
+    read before any model is built; ``ValueError`` naming the fields that differ (how many
+    updates go in one call may: it does not change the results), ``FileNotFoundError`` when
+    there is no run."""
+    old = checkpoint.load_meta(run_dir)
+    for key in ("config", "options", "task"):
+        ours, theirs = _resume_view(key, meta[key]), _resume_view(key, old[key])
+        if ours != theirs:
+            fields = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
+            diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in fields)
+            raise ValueError(f"cannot resume {run_dir}: its {key} differs from this run's ({diff})")
+    return old
+
+
+@dataclass
+class _Placement:
+    """How batches reach the devices: ``place`` for (B, T), ``place_stacked`` for (K, B, T);
+    ``shardings`` for the step makers (None: one device)."""
+    place: Callable[[np.ndarray], jax.Array]
+    place_stacked: Callable[[np.ndarray], jax.Array]
+    shardings: tuple | None = None
+
+
+def _place_on(mesh: Any, params: Any, opt_state: Any, tx: optax.GradientTransformation,
+              table: Any, batch_size: int) -> tuple[Any, Any, _Placement]:
+    """``params`` and ``opt_state`` sharded over ``mesh`` and the batch placement, each host
+    feeding its own rows; unchanged with a single-device placement when ``mesh`` is None."""
+    if mesh is None:
+        return params, opt_state, _Placement(jnp.asarray, jnp.asarray)
+    from jaxbasics.gpt import sharding
+
+    sharding.check_batch_divides(batch_size, mesh)
+    params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh, table)
+    return params, opt_state, _Placement(
+        lambda b: sharding.global_batch(sharding.host_slice(b), mesh),
+        # (K, B, T): rows split, not K
+        lambda b: sharding.global_batch(sharding.host_slice(b, axis=1), mesh, stacked=True),
+        shardings)
+
+
+def call_sizes(start: int, end: int, opts: TrainOptions) -> list[int]:
+    """Updates per compiled call from step ``start`` to ``end``: ``steps_per_call`` where a
+    whole call fits between multiples of it (so a resumed run calls the same programs on the
+    same steps) and before the next checkpoint, else 1. Only two programs are ever compiled
+    for a run: the K-update loop and the single update."""
+    k, sizes, step = opts.steps_per_call, [], start
+    while step < end:
+        whole = k > 1 and step % k == 0 and step + k <= end and (
+            step // opts.save_every == (step + k - 1) // opts.save_every)
+        sizes.append(k if whole else 1)
+        step += sizes[-1]
+    return sizes
+
+
 def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, *,
           run_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
           on_step: Callable[[int, dict], None] | None = None, mesh: Any = None) -> TrainResult:
@@ -252,114 +297,120 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     many steps *of this call* (saving a checkpoint); Ctrl-C also saves before stopping.
     ``on_step(step, record)`` is called after each optimizer update with
     ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}``. With a ``mesh``
-    (:func:`jaxbasics.sharding.make_mesh`) parameters, optimizer state and batches are
+    (:func:`jaxbasics.gpt.sharding.make_mesh`) parameters, optimizer state and batches are
     sharded over it and each host feeds its own rows of every batch.
+
+    Raises ``ValueError`` before any model is built for a task whose tokens do not fit
+    ``cfg.vocab_size`` or, with ``resume``, a run directory whose sidecar differs.
     """
     if task_vocab(task) > cfg.vocab_size:
         raise ValueError(f"the task's tokenizer has {task_vocab(task)} ids but "
                          f"cfg.vocab_size={cfg.vocab_size}")
-    model = build_model(cfg, opts)
-    graphdef, params = split_params(model)
-    tx = make_optimizer(opts)
-    opt_state = tx.init(params)
-    start, history = 0, []
-    meta = {"config": cfg.to_dict(), "options": dataclasses.asdict(opts),
-            "task": describe_task(task)}
+    meta = run_meta(cfg, task, opts)
+    old = None
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs run_dir")
-        old = checkpoint.load_meta(run_dir)
-        for key in ("config", "options", "task"):
-            if _resume_view(key, old[key]) != _resume_view(key, meta[key]):
-                raise ValueError(f"cannot resume {run_dir}: its {key} {old[key]} differs from "
-                                 f"this run's {meta[key]}")
+        old = check_resumable(run_dir, meta)
+    model = build_model(cfg, opts)
+    graphdef, params = split_params(model)
+    table = parameter_table(model)
+    tx = make_optimizer(opts, table)
+    opt_state = tx.init(params)
+    start, history = 0, []
+    if old is not None and run_dir is not None:
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
-    shardings = None
-    place: Callable[[np.ndarray], jax.Array]
-    place_stacked: Callable[[np.ndarray], jax.Array]
-    if mesh is not None:
-        from jaxbasics.gpt import sharding
-
-        sharding.check_batch_divides(opts.batch_size, mesh)
-        params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh)
-
-        def place(batch: np.ndarray) -> jax.Array:
-            return sharding.global_batch(sharding.host_slice(batch), mesh)
-
-        def place_stacked(batches: np.ndarray) -> jax.Array:  # (K, B, T): rows split, not K
-            return sharding.global_batch(sharding.host_slice(batches, axis=1), mesh, stacked=True)
-    else:
-        place = place_stacked = jnp.asarray
-    step_fn = make_gpt_train_step(graphdef, tx, shardings=shardings)
-    # one call per update's micro-batches too: a Ctrl-C never lands between two of them, where
-    # the checkpoint would hold MultiSteps' half-accumulated gradients under the previous step
-    loop_fn = make_gpt_train_loop(graphdef, tx, shardings=shardings) \
-        if opts.steps_per_call > 1 or opts.accumulate > 1 else None
-    schedule = learning_rate_schedule(opts)
-    tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
+    params, opt_state, placed = _place_on(mesh, params, opt_state, tx, table, opts.batch_size)
+    loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir)
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
-    step = saved = start
+    step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
+    return TrainResult(nnx.merge(graphdef, params), params, opt_state, step, history)
 
-    def save() -> None:
-        nonlocal saved
-        if run_dir is not None and step != saved:
-            checkpoint.save(run_dir, step, params, opt_state, {**meta, "history": history})
-            saved = step
 
-    def records(first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict[str, Any]]:
+class _TrainLoop:
+    """The update calls of :func:`train`, their history records and checkpoints."""
+
+    def __init__(self, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                 task: AdditionTask | TextDataset, opts: TrainOptions, placed: _Placement,
+                 meta: dict, run_dir: str | Path | None):
+        self.task, self.opts, self.placed, self.meta, self.run_dir = task, opts, placed, meta, run_dir
+        # one update: one micro-batch, or (accumulate > 1) its micro-batches in one call, so that
+        # a Ctrl-C never lands between two of them, where the checkpoint would hold MultiSteps'
+        # half-accumulated gradients under the previous step
+        self.single = make_gpt_train_step(graphdef, tx, shardings=placed.shardings) \
+            if opts.accumulate == 1 else make_gpt_train_loop(graphdef, tx, shardings=placed.shardings)
+        self.multi = make_gpt_train_loop(graphdef, tx, shardings=placed.shardings) \
+            if opts.steps_per_call > 1 else None
+        self.schedule = learning_rate_schedule(opts)
+        self.tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
+
+    def call(self, step: int, n: int, params: Any, opt_state: Any) -> tuple[Any, Any, dict]:
+        """The ``n`` updates after ``step`` in one compiled call."""
+        opts, placed = self.opts, self.placed
+        micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
+        if n * opts.accumulate == 1:
+            x, y = self.task.batch(micros[0], opts.batch_size)
+            return self.single(params, opt_state, placed.place(x), placed.place(y),
+                               step_key(opts.seed, micros[0]))
+        fn = self.single if n == 1 else self.multi
+        assert fn is not None  # n > 1 only with steps_per_call > 1
+        xs, ys = (np.stack(a) for a in zip(*(self.task.batch(i, opts.batch_size)
+                                              for i in micros), strict=True))
+        keys = jnp.stack([step_key(opts.seed, i) for i in micros])
+        return fn(params, opt_state, placed.place_stacked(xs), placed.place_stacked(ys), keys)
+
+    def records(self, first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict]:
         """The history records of the n updates after step ``first`` (waits for their losses).
         The update's loss is the mean over its micro-batches; the gradient norm is that of
         its last micro-batch."""
-        loss_rows = np.asarray(m["loss"]).reshape(n, opts.accumulate)
-        norm_rows = np.asarray(m["grad_norm"]).reshape(n, opts.accumulate)
-        tokens_per_s = n * tokens_per_step / (time.perf_counter() - t0)
+        loss_rows = np.asarray(m["loss"]).reshape(n, self.opts.accumulate)
+        norm_rows = np.asarray(m["grad_norm"]).reshape(n, self.opts.accumulate)
+        tokens_per_s = n * self.tokens_per_step / (time.perf_counter() - t0)
         return [{"step": first + i + 1, "loss": float(loss_rows[i].mean()),
-                 "grad_norm": float(norm_rows[i, -1]), "lr": float(schedule(first + i)),
+                 "grad_norm": float(norm_rows[i, -1]), "lr": float(self.schedule(first + i)),
                  "tokens_per_s": tokens_per_s} for i in range(n)]
 
-    in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
-    try:
-        while step < end:
-            t0 = time.perf_counter()
-            # updates in this call: up to the next multiple of steps_per_call (so a resumed run
-            # calls the same programs on the same steps), the next checkpoint, or the end
-            n = min(opts.steps_per_call - step % opts.steps_per_call, end - step,
-                    opts.save_every - step % opts.save_every)
-            micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
-            if loop_fn is None:  # one update of one micro-batch
-                x, y = task.batch(micros[0], opts.batch_size)
-                params, opt_state, m = step_fn(params, opt_state, place(x), place(y),
-                                               step_key(opts.seed, micros[0]))
-            else:
-                xs, ys = (np.stack(a) for a in zip(*(task.batch(i, opts.batch_size)
-                                                      for i in micros), strict=True))
-                keys = jnp.stack([step_key(opts.seed, i) for i in micros])
-                params, opt_state, m = loop_fn(params, opt_state, place_stacked(xs),
-                                               place_stacked(ys), keys)
-            # params and opt_state now hold these n updates: the step count follows at once,
-            # so that a Ctrl-C from here on (waiting for the losses, inside on_step) saves a
-            # checkpoint that resumes exactly, with this call's records (below)
-            in_flight, step = (step, n, m, t0), step + n
-            done = records(*in_flight)
-            history.extend(done)
-            in_flight = None
-            for record in done:
-                if on_step is not None:
-                    on_step(record["step"], record)
-            if step % opts.save_every == 0:
-                save()
-    except KeyboardInterrupt:
-        # interrupted between the call's return and its records joining the history: add them
-        # (the wait for its losses is short: it is already running), so that the checkpoint's
-        # history has every step it holds
-        if in_flight is not None and (history[-1]["step"] if history else 0) < step:
-            history.extend(records(*in_flight))
+    def run(self, start: int, end: int, params: Any, opt_state: Any, history: list[dict],
+            on_step: Callable[[int, dict], None] | None) -> tuple[int, Any, Any]:
+        """Updates from ``start`` to ``end``, records appended to ``history``, a checkpoint
+        every ``save_every`` steps, at the end and on Ctrl-C (re-raised after saving)."""
+        step = saved = start
+
+        def save() -> None:
+            nonlocal saved
+            if self.run_dir is not None and step != saved:
+                checkpoint.save(self.run_dir, step, params, opt_state,
+                                {**self.meta, "history": history})
+                saved = step
+
+        in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
+        try:
+            for n in call_sizes(start, end, self.opts):
+                t0 = time.perf_counter()
+                params, opt_state, m = self.call(step, n, params, opt_state)
+                # params and opt_state now hold these n updates: the step count follows at
+                # once, so that a Ctrl-C from here on (waiting for the losses, inside on_step)
+                # saves a checkpoint that resumes exactly, with this call's records (below)
+                in_flight, step = (step, n, m, t0), step + n
+                done = self.records(*in_flight)
+                history.extend(done)
+                in_flight = None
+                for record in done:
+                    if on_step is not None:
+                        on_step(record["step"], record)
+                if step % self.opts.save_every == 0:
+                    save()
+        except KeyboardInterrupt:
+            # interrupted between the call's return and its records joining the history: add
+            # them (the wait for its losses is short: it is already running), so that the
+            # checkpoint's history has every step it holds
+            if in_flight is not None and (history[-1]["step"] if history else 0) < step:
+                history.extend(self.records(*in_flight))
+            save()
+            raise
         save()
-        raise
-    save()
-    model = nnx.merge(graphdef, params)
-    return TrainResult(model, params, opt_state, step, history)
+        return step, params, opt_state
 
 
 def _resume_view(key: str, value: dict) -> dict:
