@@ -63,10 +63,10 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *,
 
     Taking turns has its own bias, which ``settle_s`` removes: a framework's worker threads
     keep spinning for milliseconds after its call returns (PyTorch's OpenMP threads, XLA's
-    pool), and the next function's first milliseconds then run on fewer free cores (on 2
-    cores a 2.5 ms XLA matmul timed right after a PyTorch one took 4-6 ms). So before each
-    timed sample the function runs untimed for ``settle_s`` seconds (at least once): every
-    sample then sees its own framework in the steady state of a loop, as in training.
+    pool), and the next function's first milliseconds then run on fewer free cores
+    (docs/performance.md). So before each timed sample the function runs untimed for
+    ``settle_s`` seconds (at least once): every sample then sees its own framework in the
+    steady state of a loop, as in training.
     """
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup and repeats must be >= 1, got warmup={warmup}, repeats={repeats}")

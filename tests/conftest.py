@@ -1,11 +1,44 @@
-"""Shared test settings: hypothesis without deadlines (first calls compile), few examples."""
+"""Shared test settings: hypothesis without deadlines (first calls compile), few examples; one
+persistent XLA compilation cache for the whole session; quick compiles.
+
+The time of this suite goes to compiling. Many tests build the same program again (a fresh
+``jax.jit`` of the same step over the same shapes, or the same code in a subprocess), which
+JAX's in-memory cache does not recognise; the persistent cache, keyed by the program itself,
+does. It lives in a temporary folder removed at the end, so no test sees another session's
+programs; the environment variables reach the subprocesses that some tests start.
+"""
 
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
+
+# made by the first process (pytest-xdist's workers inherit it from the controller)
+_OWN = "JAXBASICS_TEST_XLA_CACHE" not in os.environ
+_CACHE = os.environ.setdefault("JAXBASICS_TEST_XLA_CACHE",
+                               tempfile.mkdtemp(prefix="jaxbasics-tests-xla-cache-")) if _OWN \
+    else os.environ["JAXBASICS_TEST_XLA_CACHE"]
+# read when jax is first imported, which has not happened yet (pytest imports this file first)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# LLVM's optimisation of XLA:CPU's generated kernels is a third of each compile here and changes
+# no value (XLA's own HLO passes still run; without fast-math LLVM may not reorder float
+# arithmetic, and matmuls are library calls either way): these tests check values, while
+# speed is measured by `jaxbasics bench`, at the default level
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
 
 settings.register_profile("ci", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN:
+        shutil.rmtree(_CACHE, ignore_errors=True)
+        os.environ.pop("JAXBASICS_TEST_XLA_CACHE", None)

@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -10,6 +11,13 @@ def run_python(code: str, env: dict | None = None, timeout: int = 600
     """Run ``code`` in a fresh interpreter (clean imports, own XLA flags); capture its output."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=False, timeout=timeout)
+
+
+def simulated_devices(n: int, **extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess whose JAX sees ``n`` CPU devices (the
+    session's XLA flags kept), with ``extra`` variables."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    return {**os.environ, "XLA_FLAGS": flags.strip(), **extra}
 
 
 def jax_seen_on(monkeypatch, platform: str, device_kind: str) -> None:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import jax_seen_on
+from helpers import jax_seen_on, simulated_devices
 
 from jaxbasics.bench.device import peak_flops, table_peak_flops
 from jaxbasics.bench.gpt2 import flops_per_token
@@ -319,8 +319,7 @@ def test_default_device_follows_jax_default_device():
             "assert default_device() == jax.devices()[0]\n"
             "with jax.default_device(jax.devices()[1]):\n"
             "    print(default_device().id)\n")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = simulated_devices(2, JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

@@ -103,3 +103,32 @@ def test_train_without_its_extra_says_what_to_install():
     assert done.returncode == 3
     assert "needs the 'train' extra (matplotlib missing)" in done.stderr
     assert 'pip install -e ".[train]"' in done.stderr
+
+
+def test_train_and_generate_keep_compiled_programs_in_the_users_cache(tmp_path, monkeypatch, capsys):
+    """On by default under $XDG_CACHE_HOME/jaxbasics/xla; off with --no-compile-cache, with
+    JAXBASICS_COMPILE_CACHE=0, or where JAX_COMPILATION_CACHE_DIR already chose a folder (as
+    this test session does); a folder that cannot be made is said, and the run goes on."""
+    import jax
+
+    from jaxbasics.cli import build_parser
+    from jaxbasics.cli.gpt import use_compile_cache
+
+    set_to = {}
+    monkeypatch.setattr(jax.config, "update", lambda name, value: set_to.__setitem__(name, value))
+    parse = build_parser().parse_args
+    assert use_compile_cache(parse(["train"])) is None and not set_to  # the session's own cache
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for argv in (["train"], ["generate", "--run", "r", "--prompt", "x"]):
+        assert use_compile_cache(parse(argv)) == tmp_path / "jaxbasics" / "xla"
+        assert set_to["jax_compilation_cache_dir"] == str(tmp_path / "jaxbasics" / "xla")
+    set_to.clear()
+    assert use_compile_cache(parse(["train", "--no-compile-cache"])) is None and not set_to
+    monkeypatch.setenv("JAXBASICS_COMPILE_CACHE", "0")
+    assert use_compile_cache(parse(["train"])) is None and not set_to
+    monkeypatch.delenv("JAXBASICS_COMPILE_CACHE")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert use_compile_cache(parse(["train"])) is None and not set_to
+    assert "compilation cache off: cannot create" in capsys.readouterr().err

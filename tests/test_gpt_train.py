@@ -11,6 +11,7 @@ import pytest
 
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
+from jaxbasics.gpt.model import ParamInfo, parameter_table
 from jaxbasics.gpt.train import (
     TrainOptions,
     addition_accuracy,
@@ -23,11 +24,14 @@ from jaxbasics.gpt.train import (
     resolve_remat,
     train,
 )
-from jaxbasics.gpt.model import ParamInfo, parameter_table
 from jaxbasics.params import split_params
 
 CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
                 drop_rate=0.0)
+
+
+# shared by the resume tests, so that they share compiled programs (the suite's time is compiling)
+SPC_OPTS = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5)
 
 
 def test_decay_mask_covers_matrices_and_embeddings_only():
@@ -104,12 +108,12 @@ def test_training_lowers_the_loss_and_learns_two_digit_addition():
 def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(tmp_path):
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)  # dropout keys must line up too
-    opts = TrainOptions(steps=12, batch_size=8, warmup_steps=2, save_every=100, accumulate=2)
+    opts = dataclasses.replace(SPC_OPTS, accumulate=2)
     whole = train(cfg, task, opts)
-    first = train(cfg, task, opts, run_dir=tmp_path, stop_after=5)
-    assert first.step == 5
+    first = train(cfg, task, opts, run_dir=tmp_path, stop_after=4)
+    assert first.step == 4
     resumed = train(cfg, task, opts, run_dir=tmp_path, resume=True)
-    assert resumed.step == 12 and len(resumed.history) == 12
+    assert resumed.step == 11 and len(resumed.history) == 11
     chex.assert_trees_all_equal(resumed.params, whole.params)
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
 
@@ -146,13 +150,14 @@ def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     do not fall on a call boundary; a run may resume with another steps_per_call."""
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)
-    opts = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5,
-                        accumulate=accumulate)
+    opts = dataclasses.replace(SPC_OPTS, accumulate=accumulate)
     whole = train(cfg, task, opts)
     looped = train(cfg, task, dataclasses.replace(opts, steps_per_call=4), run_dir=tmp_path,
                    stop_after=6)
     assert [r["step"] for r in looped.history] == list(range(1, 7))
-    resumed = train(cfg, task, dataclasses.replace(opts, steps_per_call=3), run_dir=tmp_path,
+    # resumed at step 6 with one update per call: the single-update program only (a resume
+    # into a K-update loop is test_ctrl_c_inside_a_multi_step_call_saves...)
+    resumed = train(cfg, task, dataclasses.replace(opts, steps_per_call=1), run_dir=tmp_path,
                     resume=True)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
     chex.assert_trees_all_equal(resumed.params, whole.params)
@@ -214,11 +219,11 @@ def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp
 
 def test_resume_refuses_a_different_configuration(tmp_path):
     task = AdditionTask(2)
-    opts = TrainOptions(steps=3, batch_size=4, warmup_steps=1)
+    opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)  # as above
     train(CFG, task, opts, run_dir=tmp_path)
-    with pytest.raises(ValueError, match="cannot resume .* its options"):
-        train(CFG, task, TrainOptions(steps=4, batch_size=4, warmup_steps=1), run_dir=tmp_path,
-              resume=True)
+    with pytest.raises(ValueError, match=r"cannot resume .* its options differs from this run's "
+                       r"\(steps: 8 there, 9 here\)"):
+        train(CFG, task, dataclasses.replace(opts, steps=9), run_dir=tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         train(CFG, task, opts, run_dir=tmp_path / "empty", resume=True)
 
@@ -304,11 +309,11 @@ def test_step_keys_are_a_pure_function_of_seed_and_step_and_refuse_out_of_range_
 
 
 def test_a_train_step_given_a_plain_integer_for_its_key_names_it_at_trace_time():
-    cfg = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1)
-    model = build_model(cfg, TrainOptions(steps=2, warmup_steps=0))
+    # the model, optimizer and step of test_train_loop_is_k_calls_of_the_step: one program
+    model = build_model(CFG.replace(drop_rate=0.1), TrainOptions())
     graphdef, params = split_params(model)
-    tx = make_optimizer(TrainOptions(steps=2, warmup_steps=0), parameter_table(model))
-    ids = jnp.zeros((2, 8), jnp.int32)
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
+    ids, _ = AdditionTask(2).batch(0, 8)
     step = make_gpt_train_step(graphdef, tx, donate=False)
     with pytest.raises(TypeError, match=r"key must be one JAX random key .*got int32 array of shape \(\)"):
         step(params, tx.init(params), ids, ids, 0)
@@ -334,3 +339,17 @@ def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
         assert fragment in str(info.value)
     assert main(["generate", "--run", str(tmp_path), "--prompt", "1+1="]) == 2
     assert "jaxbasics generate: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("start, end, k, save_every, sizes", [
+    (0, 11, 4, 5, [4, 1, 1, 1, 1, 1, 1, 1]),  # no call across the checkpoint at 5, nor the end
+    (6, 16, 4, 500, [1, 1, 4, 4]),  # a resumed run aligns on multiples of K first
+    (0, 20, 4, 10, [4, 4, 1, 1, 1, 1, 4, 4]),  # checkpoint at 10: single updates 8..11
+    (0, 8, 4, 500, [4, 4]), (0, 3, 1, 500, [1, 1, 1]), (0, 7, 8, 500, [1] * 7)])
+def test_each_call_runs_k_updates_or_one_so_a_run_compiles_two_programs_at_most(
+        start, end, k, save_every, sizes):
+    from jaxbasics.gpt.train import call_sizes
+
+    opts = TrainOptions(steps=end, warmup_steps=0, steps_per_call=k, save_every=save_every)
+    assert call_sizes(start, end, opts) == sizes
+    assert sum(sizes) == end - start and set(sizes) <= {1, k}

@@ -17,7 +17,7 @@ def _bce64(p, y):
         return -(y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p), -100))
 
 
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 20))
+@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([1, 2, 13]))  # few shapes: few compiles
 def test_bce_matches_formula_for_every_reduction(seed, n):
     rng = np.random.default_rng(seed)
     p = rng.uniform(1e-4, 1 - 1e-4, size=(n, 2)).astype(np.float32)

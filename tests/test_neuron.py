@@ -50,7 +50,7 @@ def test_grad_agrees_with_finite_differences_for_random_scalars(w, b, x, y):
                                 neuron.numerical_gradients(w, b, x, y), rtol=1e-4, atol=1e-6)
 
 
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 16))
+@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([1, 5, 16]))  # few shapes: few compiles
 def test_batched_inputs_average_the_per_example_gradients(seed, n):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n).astype(np.float32)

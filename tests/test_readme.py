@@ -18,3 +18,13 @@ def test_readme_has_install_and_test_commands_and_ci_runs_the_test_one():
     assert test_cmd.endswith("python -m pytest")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_cmd in ci_lines
+
+
+def test_readme_python_examples_run_as_written():
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        scope: dict = {}
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own code)
+    loss = scope["loss"]
+    assert 0.0 < float(loss) < 2.0  # BCE of a fresh SimpleNet on a balanced toy batch

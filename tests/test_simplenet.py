@@ -51,7 +51,7 @@ def test_init_follows_torch_uniform_bounds():
     assert float(jnp.abs(model.fc2.kernel[...]).max()) <= 1 / np.sqrt(300)
 
 
-@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 2, 7, 33]))  # few shapes: few compiles
+@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 33]))  # few shapes: few compiles
 def test_jax_grad_equals_hand_written_backward_pass(seed, batch):
     _, graphdef, params, x, y = _setup(seed, batch)
     grads = jax.grad(loss_of_params(graphdef, simplenet.bce_loss))(params, x, y)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "tensor); multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID on every host")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cache_flag(t)
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser(
@@ -63,7 +65,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-cache", action="store_true", help="recompute instead of the KV cache")
+    _add_cache_flag(g)
     g.set_defaults(func=_cmd_generate)
+
+
+CACHE_ENV = "JAXBASICS_COMPILE_CACHE"  # "0" (or off/false/no) turns the compilation cache off
+
+
+def _add_cache_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help=f"do not keep compiled programs in {compile_cache_dir()} (also: "
+                        f"{CACHE_ENV}=0); kept, a second run with the same shapes skips compiling")
+
+
+def compile_cache_dir() -> Path:
+    """Where the CLI keeps XLA's compiled programs: ``$XDG_CACHE_HOME/jaxbasics/xla``, by
+    default ``~/.cache/jaxbasics/xla``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "jaxbasics" / "xla"
+
+
+def use_compile_cache(args: argparse.Namespace) -> Path | None:
+    """Turn on JAX's persistent compilation cache for this process (before anything is
+    compiled), unless ``--no-compile-cache``, ``JAXBASICS_COMPILE_CACHE=0`` or a cache
+    directory already chosen through ``JAX_COMPILATION_CACHE_DIR``; returns the directory in
+    use by this call, or None. A directory that cannot be created is reported on stderr and
+    the run goes on without the cache."""
+    off = os.environ.get(CACHE_ENV, "1").strip().lower() in ("0", "off", "false", "no")
+    if args.no_compile_cache or off or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return None
+    path = compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"jaxbasics: compilation cache off: cannot create {path} "
+              f"({err.strerror or err})", file=sys.stderr)
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
 
 
 def _missing_train_extra() -> str | None:
@@ -106,6 +148,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxbasics.gpt.data import AdditionTask, TextDataset
     from jaxbasics.gpt.train import TrainOptions, addition_accuracy, task_seq_len, train
 
+    use_compile_cache(args)
     try:
         mesh = None
         if args.mesh:
@@ -191,6 +234,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from jaxbasics.gpt.generate import generate
 
+    use_compile_cache(args)
     try:
         if args.hf:
             from jaxbasics.gpt.hf import load_gpt2, load_tokenizer

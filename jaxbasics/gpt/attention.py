@@ -10,13 +10,10 @@ positions ``0 .. S-1``::
 Two implementations give the same numbers:
 
 * ``"xla"``: the formula above written so that XLA's batched matmuls see the batch and head
-  axes in front: (B, T, H, hd) is laid out once as (B·H, T, hd). On CPU this is 1.6× faster
-  for forward + backward than ``jax.nn.dot_product_attention``'s XLA path, which contracts
-  the (B, T, H, hd) layout directly and makes XLA transpose around every dot. It handles a
-  query offset (KV-cache decoding) and attention dropout. (XLA:CPU runs each batched product
-  on one thread when its single matrices are small — 128×64 at the benchmark's cpu size —
-  which is most of what still separates it from PyTorch's SDPA there: ``jaxbasics bench
-  --suite gpt2-parts``.)
+  axes in front: (B, T, H, hd) is laid out once as (B·H, T, hd), so that XLA need not
+  transpose around every dot as it does for ``jax.nn.dot_product_attention``'s XLA path
+  (measured: docs/performance.md, item 3). It handles a query offset (KV-cache decoding)
+  and attention dropout.
 * ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")``, the fused
   flash-attention kernel of cuDNN, for NVIDIA GPUs with bfloat16/float16 inputs; no dropout,
   no query offset.

@@ -6,15 +6,13 @@ For x (M, k) and W (k, n), with g = dL/dy (M, n), backpropagation needs::
     dL/dx = g·Wᵀ      (M, n)·(n, k)
     dL/dW = xᵀ·g      (k, M)·(M, n)     the M = B·T token axis summed out
 
-XLA computes dL/dW by contracting the first axis of both x and g; on the GPT-2 step's shapes
-XLA:CPU's kernels for that form run at 0.5-0.8x of PyTorch's (``jaxbasics bench --suite
-gpt2-parts``, "weight_grad"). On CPU, :func:`dot_general` therefore copies the smaller of x and
-g into its transpose first and multiplies row-major: xᵀ·g, or (gᵀ·x)ᵀ. The copy costs one pass
-over an activation-sized array; the product is the same up to the order of the float
-additions. Measured on 2 cores: the cpu-size GPT-2 training step 245 -> 230 ms (interleaved
-with the plain form); timed alone, only the head's large product gains clearly (20 -> 17 ms),
-and transposing x always, whatever its size, made the step slower. Elsewhere (GPU, TPU: their
-matmul units take transposed operands at full speed) it is plain ``jax.lax.dot_general``.
+XLA computes dL/dW by contracting the first axis of both x and g, a form XLA:CPU's kernels
+run slower than row-major products (``jaxbasics bench --suite gpt2-parts``, "weight_grad";
+docs/performance.md, item 4). On CPU, :func:`dot_general` therefore copies the smaller of x
+and g into its transpose first and multiplies row-major: xᵀ·g, or (gᵀ·x)ᵀ. The copy costs
+one pass over an activation-sized array; the product is the same up to the order of the
+float additions. Elsewhere (GPU, TPU: their matmul units take transposed operands at full
+speed) it is plain ``jax.lax.dot_general``.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class Block(nnx.Module):
 
     Inside the block the tokens are one (B·T, d) matrix: every projection is then a plain 2-D
     matmul, whose weight gradient XLA computes without first transposing the (B, T, ·)
-    activations — on CPU that made a block's forward + backward 1.6× faster.
+    activations (measured on CPU: docs/performance.md, item 1).
     """
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):

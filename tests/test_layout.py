@@ -1,0 +1,80 @@
+"""The package's layout holds: imports run one way down the layers, no module imports another's
+private name, and ``import jaxbasics`` / the CLI's parser stay light."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+from helpers import run_python
+
+PACKAGE = Path(__file__).resolve().parents[1] / "jaxbasics"
+#: folder (or root module) -> layer; a module may import its own layer's folder and lower layers
+LAYERS = {"": 0, "chapter": 1, "gpt": 1, "compare": 2, "bench": 3, "cli": 4}
+
+
+def _layer_of(module: str) -> tuple[int, str]:
+    """(layer, folder) of a dotted module name under jaxbasics."""
+    parts = module.split(".")[1:]
+    folder = parts[0] if parts and parts[0] in LAYERS else ""
+    return LAYERS[folder], folder
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every ``import jaxbasics...`` / ``from jaxbasics... import ...``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxbasics"):
+            names = [a.name for a in node.names]
+            if node.module == "jaxbasics":  # from jaxbasics import checks, ...: the modules
+                found += [(f"jaxbasics.{n}", []) for n in names]
+            else:
+                found.append((node.module, names))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("jaxbasics")]
+    return found
+
+
+def test_imports_run_one_way_and_never_reach_a_private_name():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.as_posix() in ("__init__.py", "__main__.py"):  # the lazy public names of every
+            continue  # layer, and `python -m jaxbasics` (the CLI)
+        own = "jaxbasics." + ".".join(rel.with_suffix("").parts)
+        layer, folder = _layer_of(own)
+        for module, names in _imports(path):
+            their_layer, their_folder = _layer_of(module)
+            if their_layer > layer or (their_layer == layer and folder != their_folder):
+                wrong.append(f"{rel} imports {module} (layer {their_layer} > {layer} or a sibling)")
+            wrong += [f"{rel} imports the private name {module}.{n}" for n in names
+                      if n.startswith("_")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_private_attributes_of_other_modules_are_not_used():
+    """``module._name`` where ``module`` is another jaxbasics module imported by name."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        aliases = set(re.findall(r"from jaxbasics[\w.]* import (\w+)", text))
+        aliases |= set(re.findall(r"import jaxbasics[\w.]* as (\w+)", text))
+        for alias in aliases:
+            wrong += [f"{path.relative_to(PACKAGE)}: {m}" for m in
+                      re.findall(rf"\b{alias}\._[a-z]\w*", text)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_import_and_the_cli_parser_load_no_flax_optax_or_gpt_code():
+    code = ("import json, sys\nimport jaxbasics\nbefore = sorted(sys.modules)\n"
+            "from jaxbasics.cli import build_parser\nbuild_parser()\n"
+            "print(json.dumps([before, sorted(sys.modules)]))\n"
+            "jaxbasics.GPT_CONFIG_124M, jaxbasics.SimpleNet\n"
+            "assert 'flax' in sys.modules and 'jaxbasics.gpt.config' in sys.modules\n")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after_import, after_parser = json.loads(done.stdout)
+    for loaded in (after_import, after_parser):
+        heavy = [m for m in loaded if m.split(".")[0] in ("flax", "optax", "torch", "jax")
+                 or m.startswith(("jaxbasics.gpt.model", "jaxbasics.gpt.train"))]
+        assert not heavy, heavy[:10]
