@@ -96,7 +96,7 @@ class Variant:
     name: str
     framework: str  # "jax" or "torch"
     dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
-    remat: bool | str = False  # JAX: see jaxbasics.gpt.GPT
+    remat: bool | str = False  # JAX: see jaxbasics.gpt.model.GPT
     attention: str = "xla"  # JAX: see jaxbasics.gpt.attention
     compile: bool = False  # torch: through torch.compile
     steps_per_call: int = 1  # JAX: updates per compiled call (jaxbasics.gpt.train.make_gpt_train_loop)

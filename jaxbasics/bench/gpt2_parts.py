@@ -8,7 +8,7 @@ apart), and inside the blocks the attention alone.
   the training step's remat setting (``resolve_remat("auto")``); PyTorch: its module loop.
 * ``attention``: inside each block, causal attention alone, forward and backward, for
   ``s = Σ attention(q, k, v) ⊙ r`` with q, k, v, r fixed (B, T, H, hd) arrays; gradients for
-  q, k and v. JAX: :func:`jaxbasics.attention.causal_attention`; PyTorch:
+  q, k and v. JAX: :func:`jaxbasics.gpt.attention.causal_attention`; PyTorch:
   ``scaled_dot_product_attention(..., is_causal=True)``, as its model calls it.
 * ``head_loss``: final hidden states h (B·T, d) → logits h·W (B·T, V) → mean cross-entropy
   against the batch's labels; gradients for h and W.

@@ -81,7 +81,7 @@ PRESETS: dict[str, GPTConfig] = {
 
 def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
                     include_position: bool = True) -> int:
-    """Exact number of trainable scalars in :class:`jaxbasics.gpt.GPT` for ``cfg``.
+    """Exact number of trainable scalars in :class:`jaxbasics.gpt.model.GPT` for ``cfg``.
 
     With V vocab, C context, d width, L layers::
 

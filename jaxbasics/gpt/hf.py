@@ -1,5 +1,5 @@
 """Loading GPT-2 checkpoints in the Hugging Face format (a directory holding ``config.json``
-and ``model.safetensors``) into :class:`jaxbasics.gpt.GPT`, and their tokenizer files.
+and ``model.safetensors``) into :class:`jaxbasics.gpt.model.GPT`, and their tokenizer files.
 
 Nothing is downloaded: point at a directory (e.g. one written by ``save_pretrained`` or a
 copy of the ``gpt2`` repository). Each parameter's Hugging Face name is declared where the

@@ -160,7 +160,7 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-    """GPT-2 language model for a :class:`~jaxbasics.config.GPTConfig`.
+    """GPT-2 language model for a :class:`~jaxbasics.gpt.config.GPTConfig`.
 
     Args:
       cfg: the configuration (``GPT_CONFIG_124M`` for the chapter's model).
