@@ -136,10 +136,19 @@ def _model_config(args: argparse.Namespace, seq_len: int):
     return base.replace(vocab_size=256, context_length=context, drop_rate=args.dropout)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _start(command: str, args: argparse.Namespace) -> int | None:
+    """Exit status 3 with the pip command when the 'train' extra is missing; else None, with
+    the compilation cache on (:func:`use_compile_cache`), before anything is compiled."""
     if (missing := _missing_train_extra()) is not None:
-        print(f"jaxbasics train: {missing}", file=sys.stderr)
+        print(f"jaxbasics {command}: {missing}", file=sys.stderr)
         return 3
+    use_compile_cache(args)
+    return None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if (status := _start("train", args)) is not None:
+        return status
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxbasics.cli.console import make_console
@@ -148,7 +157,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxbasics.gpt.data import AdditionTask, TextDataset
     from jaxbasics.gpt.train import TrainOptions, addition_accuracy, task_seq_len, train
 
-    use_compile_cache(args)
     try:
         mesh = None
         if args.mesh:
@@ -226,15 +234,13 @@ def _text_report(c, model, task) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    if (missing := _missing_train_extra()) is not None:
-        print(f"jaxbasics generate: {missing}", file=sys.stderr)
-        return 3
+    if (status := _start("generate", args)) is not None:
+        return status
     import jax
     import numpy as np
 
     from jaxbasics.gpt.generate import generate
 
-    use_compile_cache(args)
     try:
         if args.hf:
             from jaxbasics.gpt.hf import load_gpt2, load_tokenizer
