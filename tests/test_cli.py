@@ -132,3 +132,17 @@ def test_train_and_generate_keep_compiled_programs_in_the_users_cache(tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     assert use_compile_cache(parse(["train"])) is None and not set_to
     assert "compilation cache off: cannot create" in capsys.readouterr().err
+
+
+def test_train_refuses_an_output_it_cannot_write_before_compiling(tmp_path, capsys, monkeypatch):
+    """--out naming an existing file trained to the end, then crashed saving nothing."""
+    from jaxbasics.gpt import train as gpt_train
+
+    monkeypatch.setattr(gpt_train, "build_model", lambda *a: pytest.fail("built a model"))
+    taken = tmp_path / "taken"
+    taken.write_text("not a run")
+    for out, why in ((taken, f"{taken} is a file, not a folder"),
+                     (taken / "run", f"{taken} is a file, not a folder")):
+        assert main(["train", "--steps", "2", "--out", str(out), "--quiet"]) == 2
+        assert capsys.readouterr().err == f"jaxbasics train: --out {out}: cannot write there ({why})\n"
+    assert taken.read_text() == "not a run"

@@ -136,3 +136,22 @@ def test_tokenizer_files_are_used_with_byte_fallback(tmp_path):
     ids = tok.encode("the lazy fox")
     assert len(ids) < len("the lazy fox")  # merges applied, not bytes
     assert tok.decode(ids) == "the lazy fox"
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not safetensors"])
+def test_a_damaged_weights_file_is_named_not_a_safetensors_traceback(tmp_path, capsys, damage):
+    _save_tiny(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
+                         "not safetensors": b"<html>rate limited</html>"}[damage])
+    with pytest.raises(ValueError, match=rf"{weights} is damaged or incomplete: not a safetensors "
+                       "file that can be read"):
+        load_gpt2(tmp_path)
+    from jaxbasics.cli import main
+
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert main(["generate", "--hf", str(tmp_path), "--prompt", "a"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxbasics generate: {weights} is damaged or incomplete")
+    assert "Traceback" not in err

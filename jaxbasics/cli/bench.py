@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxbasics.cli.paths import cannot_write
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the ``jaxbasics`` parser."""
@@ -68,7 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         jax.config.update("jax_default_device", device)
     for option, path, is_dir in (("--out", args.out, False), ("--plot", args.plot, True)):
-        problem = None if path is None else _cannot_write(path, is_dir)
+        problem = None if path is None else cannot_write(path, is_dir)
         if problem:  # found now, not after minutes of timing
             print(f"jaxbasics bench: {option} {path}: cannot write there ({problem})",
                   file=sys.stderr)
@@ -95,24 +97,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"plot: {path}")
     return 0
 
-
-def _cannot_write(path: Path, is_dir: bool) -> str | None:
-    """Why a file at ``path`` (or files in the folder ``path``) cannot be written, or None.
-    Creates the missing folders, as the writes later would; leaves no file behind."""
-    folder = path if is_dir else path.parent
-    probe = folder / f".{path.name}.probe" if is_dir else path.with_name(path.name + ".part")
-    try:
-        if path.is_dir() and not is_dir:
-            return "it is a folder"
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):
-        blocker = next(p for p in (folder, *folder.parents) if p.exists())
-        return f"{blocker} is a file, not a folder"
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
 
 
 def _f(value: Any, spec: str) -> str:

@@ -152,6 +152,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxbasics.cli.console import make_console
+    from jaxbasics.cli.paths import cannot_write
     from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
     from jaxbasics.gpt.data import AdditionTask, TextDataset
@@ -175,6 +176,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             steps_per_call=args.steps_per_call)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail("train", err)
+    if (problem := cannot_write(args.out, is_dir=True)) is not None:  # before any compiling
+        print(f"jaxbasics train: --out {args.out}: cannot write there ({problem})", file=sys.stderr)
+        return 2
 
     c = make_console(100)
     what = f"text file {args.text}" if args.text else f"{args.digits}-digit addition"

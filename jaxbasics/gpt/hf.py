@@ -57,6 +57,7 @@ def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
 
 
 def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
@@ -80,7 +81,12 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
                                 f"{directory}")
     tensors: dict[str, np.ndarray] = {}
     for f in files:
-        for key, value in load_file(str(f)).items():
+        try:
+            loaded = load_file(str(f))
+        except (SafetensorError, OSError) as err:  # truncated, empty, not safetensors at all
+            raise ValueError(f"{f} is damaged or incomplete: not a safetensors file that can be "
+                             f"read ({err})") from err
+        for key, value in loaded.items():
             tensors[key.removeprefix("transformer.")] = value
     return tensors
 
