@@ -68,6 +68,14 @@ def test_train_then_generate_from_the_run(tmp_path, capsys):
     assert "already at step 20" in capsys.readouterr().out
     assert main(["generate", "--run", str(out), "--prompt", "12+34=", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.startswith("12+34=")
+    sidecar = json.loads((out / "run.json").read_text())
+    sidecar["config"]["emb_dim"] = 64  # a sidecar that does not describe its checkpoint
+    (out / "run.json").write_text(json.dumps(sidecar))
+    assert main(["generate", "--run", str(out), "--prompt", "1", "--max-new-tokens", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"jaxbasics generate: {out}: run.json and checkpoint step 20 disagree: array "
+        "params.blocks.attn.proj.bias is of shape (4, 128) in the checkpoint, but run.json's "
+        "configuration gives shape (4, 64)\n")
 
 
 def test_train_on_a_text_file(tmp_path, capsys):

@@ -26,7 +26,27 @@ SIDECAR_KEYS = ("config", "options", "task", "history", "step")
 
 def _manager(run_dir: Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep),
+                                 item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _check_shapes(run_dir: Path, step: int, stored: Any, target: dict) -> None:
+    """Raise ``ValueError`` naming the first array whose stored shape differs from the one the
+    sidecar's configuration gives, or that one side lacks (orbax would say neither which
+    file is at fault nor, for a missing array, which one)."""
+    def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(p, simple=True, separator="."): tuple(getattr(v, "shape", ()))
+                for p, v in flat}
+
+    theirs, ours = shapes(stored), shapes(target)
+    for name in sorted(set(theirs) | set(ours), key=lambda n: (not n.startswith("params"), n)):
+        if theirs.get(name) != ours.get(name):
+            got = "absent" if name not in theirs else f"of shape {theirs[name]}"
+            want = "none" if name not in ours else f"shape {ours[name]}"
+            raise ValueError(f"{run_dir}: run.json and checkpoint step {step} disagree: array "
+                             f"{name} is {got} in the checkpoint, but run.json's configuration "
+                             f"gives {want}")
 
 
 def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict) -> None:
@@ -58,7 +78,8 @@ def load_meta(run_dir: str | Path) -> dict:
 def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any
             ) -> tuple[int, Any, Any]:
     """``(step, params, opt_state)`` of the latest checkpoint, shaped like the ``*_like`` trees
-    (arrays or ``jax.ShapeDtypeStruct``)."""
+    (arrays or ``jax.ShapeDtypeStruct``). ``ValueError`` names an array whose stored shape
+    the ``*_like`` trees (from the sidecar's configuration) do not share."""
     meta = load_meta(run_dir)
     target = {"params": params_like, "opt_state": opt_state_like}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -69,6 +90,7 @@ def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any
         if step != meta["step"]:
             raise ValueError(f"run.json says step {meta['step']} but the latest checkpoint is "
                              f"step {step}; the run directory is inconsistent")
+        _check_shapes(Path(run_dir), step, mgr.item_metadata(step), abstract)
         restored = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
     return step, restored["params"], restored["opt_state"]
 
