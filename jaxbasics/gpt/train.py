@@ -62,9 +62,9 @@ class TrainOptions:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "accumulate", "save_every", "steps_per_call"):
             checks.positive_int(getattr(self, name), name)
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}), got "
-                             f"{self.warmup_steps!r}")
+        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
+                or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         for name in ("learning_rate", "min_lr_ratio", "weight_decay"):
             checks.number_in(getattr(self, name), name, 0.0, 1.0)
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
@@ -89,10 +89,16 @@ def decay_mask(table: Any) -> Any:
 
 def learning_rate_schedule(opts: TrainOptions) -> optax.Schedule:
     """Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then cosine decay to
-    ``learning_rate * min_lr_ratio`` at ``steps``."""
-    return optax.warmup_cosine_decay_schedule(
-        0.0, opts.learning_rate, max(opts.warmup_steps, 1), opts.steps,
-        end_value=opts.learning_rate * opts.min_lr_ratio)
+    ``learning_rate * min_lr_ratio`` at ``steps``: ``lr(s) = peak · s / W`` for s < W, then
+    ``end + (peak - end) · (1 + cos(π (s - W) / (steps - W))) / 2``. Without warmup (W = 0) the
+    first step runs at the peak; with ``W >= steps`` the run ends still warming up."""
+    peak, end = opts.learning_rate, opts.learning_rate * opts.min_lr_ratio
+    if opts.warmup_steps == 0:
+        return optax.cosine_decay_schedule(peak, opts.steps, alpha=opts.min_lr_ratio)
+    if opts.warmup_steps >= opts.steps:
+        return optax.linear_schedule(0.0, peak, opts.warmup_steps)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, opts.warmup_steps, opts.steps,
+                                              end_value=end)
 
 
 def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformation:
