@@ -154,3 +154,16 @@ def test_train_refuses_an_output_it_cannot_write_before_compiling(tmp_path, caps
         assert main(["train", "--steps", "2", "--out", str(out), "--quiet"]) == 2
         assert capsys.readouterr().err == f"jaxbasics train: --out {out}: cannot write there ({why})\n"
     assert taken.read_text() == "not a run"
+
+
+def test_train_exits_nonzero_naming_a_non_finite_step(tmp_path, monkeypatch, capsys):
+    from jaxbasics.gpt import train as gpt_train
+
+    def stop(*args, **kwargs):
+        raise gpt_train.NonFiniteError(7, "gradient norm", float("inf"), 5, tmp_path)
+
+    monkeypatch.setattr(gpt_train, "train", stop)
+    assert main(["train", "--steps", "9", "--out", str(tmp_path), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        f"jaxbasics train: training stopped at step 7: its gradient norm is inf (not finite); the "
+        f"last good checkpoint, step 5, is kept in {tmp_path}, nothing after it was saved\n")

@@ -370,3 +370,37 @@ def test_each_call_runs_k_updates_or_one_so_a_run_compiles_two_programs_at_most(
     opts = TrainOptions(steps=end, warmup_steps=0, steps_per_call=k, save_every=save_every)
     assert call_sizes(start, end, opts) == sizes
     assert sum(sizes) == end - start and set(sizes) <= {1, k}
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                                              monkeypatch):
+    """The jitted step cannot refuse values it only sees at run time: the loop stops at the
+    first non-finite loss, names the step, and saves nothing of it or after it."""
+    from jaxbasics.gpt import checkpoint
+    from jaxbasics.gpt import train as gpt_train
+
+    real = gpt_train.lm_loss
+    # a loss that turns NaN on a batch holding token 255 (never in the addition task's text)
+    monkeypatch.setattr(gpt_train, "lm_loss", lambda model, x, y, key: real(model, x, y, key)
+                        + jnp.where(jnp.any(x == 255), jnp.nan, 0.0))
+
+    class Poisoned(AdditionTask):
+        def batch(self, step, batch_size):
+            x, y = super().batch(step, batch_size)
+            if step == 4:  # the 5th update's batch
+                x = x.copy()
+                x[0, 0] = 255
+            return x, y
+
+    opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, save_every=2)
+    with pytest.raises(gpt_train.NonFiniteError, match=rf"training stopped at step 5: its loss is "
+                       rf"nan \(not finite\); the last good checkpoint, step 4, is kept in "
+                       rf"{tmp_path}, nothing after it was saved"):
+        train(CFG, Poisoned(2), opts, run_dir=tmp_path)
+    meta = checkpoint.load_meta(tmp_path)
+    assert meta["step"] == 4 and [r["step"] for r in meta["history"]] == [1, 2, 3, 4]
+    model = build_model(CFG, opts)
+    graphdef, params = split_params(model)
+    tx = make_optimizer(opts, parameter_table(model))
+    step, restored, _ = checkpoint.restore(tmp_path, params, tx.init(params))
+    assert step == 4 and all(np.isfinite(a).all() for a in jax.tree.leaves(restored))

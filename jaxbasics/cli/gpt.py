@@ -156,7 +156,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
     from jaxbasics.gpt.data import AdditionTask, TextDataset
-    from jaxbasics.gpt.train import TrainOptions, addition_accuracy, task_seq_len, train
+    from jaxbasics.gpt.train import (
+        NonFiniteError,
+        TrainOptions,
+        addition_accuracy,
+        task_seq_len,
+        train,
+    )
 
     try:
         mesh = None
@@ -203,6 +209,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            mesh=mesh)
         except (ValueError, FileNotFoundError) as err:
             return _fail("train", err)
+        except NonFiniteError as err:
+            print(f"jaxbasics train: {err}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             c.print(f"interrupted: checkpoint saved in {args.out}; continue with --resume")
             return 130

@@ -380,7 +380,8 @@ class _TrainLoop:
     def run(self, start: int, end: int, params: Any, opt_state: Any, history: list[dict],
             on_step: Callable[[int, dict], None] | None) -> tuple[int, Any, Any]:
         """Updates from ``start`` to ``end``, records appended to ``history``, a checkpoint
-        every ``save_every`` steps, at the end and on Ctrl-C (re-raised after saving)."""
+        every ``save_every`` steps, at the end and on Ctrl-C (re-raised after saving); a
+        non-finite loss or gradient norm raises :class:`NonFiniteError` and saves nothing."""
         step = saved = start
 
         def save() -> None:
@@ -400,6 +401,9 @@ class _TrainLoop:
                 # saves a checkpoint that resumes exactly, with this call's records (below)
                 in_flight, step = (step, n, m, t0), step + n
                 done = self.records(*in_flight)
+                if (bad := _first_non_finite(done)) is not None:  # nothing of it is saved
+                    raise NonFiniteError(bad[0], bad[1], bad[2], saved if saved else None,
+                                         self.run_dir)
                 history.extend(done)
                 in_flight = None
                 for record in done:
@@ -412,11 +416,38 @@ class _TrainLoop:
             # them (the wait for its losses is short: it is already running), so that the
             # checkpoint's history has every step it holds
             if in_flight is not None and (history[-1]["step"] if history else 0) < step:
-                history.extend(self.records(*in_flight))
+                late = self.records(*in_flight)
+                if _first_non_finite(late) is not None:
+                    raise  # the parameters are no longer finite: keep the last checkpoint
+                history.extend(late)
             save()
             raise
         save()
         return step, params, opt_state
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped at the first update whose loss or gradient norm is not finite (NaN or
+    ±inf: in the data, a learning rate too high, ...). The parameters from then on are not
+    saved; ``checkpoint`` is the last good one's step (None: none saved)."""
+
+    def __init__(self, step: int, what: str, value: float, checkpoint: int | None,
+                 run_dir: str | Path | None):
+        self.step, self.what, self.value, self.checkpoint = step, what, value, checkpoint
+        kept = (f"the last good checkpoint, step {checkpoint}, is kept in {run_dir}"
+                if checkpoint is not None and run_dir is not None else "no checkpoint was saved")
+        super().__init__(f"training stopped at step {step}: its {what} is {value} (not finite); "
+                         f"{kept}, nothing after it was saved")
+
+
+def _first_non_finite(records: list[dict]) -> tuple[int, str, float] | None:
+    """``(step, "loss" or "gradient norm", value)`` of the first record with a value that is
+    not finite, or None."""
+    for r in records:
+        for key, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
+            if not np.isfinite(r[key]):
+                return r["step"], what, r[key]
+    return None
 
 
 def _resume_view(key: str, value: dict) -> dict:
