@@ -38,6 +38,12 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked slow first, so that the workers share them out while the quick ones
+    fill the gaps: the run ends on short tests, not on one long one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN:
         shutil.rmtree(_CACHE, ignore_errors=True)

@@ -95,6 +95,7 @@ def test_library_calls_with_an_unknown_size_are_refused():
             fn("tiny")
 
 
+@pytest.mark.slow
 def test_smoke_suite_writes_json_and_plots(tmp_path, capsys, monkeypatch):
     """All suites at smoke size, all but one GPT-2 variant (--variants), through the CLI; the
     JSON file is also read each time it is rewritten during the run."""
@@ -256,6 +257,8 @@ def gpu_rehearsal():
     return g, groups_seen
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_rehearsal")  # one worker computes the fixture
 def test_accelerator_variant_set_rehearsed_on_cpu(gpu_rehearsal):
     """The GPU run's variants, run here: bf16 with remat and PyTorch bf16 autocast compute
     the step; cuDNN attention, absent on a CPU, is recorded with its error, not raised."""
@@ -427,6 +430,8 @@ def _split_by_group(g, meta):
     return files
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_rehearsal")  # one worker computes the fixture
 def test_a_run_split_by_timing_group_is_joined_into_one(gpu_rehearsal, tmp_path):
     """Two files of one machine, one timing group each, give the suite as one run gives it;
     the plot script joins them (--merged writes the join) and draws the chart."""
@@ -458,6 +463,8 @@ def test_a_run_split_by_timing_group_is_joined_into_one(gpu_rehearsal, tmp_path)
     assert (tmp_path / "gpt2.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_rehearsal")  # one worker computes the fixture
 def test_joined_runs_with_measured_peaks_report_mfu_against_the_first_runs_peak(gpu_rehearsal):
     """A peak measured in each run (here the CPU's matmul) differs between runs: the join puts
     every variant against the first run's peak and keeps each run's."""
@@ -481,6 +488,8 @@ def test_joined_runs_with_measured_peaks_report_mfu_against_the_first_runs_peak(
     assert json.dumps(second) == before  # the inputs are left as they were
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_rehearsal")  # one worker computes the fixture
 def test_results_of_different_runs_are_not_joined(gpu_rehearsal):
     from jaxbasics.bench.results import merge_results
 

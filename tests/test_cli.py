@@ -56,6 +56,7 @@ def test_unknown_command_fails_with_usage():
     assert "invalid choice: 'nope'" in done.stderr
 
 
+@pytest.mark.slow
 def test_train_then_generate_from_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--digits", "2", "--steps", "20", "--batch-size", "16", "--out", str(out),
@@ -78,6 +79,7 @@ def test_train_then_generate_from_the_run(tmp_path, capsys):
         "configuration gives shape (4, 64)\n")
 
 
+@pytest.mark.slow
 def test_train_on_a_text_file(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("To be, or not to be, that is the question. " * 40, encoding="utf-8")

@@ -109,11 +109,13 @@ def test_addition_batches_mask_the_prompt_and_are_reproducible():
     assert not train_pairs & {task.tokenizer.decode(p) for p in prompts}  # held out
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_learns_two_digit_addition():
     task = AdditionTask(2)
     # lr 3e-3 converges with margin on every seed tried (0-3: 94.5-100 % held out); 1e-2 sat
     # on the edge, 72-99 % depending on the CPU's float rounding
-    opts = TrainOptions(steps=600, batch_size=64, learning_rate=3e-3, warmup_steps=30)
+    opts = TrainOptions(steps=600, batch_size=64, learning_rate=3e-3, warmup_steps=30,
+                        steps_per_call=10)  # the same updates, fewer calls
     result = train(CFG, task, opts)
     losses = [r["loss"] for r in result.history]
     assert np.mean(losses[:5]) > 3.0  # ln 256 = 5.5 at the start
@@ -122,6 +124,7 @@ def test_training_lowers_the_loss_and_learns_two_digit_addition():
     assert accuracy > 0.9  # held-out sums; guessing would get 1 in 1,000
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(tmp_path):
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)  # dropout keys must line up too
@@ -160,6 +163,7 @@ def test_train_loop_is_k_calls_of_the_step():
         make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys, keys[:2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     """Bit for bit the run of one call per step (accumulate=1: one jitted step per update;
@@ -234,10 +238,14 @@ def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp
         (r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in whole.history]
 
 
-def test_resume_refuses_a_different_configuration(tmp_path):
+def test_resume_refuses_a_different_configuration(tmp_path, monkeypatch):
+    """Refused from the sidecar alone, before a model is built, naming only what differs."""
+    from jaxbasics.gpt import train as gpt_train
+
     task = AdditionTask(2)
     opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)  # as above
     train(CFG, task, opts, run_dir=tmp_path)
+    monkeypatch.setattr(gpt_train, "build_model", lambda *a: pytest.fail("built a model"))
     with pytest.raises(ValueError, match=r"cannot resume .* its options differs from this run's "
                        r"\(steps: 8 there, 9 here\)"):
         train(CFG, task, dataclasses.replace(opts, steps=9), run_dir=tmp_path, resume=True)

@@ -17,6 +17,8 @@ from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.model import GPT, ParamInfo, parameter_table
 
 SPECS = ("data=8", "data=2,fsdp=2,tensor=2")  # as in sharding_probe.py
+# the probe is one subprocess for the module: its tests stay on one pytest-xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sharding")]
 
 
 @pytest.fixture(scope="module")
