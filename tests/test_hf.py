@@ -124,8 +124,16 @@ def test_missing_files_and_foreign_configs(tmp_path):
         load_gpt2(tmp_path)
 
 
-def test_tokenizer_files_are_used_with_byte_fallback(tmp_path):
-    assert isinstance(load_tokenizer(tmp_path), ByteTokenizer)
+def test_tokenizer_files_are_used_and_bytes_only_when_asked_for(tmp_path, capsys):
+    """A GPT-2 directory without tokenizer files had its prompt read as raw bytes, silently."""
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path} has no tokenizer \(tokenizer.json, "
+                       r"or vocab.json and merges.txt\).*jaxbasics generate --byte-tokens"):
+        load_tokenizer(tmp_path)
+    assert isinstance(load_tokenizer(tmp_path, byte_fallback=True), ByteTokenizer)
+    from jaxbasics.cli import main
+
+    assert main(["generate", "--hf", str(tmp_path), "--prompt", "a"]) == 2  # before any weights
+    assert capsys.readouterr().err.startswith(f"jaxbasics generate: {tmp_path} has no tokenizer")
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
@@ -151,7 +159,7 @@ def test_a_damaged_weights_file_is_named_not_a_safetensors_traceback(tmp_path, c
     from jaxbasics.cli import main
 
     capsys.readouterr()  # save_pretrained's progress bar
-    assert main(["generate", "--hf", str(tmp_path), "--prompt", "a"]) == 2
+    assert main(["generate", "--hf", str(tmp_path), "--byte-tokens", "--prompt", "a"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"jaxbasics generate: {weights} is damaged or incomplete")
     assert "Traceback" not in err

@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-cache", action="store_true", help="recompute instead of the KV cache")
+    g.add_argument("--byte-tokens", action="store_true",
+                   help="with --hf: read the prompt as UTF-8 byte ids (0-255) and write bytes, "
+                        "whatever tokenizer files the directory has (without this, a directory "
+                        "without them is refused)")
     _add_cache_flag(g)
     g.set_defaults(func=_cmd_generate)
 
@@ -252,20 +256,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from jaxbasics.gpt.data import ByteTokenizer
     from jaxbasics.gpt.generate import generate
 
     try:
         if args.hf:
             from jaxbasics.gpt.hf import load_gpt2, load_tokenizer
 
-            model, tok = load_gpt2(args.hf), load_tokenizer(args.hf)
+            # the tokenizer first: a directory without one is refused before weights are read
+            tok = ByteTokenizer() if args.byte_tokens else load_tokenizer(args.hf)
+            model = load_gpt2(args.hf)
         else:
             model, tok = _load_run(args.run)
         ids = np.asarray([tok.encode(args.prompt)], np.int32)
         out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
                        top_k=args.top_k, rng=jax.random.key(args.seed),
                        use_cache=not args.no_cache)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail("generate", err)
     print(tok.decode(list(np.asarray(out[0]))))
     return 0

@@ -156,15 +156,31 @@ class _HFTokenizer:
         return self._tok.decode([int(i) for i in ids])
 
 
-def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The checkpoint's BPE tokenizer (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``,
-    read with the ``tokenizers`` package), else the byte-level fallback."""
+def load_tokenizer(directory: str | Path, *, byte_fallback: bool = False) -> Tokenizer:
+    """The checkpoint's BPE tokenizer: ``tokenizer.json``, or ``vocab.json`` + ``merges.txt``,
+    read with the ``tokenizers`` package.
+
+    A directory without those files raises ``FileNotFoundError`` naming them: its model's
+    prompt would otherwise be read as raw UTF-8 bytes, ids that mean other tokens to a GPT-2
+    vocabulary. ``byte_fallback=True`` asks for those byte ids (:class:`ByteTokenizer`) on
+    purpose. Tokenizer files without the ``tokenizers`` package raise ``ImportError`` with the
+    pip command."""
     directory = Path(directory)
+    has_json = (directory / "tokenizer.json").is_file()
+    has_bpe = (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
+    if not (has_json or has_bpe):
+        if byte_fallback:
+            return ByteTokenizer()
+        raise FileNotFoundError(f"{directory} has no tokenizer (tokenizer.json, or vocab.json "
+                                f"and merges.txt): its prompt would be read as raw bytes; give "
+                                f"the files, or ask for byte-level ids on purpose (jaxbasics "
+                                f"generate --byte-tokens)")
     try:
         import tokenizers
-    except ImportError:
-        return ByteTokenizer()
-    if (directory / "tokenizer.json").is_file():
+    except ImportError as err:
+        raise ImportError(f"{directory}'s tokenizer files need the tokenizers package: "
+                          f"python -m pip install tokenizers") from err
+    if has_json:
         return _HFTokenizer(tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")))
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
         return _HFTokenizer(tokenizers.ByteLevelBPETokenizer(
