@@ -105,32 +105,28 @@ def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp
     abstract = nnx.eval_shape(lambda: GPT(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
     table = parameter_table(abstract)
-    wanted = [name for info in jax.tree.leaves(table) for name in
-              ([info.hf_name.format(i=i) for i in range(cfg.n_layers)] if info.per_layer
-               else [info.hf_name])]
-    missing = sorted(set(wanted) - set(tensors))
+    wanted = {name for info in jax.tree.leaves(table) for name in info.hf_names(cfg.n_layers)}
+    missing = sorted(wanted - set(tensors))
     if missing:
         raise ValueError(f"{directory}: {len(missing)} tensor(s) of a {cfg.n_layers}-layer GPT-2 "
                          f"missing from the checkpoint: {', '.join(missing[:6])}"
                          f"{' …' if len(missing) > 6 else ''}")
-    used: set[str] = set()
 
-    def take(key: str, want: tuple[int, ...], transpose: bool = False) -> jax.Array:
+    def take(key: str, want: tuple[int, ...], transpose: bool) -> jax.Array:
         value = tensors[key].T if transpose else tensors[key]
         if value.shape != tuple(want):
             raise ValueError(f"{directory}: tensor {key!r} has shape {value.shape}, but "
                              f"config.json implies {tuple(want)}")
-        used.add(key)
         return jnp.asarray(value, jnp.float32)
 
     def load(info: ParamInfo) -> jax.Array:
         if info.per_layer:  # one tensor per block, stacked on the leading layer axis
-            return jnp.stack([take(info.hf_name.format(i=i), info.shape[1:], info.hf_transpose)
-                              for i in range(cfg.n_layers)])
+            return jnp.stack([take(name, info.shape[1:], info.hf_transpose)
+                              for name in info.hf_names(cfg.n_layers)])
         return take(info.hf_name, info.shape, info.hf_transpose)
 
     params = jax.tree.map(load, table)
-    unexpected = sorted(k for k in tensors if k not in used and not k.endswith(_BUFFERS)
+    unexpected = sorted(k for k in tensors if k not in wanted and not k.endswith(_BUFFERS)
                         and not (cfg.tie_embeddings and k == "lm_head.weight"))
     if unexpected:
         raise ValueError(f"{directory}: unexpected tensors for a {cfg.n_layers}-layer GPT-2: "

@@ -380,6 +380,11 @@ class ParamInfo:
         """A stacked block parameter (its first axis is ``"layers"``)."""
         return self.axes[:1] == (LAYERS,)
 
+    def hf_names(self, n_layers: int) -> list[str]:
+        """Its Hugging Face tensor names: one per block for a stacked block parameter."""
+        return [self.hf_name.format(i=i) for i in range(n_layers)] if self.per_layer \
+            else [self.hf_name]
+
     @property
     def is_matrix(self) -> bool:
         """A weight matrix or embedding table (two axes besides ``"layers"``): what weight

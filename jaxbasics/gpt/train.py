@@ -341,13 +341,12 @@ class _TrainLoop:
                  task: AdditionTask | TextDataset, opts: TrainOptions, placed: _Placement,
                  meta: dict, run_dir: str | Path | None):
         self.task, self.opts, self.placed, self.meta, self.run_dir = task, opts, placed, meta, run_dir
-        # one update: one micro-batch, or (accumulate > 1) its micro-batches in one call, so that
-        # a Ctrl-C never lands between two of them, where the checkpoint would hold MultiSteps'
-        # half-accumulated gradients under the previous step
-        self.single = make_gpt_train_step(graphdef, tx, shardings=placed.shardings) \
-            if opts.accumulate == 1 else make_gpt_train_loop(graphdef, tx, shardings=placed.shardings)
-        self.multi = make_gpt_train_loop(graphdef, tx, shardings=placed.shardings) \
-            if opts.steps_per_call > 1 else None
+        # one micro-batch: the step; several (n updates of `accumulate` micro-batches, all in
+        # one call, so that a Ctrl-C never lands between two of an update's micro-batches, where
+        # the checkpoint would hold MultiSteps' half-accumulated gradients): the loop, compiled
+        # once per number of micro-batches (call_sizes keeps that to two)
+        self.one_batch = make_gpt_train_step(graphdef, tx, shardings=placed.shardings)
+        self.loop = make_gpt_train_loop(graphdef, tx, shardings=placed.shardings)
         self.schedule = learning_rate_schedule(opts)
         self.tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
 
@@ -355,16 +354,14 @@ class _TrainLoop:
         """The ``n`` updates after ``step`` in one compiled call."""
         opts, placed = self.opts, self.placed
         micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
-        if n * opts.accumulate == 1:
+        if len(micros) == 1:
             x, y = self.task.batch(micros[0], opts.batch_size)
-            return self.single(params, opt_state, placed.place(x), placed.place(y),
-                               step_key(opts.seed, micros[0]))
-        fn = self.single if n == 1 else self.multi
-        assert fn is not None  # n > 1 only with steps_per_call > 1
+            return self.one_batch(params, opt_state, placed.place(x), placed.place(y),
+                                  step_key(opts.seed, micros[0]))
         xs, ys = (np.stack(a) for a in zip(*(self.task.batch(i, opts.batch_size)
                                               for i in micros), strict=True))
         keys = jnp.stack([step_key(opts.seed, i) for i in micros])
-        return fn(params, opt_state, placed.place_stacked(xs), placed.place_stacked(ys), keys)
+        return self.loop(params, opt_state, placed.place_stacked(xs), placed.place_stacked(ys), keys)
 
     def records(self, first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict]:
         """The history records of the n updates after step ``first`` (waits for their losses).
