@@ -8,7 +8,22 @@ from jaxbasics.gpt.config import GPT_CONFIG_124M, PRESETS, GPTConfig, parameter_
 def test_gpt_config_124m_is_the_chapters():
     assert GPT_CONFIG_124M.to_dict() == {
         "vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
-        "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False, "tie_embeddings": False}
+        "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False, "tie_embeddings": False,
+        # GPT-2's architecture, which the chapter takes as given
+        "ln_eps": 1e-5, "mlp_dim": None, "activation": "gelu_tanh", "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False}
+    assert GPT_CONFIG_124M.hidden_dim == 3072 and GPT_CONFIG_124M.attention_scale() == 0.125
+
+
+def test_config_from_a_dict_fills_defaults_and_names_what_it_cannot_take():
+    old = {k: v for k, v in GPT_CONFIG_124M.to_dict().items() if k != "ln_eps"}
+    assert GPTConfig.from_dict(old) == GPT_CONFIG_124M  # a sidecar written before ln_eps
+    with pytest.raises(ValueError, match="run.json has fields GPTConfig does not know: rope"):
+        GPTConfig.from_dict({**old, "rope": True}, "run.json")
+    with pytest.raises(ValueError, match="run.json: activation must be one of"):
+        GPTConfig.from_dict({**old, "activation": "tanh"}, "run.json")
+    with pytest.raises(ValueError, match="must be a JSON object of GPTConfig fields, got list"):
+        GPTConfig.from_dict([1])
 
 
 def test_parameter_counts_of_124m():
@@ -17,6 +32,8 @@ def test_parameter_counts_of_124m():
     released = GPT_CONFIG_124M.replace(qkv_bias=True, tie_embeddings=True)
     assert parameter_count(released) == 124_439_808
     assert parameter_count(GPT_CONFIG_124M, include_position=False) == 163_009_536 - 1024 * 768
+    narrow = GPT_CONFIG_124M.replace(mlp_dim=1000)  # per block: 2·768·(1000 - 3072) + 1000 - 3072
+    assert parameter_count(narrow) == 163_009_536 - 12 * (2 * 768 * 2072 + 2072)
 
 
 def test_presets_have_the_published_sizes():
@@ -35,6 +52,11 @@ def test_presets_have_the_published_sizes():
     ({"drop_rate": -0.1}, ValueError, "drop_rate must be in [0, 1)"),
     ({"qkv_bias": 1}, TypeError, "qkv_bias must be a bool, got 1"),
     ({"n_embd": 3}, TypeError, "unknown GPTConfig field(s): n_embd"),
+    ({"mlp_dim": 0}, ValueError, "mlp_dim must be a positive integer, got 0"),
+    ({"ln_eps": 0.0}, ValueError, "ln_eps must be a number in (0, 1), got 0.0"),
+    ({"activation": "tanh"}, ValueError, "activation must be one of ('gelu_tanh', 'gelu', "),
+    ({"scale_attn_by_inverse_layer_idx": 1}, TypeError,
+     "scale_attn_by_inverse_layer_idx must be a bool, got 1"),
 ])
 def test_invalid_configs_are_refused(changes, error, fragment):
     with pytest.raises(error) as info:

@@ -13,11 +13,11 @@ from jaxbasics.gpt.generate import generate
 from jaxbasics.gpt.hf import config_from_hf, load_gpt2, load_tokenizer
 
 
-def _save_tiny(path, tie=True, seed=0):
+def _save_tiny(path, tie=True, seed=0, **options):
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=3, n_head=4,
                      tie_word_embeddings=tie, bos_token_id=0, eos_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **options)
     model = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # random LayerNorm and bias values, so a mix-up would show
         for name, p in model.named_parameters():
@@ -36,6 +36,27 @@ def test_logits_match_transformers(tmp_path, tie):
     with torch.no_grad():
         want = hf(torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours(ids)), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [
+    {"scale_attn_by_inverse_layer_idx": True, "layer_norm_epsilon": 0.03, "n_inner": 48,
+     "activation_function": "gelu", "reorder_and_upcast_attn": True},
+    {"scale_attn_weights": False, "activation_function": "relu"},
+], ids=["layer-scaled,eps,n_inner,erf-gelu", "unscaled,relu"])
+def test_config_options_that_change_the_math_match_transformers(tmp_path, options):
+    """These options were loaded as plain GPT-2: with scale_attn_by_inverse_layer_idx the
+    logits differed from transformers' by 0.18."""
+    hf = _save_tiny(tmp_path, **options)
+    ours = load_gpt2(tmp_path)
+    ids = np.random.default_rng(5).integers(0, 97, (2, 24))
+    with torch.no_grad():
+        want = hf(torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours(ids)), want, atol=1e-4)
+    plain = json.loads((tmp_path / "config.json").read_text())
+    for name in set(options) - {"n_inner"}:  # the same weights read as plain GPT-2 differ
+        plain.pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(plain))
+    assert np.abs(np.asarray(load_gpt2(tmp_path)(ids)) - want).max() > 1e-2
 
 
 def test_greedy_generation_matches_transformers(tmp_path):
@@ -118,8 +139,21 @@ def test_missing_files_and_foreign_configs(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json must hold a JSON object, got list"):
         config_from_hf(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"vocab_size": 10, "n_embd": 8, "n_head": 2, "n_layer": 1}))
+    sizes = {"vocab_size": 10, "n_embd": 8, "n_head": 2, "n_layer": 1}
+    for extra, message in (
+            ({"activation_function": "gelu_fast"}, "activation_function must be one of "
+                                                   r"\['gelu', .*\], got 'gelu_fast'"),
+            ({"add_cross_attention": True}, "add_cross_attention=True changes the model in a "
+                                            "way jaxbasics' GPT does not implement"),
+            ({"n_inner": 0}, r"n_inner \(GPTConfig.mlp_dim\) must be a positive"),
+            ({"layer_norm_epsilon": "1e-5"}, r"layer_norm_epsilon \(GPTConfig.ln_eps\) must be "
+                                             r"a number in \(0, 1\), got '1e-5'"),
+            ({"n_head": 3}, r"n_embd \(GPTConfig.emb_dim\) must be divisible by n_heads"),
+            ({"scale_attn_weights": "yes"}, "scale_attn_weights must be a bool, got 'yes'")):
+        (tmp_path / "config.json").write_text(json.dumps({**sizes, **extra}))
+        with pytest.raises(ValueError, match=message):
+            load_gpt2(tmp_path)  # refused before the (absent) weights are looked for
+    (tmp_path / "config.json").write_text(json.dumps(sizes))
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         load_gpt2(tmp_path)
 

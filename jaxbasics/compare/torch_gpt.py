@@ -7,6 +7,8 @@ across so the two can also be checked for equal logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import jax
 import numpy as np
@@ -18,9 +20,10 @@ from jaxbasics.gpt.config import GPTConfig
 
 
 class _Attention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         self.n_heads, self.p = cfg.n_heads, cfg.drop_rate
+        self.scale = cfg.attention_scale(layer)
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
 
@@ -28,27 +31,34 @@ class _Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
         att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), is_causal=True,
+                                             v.transpose(1, 2), is_causal=True, scale=self.scale,
                                              dropout_p=self.p if self.training else 0.0)
         return self.proj(att.transpose(1, 2).reshape(b, t, d))
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_tanh": partial(F.gelu, approximate="tanh"), "gelu": F.gelu, "relu": F.relu,
+    "silu": F.silu}
 
 
 class _MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc, self.proj = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim), nn.Linear(4 * cfg.emb_dim,
-                                                                               cfg.emb_dim)
+        self.fc = nn.Linear(cfg.emb_dim, cfg.hidden_dim)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.emb_dim)
+        self.act = _ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.proj(self.act(self.fc(x)))
 
 
 class _Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         self.p = cfg.drop_rate
-        self.ln1, self.ln2 = nn.LayerNorm(cfg.emb_dim, eps=1e-5), nn.LayerNorm(cfg.emb_dim, eps=1e-5)
-        self.attn, self.mlp = _Attention(cfg), _MLP(cfg)
+        self.ln1 = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
+        self.ln2 = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
+        self.attn, self.mlp = _Attention(cfg, layer), _MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + F.dropout(self.attn(self.ln1(x)), self.p, self.training)
@@ -63,8 +73,8 @@ class TorchGPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
-        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
+        self.blocks = nn.ModuleList(_Block(cfg, i) for i in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size,
                                                               bias=False)
         for name, p in self.named_parameters():

@@ -3,7 +3,7 @@
 For each batch row and head, with queries at positions ``pos .. pos+T-1`` and keys at
 positions ``0 .. S-1``::
 
-    scores = Q Kᵀ / sqrt(hd)                                  (T, S)
+    scores = Q Kᵀ · scale      (scale 1/sqrt(hd) unless given) (T, S)
     scores[i, j] = -inf  where j > pos + i                    (a query sees no later key)
     out = dropout(softmax(scores)) V                          (T, hd)
 
@@ -44,7 +44,7 @@ def check_implementation(implementation: Any) -> str:
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array | int = 0,
                      drop_rate: float = 0.0, key: jax.Array | None = None,
-                     implementation: str = "xla") -> jax.Array:
+                     implementation: str = "xla", scale: Any = None) -> jax.Array:
     """Causal multi-head attention (module docstring).
 
     Args:
@@ -55,6 +55,8 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
       drop_rate: dropout on the attention weights, applied only when ``key`` is given.
       key: dropout key, or None for no dropout.
       implementation: ``"xla"`` or ``"cudnn"`` (module docstring).
+      scale: what the scores are multiplied by; None means 1/sqrt(hd). A Python number, or
+        (``"xla"`` only) a traced scalar, e.g. a per-layer scale inside a scan.
 
     Returns:
       (B, T, H, hd), in ``v``'s dtype.
@@ -67,18 +69,24 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
                          f"{tuple(q.shape)}, got k {tuple(k.shape)} and v {tuple(v.shape)}")
     checks.number_in(drop_rate, "drop_rate", 0.0, 1.0, open_hi=True)
     dropout_key = key if drop_rate > 0.0 else None
+    scale = 1.0 / math.sqrt(hd) if scale is None else scale
     if implementation == "cudnn":
         if dropout_key is not None or not (isinstance(pos, int) and pos == 0 and s == t):
             raise ValueError("attention implementation 'cudnn' supports neither dropout nor a "
                              "KV cache; use 'xla' for those")
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        if not isinstance(scale, (int, float)):
+            raise ValueError("attention implementation 'cudnn' needs a Python number as scale "
+                             "(not a per-layer traced one); use 'xla'")
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, scale=float(scale),
+                                            implementation="cudnn")
 
     def heads_major(a: jax.Array) -> jax.Array:  # (B, L, H, hd) -> (B·H, L, hd)
         return jnp.swapaxes(a, 1, 2).reshape(b * h, a.shape[1], hd)
 
     qh, kh, vh = heads_major(q), heads_major(k), heads_major(v)
     scores = jnp.einsum("nqd,nkd->nqk", qh, kh, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / math.sqrt(hd))  # (B·H, T, S)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        scores = scores * scale  # (B·H, T, S)
     visible = jnp.arange(s)[None, :] <= pos + jnp.arange(t)[:, None]  # (T, S)
     weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
     if dropout_key is not None:

@@ -97,4 +97,4 @@ def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any
 
 def config_of(meta: dict) -> GPTConfig:
     """The :class:`GPTConfig` recorded in a run's sidecar."""
-    return GPTConfig(**meta["config"])
+    return GPTConfig.from_dict(meta["config"], "the run sidecar's config")

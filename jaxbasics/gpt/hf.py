@@ -24,14 +24,37 @@ from flax import nnx
 from jaxbasics import checks
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import ByteTokenizer
-from jaxbasics.gpt.model import GPT, LN_EPS, ParamInfo, parameter_table
+from jaxbasics.gpt.model import GPT, ParamInfo, parameter_table
 
 _BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older checkpoints
 
 
+#: Hugging Face ``activation_function`` names -> :data:`jaxbasics.gpt.config.ACTIVATIONS`.
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
+                  "relu": "relu", "silu": "silu", "swish": "silu"}
+#: ``GPT2Config`` options that would change the computation and that this model does not have:
+#: a config.json with them set to anything but these values is refused by name.
+UNSUPPORTED = {"add_cross_attention": False}
+
+
 def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
-    """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json`` (dropout off by default,
-    for inference; OpenAI's weights have ``qkv_bias=True`` and tied embeddings)."""
+    """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json``.
+
+    Read: ``vocab_size``, ``n_positions`` (or ``n_ctx``), ``n_embd``, ``n_head``, ``n_layer``,
+    ``tie_word_embeddings``, and the options that change the computation:
+    ``layer_norm_epsilon`` -> ``ln_eps``, ``n_inner`` -> ``mlp_dim``, ``activation_function``
+    (a name in :data:`HF_ACTIVATIONS`) -> ``activation``, ``scale_attn_weights`` and
+    ``scale_attn_by_inverse_layer_idx``. ``reorder_and_upcast_attn`` is accepted as it is:
+    it only computes the scores and softmax in float32, which this model always does. The
+    dropout probabilities (``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop``) matter only in
+    training; ``drop_rate`` replaces all three (0 by default, for inference). OpenAI's weights
+    have ``qkv_bias=True``.
+
+    Raises ``FileNotFoundError`` without config.json, and ``ValueError`` naming the field for
+    another ``model_type``, a missing size, an ``activation_function`` not in
+    :data:`HF_ACTIVATIONS`, or an option this model does not implement (:data:`UNSUPPORTED`),
+    before any weight is read.
+    """
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected a Hugging Face GPT-2 directory "
@@ -39,21 +62,38 @@ def config_from_hf(directory: str | Path, drop_rate: float = 0.0) -> GPTConfig:
     hf = checks.json_object(path)
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"{path}: model_type must be 'gpt2', got {hf.get('model_type')!r}")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"{path}: activation_function must be the tanh GELU ('gelu_new'), "
-                         f"got {act!r}")
-    eps = hf.get("layer_norm_epsilon", LN_EPS)
-    if abs(eps - LN_EPS) > 1e-12:
-        raise ValueError(f"{path}: layer_norm_epsilon must be {LN_EPS}, got {eps}")
     missing = [k for k in ("vocab_size", "n_embd", "n_head", "n_layer") if k not in hf]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not a GPT-2 config.json")
-    return GPTConfig(vocab_size=hf["vocab_size"],
-                     context_length=hf.get("n_positions", hf.get("n_ctx", 1024)),
-                     emb_dim=hf["n_embd"], n_heads=hf["n_head"], n_layers=hf["n_layer"],
-                     drop_rate=drop_rate, qkv_bias=True,
-                     tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+    for name, plain in UNSUPPORTED.items():
+        if hf.get(name, plain) != plain:
+            raise ValueError(f"{path}: {name}={hf[name]!r} changes the model in a way jaxbasics' "
+                             f"GPT does not implement (only {name}={plain!r} can be loaded)")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in HF_ACTIVATIONS:
+        raise ValueError(f"{path}: activation_function must be one of {sorted(HF_ACTIVATIONS)}, "
+                         f"got {act!r}")
+    options: dict[str, tuple[str, Any]] = {  # GPTConfig field: (config.json key, its default)
+        "ln_eps": ("layer_norm_epsilon", 1e-5), "mlp_dim": ("n_inner", None),
+        "scale_attn_weights": ("scale_attn_weights", True),
+        "scale_attn_by_inverse_layer_idx": ("scale_attn_by_inverse_layer_idx", False),
+        "tie_embeddings": ("tie_word_embeddings", True)}
+    fields: dict[str, Any] = {ours: hf.get(theirs, default)
+                              for ours, (theirs, default) in options.items()}
+    try:
+        return GPTConfig(vocab_size=hf["vocab_size"],
+                         context_length=hf.get("n_positions", hf.get("n_ctx", 1024)),
+                         emb_dim=hf["n_embd"], n_heads=hf["n_head"], n_layers=hf["n_layer"],
+                         drop_rate=drop_rate, qkv_bias=True, activation=HF_ACTIVATIONS[act],
+                         **fields)
+    except (TypeError, ValueError) as err:  # GPTConfig names its field: say config.json's
+        message = str(err)
+        hf_names = {"context_length": "n_positions", "emb_dim": "n_embd", "n_heads": "n_head",
+                    "n_layers": "n_layer", **{k: v[0] for k, v in options.items()}}
+        for ours, theirs in hf_names.items():
+            if theirs != ours and message.startswith(ours + " "):
+                message = f"{theirs} (GPTConfig.{ours}){message[len(ours):]}"
+        raise ValueError(f"{path}: {message}") from err
 
 
 def _read_tensors(directory: Path) -> dict[str, np.ndarray]:

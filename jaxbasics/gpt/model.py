@@ -2,7 +2,9 @@
 
 References: Radford et al., "Language Models are Unsupervised Multitask Learners" (2019);
 the architecture follows OpenAI's released GPT-2 (pre-LayerNorm blocks, tanh-GELU,
-LayerNorm eps 1e-5, learned position embeddings).
+LayerNorm eps 1e-5, learned position embeddings); the configuration can vary the LayerNorm
+epsilon, the MLP's width and nonlinearity and the attention scaling as Hugging Face's
+``GPT2Config`` does.
 
     x = drop(tok_emb[idx] + pos_emb[pos])                      (B, T, d)
     repeat n_layers:                                           (one lax.scan over stacked blocks)
@@ -31,7 +33,9 @@ stream: LayerNorm scales and biases, output biases), ``layers`` (the stacked blo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -44,7 +48,6 @@ from jaxbasics.gpt import matmul
 from jaxbasics.gpt.attention import causal_attention, check_implementation
 from jaxbasics.gpt.config import GPTConfig
 
-LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 INIT_STD = 0.02
 
 KVCache = dict[str, jax.Array]  # {"k", "v"}: (n_layers, B, T_max, n_heads, head_dim)
@@ -72,8 +75,8 @@ def _linear(n_in: int, n_out: int, axes: tuple[str, str], bias_axis: str | None,
                       bias_init=bias_init, rngs=rngs)
 
 
-def _layer_norm(d: int, hf: str, *, dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(d, epsilon=LN_EPS, dtype=dtype, rngs=rngs,
+def _layer_norm(d: int, hf: str, *, eps: float, dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs,
                          scale_init=declared(nnx.initializers.ones_init(), ("residual",),
                                              f"{hf}.weight"),
                          bias_init=declared(nnx.initializers.zeros_init(), ("residual",),
@@ -94,7 +97,7 @@ class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):
         d = cfg.emb_dim
         self.n_heads, self.head_dim, self.drop_rate = cfg.n_heads, cfg.head_dim, cfg.drop_rate
-        self.implementation = attention
+        self.implementation, self.cfg = attention, cfg
         self.qkv = _linear(d, 3 * d, ("embed", "qkv"), "qkv" if cfg.qkv_bias else None,
                            "h.{i}.attn.c_attn", std=INIT_STD, dtype=dtype, rngs=rngs)
         # residual projection: std 0.02 / sqrt(2 n_layers) (GPT-2 paper, section 2.3)
@@ -102,9 +105,11 @@ class CausalSelfAttention(nnx.Module):
                             std=INIT_STD / math.sqrt(2 * cfg.n_layers), dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, shape: tuple[int, int], *, key: jax.Array | None = None,
-                 cache: tuple[jax.Array, jax.Array] | None = None, pos: jax.Array | int = 0
+                 cache: tuple[jax.Array, jax.Array] | None = None, pos: jax.Array | int = 0,
+                 layer: jax.Array | int = 0
                  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        """Attention over tokens ``x`` (B·T, d) laid out as ``shape`` = (B, T); returns (B·T, d)."""
+        """Attention over tokens ``x`` (B·T, d) laid out as ``shape`` = (B, T) in block
+        ``layer`` (it matters with ``scale_attn_by_inverse_layer_idx``); returns (B·T, d)."""
         b, t = shape
         d = x.shape[-1]
         q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * self.n_heads, self.head_dim), 3,
@@ -114,22 +119,32 @@ class CausalSelfAttention(nnx.Module):
             v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
             cache = (k, v)
         out = causal_attention(q, k, v, pos=pos, drop_rate=self.drop_rate, key=key,
-                               implementation=self.implementation)  # (B, T, H, hd)
+                               implementation=self.implementation,
+                               scale=self.cfg.attention_scale(layer))  # (B, T, H, hd)
         return self.proj(out.reshape(b * t, d)), cache
 
 
+ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu_tanh": partial(jax.nn.gelu, approximate=True),  # GPT-2's, Hugging Face "gelu_new"
+    "gelu": partial(jax.nn.gelu, approximate=False),      # x·Φ(x) with erf
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
 class MLP(nnx.Module):
-    """d -> 4d -> GELU (tanh approximation, as GPT-2) -> d."""
+    """d -> m -> activation -> d (GPT-2: m = 4d, GELU's tanh approximation)."""
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs):
-        d = cfg.emb_dim
-        self.fc = _linear(d, 4 * d, ("embed", "mlp"), "mlp", "h.{i}.mlp.c_fc", std=INIT_STD,
+        d, m = cfg.emb_dim, cfg.hidden_dim
+        self.activation = cfg.activation
+        self.fc = _linear(d, m, ("embed", "mlp"), "mlp", "h.{i}.mlp.c_fc", std=INIT_STD,
                           dtype=dtype, rngs=rngs)
-        self.proj = _linear(4 * d, d, ("mlp", "embed"), "residual", "h.{i}.mlp.c_proj",
+        self.proj = _linear(m, d, ("mlp", "embed"), "residual", "h.{i}.mlp.c_proj",
                             std=INIT_STD / math.sqrt(2 * cfg.n_layers), dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.proj(jax.nn.gelu(self.fc(x), approximate=True))
+        return self.proj(ACTIVATION_FNS[self.activation](self.fc(x)))
 
 
 class Block(nnx.Module):
@@ -143,17 +158,19 @@ class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "xla"):
         d = cfg.emb_dim
         self.drop_rate = cfg.drop_rate
-        self.ln1 = _layer_norm(d, "h.{i}.ln_1", dtype=dtype, rngs=rngs)
+        self.ln1 = _layer_norm(d, "h.{i}.ln_1", eps=cfg.ln_eps, dtype=dtype, rngs=rngs)
         self.attn = CausalSelfAttention(cfg, dtype=dtype, rngs=rngs, attention=attention)
-        self.ln2 = _layer_norm(d, "h.{i}.ln_2", dtype=dtype, rngs=rngs)
+        self.ln2 = _layer_norm(d, "h.{i}.ln_2", eps=cfg.ln_eps, dtype=dtype, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, cache=None, pos=0):
-        """``x`` (B, T, d) -> (B, T, d), and the updated cache when one is given."""
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, cache=None, pos=0,
+                 layer: jax.Array | int = 0):
+        """``x`` (B, T, d) -> (B, T, d) for block number ``layer``, and the updated cache when
+        one is given."""
         b, t, d = x.shape
         keys = (None,) * 3 if key is None else tuple(jax.random.split(key, 3))
         x = x.reshape(b * t, d)  # (B·T, d)
-        h, cache = self.attn(self.ln1(x), (b, t), key=keys[0], cache=cache, pos=pos)
+        h, cache = self.attn(self.ln1(x), (b, t), key=keys[0], cache=cache, pos=pos, layer=layer)
         x = x + _dropout(h, self.drop_rate, keys[1])
         x = x + _dropout(self.mlp(self.ln2(x)), self.drop_rate, keys[2])
         return x.reshape(b, t, d), cache
@@ -188,6 +205,10 @@ class GPT(nnx.Module):
         if attention == "cudnn" and dtype not in (jnp.bfloat16, jnp.float16):
             raise ValueError(f"attention='cudnn' needs dtype bfloat16 or float16 (cuDNN's flash "
                              f"attention), got {dtype}; use attention='xla' for {dtype}")
+        if attention == "cudnn" and cfg.scale_attn_by_inverse_layer_idx:
+            raise ValueError("attention='cudnn' takes one scale for all blocks, but "
+                             "cfg.scale_attn_by_inverse_layer_idx scales each block's scores "
+                             "differently; use attention='xla'")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
         emb_init = nnx.initializers.normal(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, rngs=rngs,
@@ -202,7 +223,7 @@ class GPT(nnx.Module):
             return Block(cfg, dtype=dtype, rngs=rngs, attention=attention)
 
         self.blocks = stacked_blocks(rngs)  # every parameter has a leading n_layers axis
-        self.ln_f = _layer_norm(cfg.emb_dim, "ln_f", dtype=dtype, rngs=rngs)
+        self.ln_f = _layer_norm(cfg.emb_dim, "ln_f", eps=cfg.ln_eps, dtype=dtype, rngs=rngs)
         self.head = None if cfg.tie_embeddings else nnx.Linear(
             cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype, rngs=rngs,
             dot_general=matmul.dot_general,
@@ -276,15 +297,18 @@ def scan_blocks(blocks: Block, x: jax.Array, *, remat: bool | str = False,
     graphdef, state = nnx.split(blocks)
     n_layers = jax.tree.leaves(state)[0].shape[0]
     layer_keys = None if key is None else jax.random.split(key, n_layers)
+    # the block index enters the program only where the computation depends on it
+    index = jnp.arange(n_layers) if blocks.attn.cfg.scale_attn_by_inverse_layer_idx else None
 
     def body(h, xs):
-        layer_state, lkey, lcache = xs
-        h, lcache = nnx.merge(graphdef, layer_state)(h, key=lkey, cache=lcache, pos=pos)
+        layer_state, lkey, lcache, layer = xs
+        h, lcache = nnx.merge(graphdef, layer_state)(
+            h, key=lkey, cache=lcache, pos=pos, layer=0 if layer is None else layer)
         return h, lcache
 
     if remat:
         body = jax.checkpoint(body, prevent_cse=False, policy=remat_policy(remat))
-    return jax.lax.scan(body, x, (state, layer_keys, cache))
+    return jax.lax.scan(body, x, (state, layer_keys, cache, index))
 
 
 REMAT_ALIASES = {"full": "nothing_saveable", "dots": "dots_with_no_batch_dims_saveable"}

@@ -449,7 +449,10 @@ def _first_non_finite(records: list[dict]) -> tuple[int, str, float] | None:
 
 def _resume_view(key: str, value: dict) -> dict:
     """What must match for a run to resume: everything but how many steps go in one call,
-    which does not change the results (:func:`make_gpt_train_loop`)."""
+    which does not change the results (:func:`make_gpt_train_loop`); a configuration field
+    that an older sidecar lacks has its default value."""
+    if key == "config":
+        return {**GPTConfig().to_dict(), **value}
     return {k: v for k, v in value.items() if k != "steps_per_call"} if key == "options" else value
 
 
