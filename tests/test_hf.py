@@ -9,7 +9,7 @@ from safetensors.numpy import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from jaxbasics.gpt.data import ByteTokenizer
-from jaxbasics.gpt.generate import generate
+from jaxbasics.gpt.generate import encode_prompt, generate
 from jaxbasics.gpt.hf import config_from_hf, load_gpt2, load_tokenizer
 
 
@@ -178,6 +178,30 @@ def test_tokenizer_files_are_used_and_bytes_only_when_asked_for(tmp_path, capsys
     ids = tok.encode("the lazy fox")
     assert len(ids) < len("the lazy fox")  # merges applied, not bytes
     assert tok.decode(ids) == "the lazy fox"
+    # a model with only the 256 byte-level ids cannot take " the" (a merge): named, not a range
+    with pytest.raises(ValueError, match=r"prompt character ' ' at position 3 is token id "
+                       r"\d+ of the test tokenizer, outside the model's vocabulary \[0, 256\)"):
+        encode_prompt(tok, "zzz the", 256, name="the test tokenizer")
+
+
+def test_a_prompt_outside_the_vocabulary_names_the_character(tmp_path, capsys):
+    """It said only 'idx must hold token ids in [0, 97)'."""
+    np.testing.assert_array_equal(encode_prompt(ByteTokenizer(), "AB", 97), [[65, 66]])
+    with pytest.raises(ValueError, match="the prompt '' encodes to no tokens"):
+        encode_prompt(ByteTokenizer(), "", 97)
+    with pytest.raises(ValueError, match=r"prompt character 'é' at position 2 is token id 195 of "
+                       r"ByteTokenizer, outside the model's vocabulary \[0, 128\) \(2 of the "
+                       r"prompt's 5 tokens are\)"):
+        encode_prompt(ByteTokenizer(), "ABéC", 128)  # é: two bytes, one character
+    _save_tiny(tmp_path)
+    from jaxbasics.cli import main
+
+    capsys.readouterr()
+    assert main(["generate", "--hf", str(tmp_path), "--byte-tokens", "--prompt", "AB a"]) == 2
+    assert capsys.readouterr().err == (
+        "jaxbasics generate: prompt character 'a' at position 3 is token id 97 of the byte-level "
+        "tokenizer (--byte-tokens), outside the model's vocabulary [0, 97) (1 of the prompt's 4 "
+        "tokens are)\n")
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "not safetensors"])

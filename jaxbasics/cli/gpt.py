@@ -257,7 +257,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxbasics.gpt.data import ByteTokenizer
-    from jaxbasics.gpt.generate import generate
+    from jaxbasics.gpt.generate import encode_prompt, generate
 
     try:
         if args.hf:
@@ -265,10 +265,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
             # the tokenizer first: a directory without one is refused before weights are read
             tok = ByteTokenizer() if args.byte_tokens else load_tokenizer(args.hf)
+            name = "the byte-level tokenizer (--byte-tokens)" if args.byte_tokens \
+                else f"the tokenizer of {args.hf}"
             model = load_gpt2(args.hf)
         else:
             model, tok = _load_run(args.run)
-        ids = np.asarray([tok.encode(args.prompt)], np.int32)
+            name = f"the byte-level tokenizer of {args.run}"
+        ids = encode_prompt(tok, args.prompt, model.cfg.vocab_size, name=name)
         out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
                        top_k=args.top_k, rng=jax.random.key(args.seed),
                        use_cache=not args.no_cache)

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxbasics import checks
@@ -66,6 +67,31 @@ def _generate(graphdef, params, prompt, key, *, max_new_tokens, temperature, top
 
         buf, _ = jax.lax.scan(step, buf, steps)
     return buf
+
+
+def encode_prompt(tokenizer: Any, text: str, vocab_size: int, *, name: str | None = None
+                  ) -> np.ndarray:
+    """``text`` as a (1, T) int32 batch of ``tokenizer``'s ids (its ``encode``), checked against
+    a model's ``vocab_size``.
+
+    Raises ``ValueError`` for a prompt that encodes to no token, and for one whose tokens fall
+    outside [0, vocab_size): the message names the first such character, its position in
+    ``text``, its token id and the tokenizer (``name``, or the tokenizer's class name), e.g.
+    a byte-level prompt with 'é' given to a model trained on a smaller alphabet.
+    """
+    ids = [int(i) for i in tokenizer.encode(text)]
+    if not ids:
+        raise ValueError(f"the prompt {text!r} encodes to no tokens; give at least one character")
+    bad = [i for i, t in enumerate(ids) if not 0 <= t < vocab_size]
+    if bad:
+        first = bad[0]
+        prefix = tokenizer.decode(ids[:first])  # text before the token: its position
+        pos = min(len(prefix.rstrip("\ufffd")), len(text) - 1)  # a split character counts whole
+        raise ValueError(
+            f"prompt character {text[pos]!r} at position {pos} is token id {ids[first]} of "
+            f"{name or type(tokenizer).__name__}, outside the model's vocabulary "
+            f"[0, {vocab_size}) ({len(bad)} of the prompt's {len(ids)} tokens are)")
+    return np.asarray([ids], np.int32)
 
 
 def generate(model: GPT, prompt: Any, max_new_tokens: int, *, temperature: float = 0.0,
