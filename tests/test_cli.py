@@ -169,3 +169,16 @@ def test_train_exits_nonzero_naming_a_non_finite_step(tmp_path, monkeypatch, cap
     assert capsys.readouterr().err == (
         f"jaxbasics train: training stopped at step 7: its gradient norm is inf (not finite); the "
         f"last good checkpoint, step 5, is kept in {tmp_path}, nothing after it was saved\n")
+
+
+def test_ctrl_c_before_a_command_handles_it_exits_130_without_a_traceback(monkeypatch, capsys):
+    """Ctrl-C while the stack was imported or a step compiled printed a KeyboardInterrupt
+    traceback."""
+    from jaxbasics.cli import gpt as cli_gpt
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_gpt, "_start", interrupted)
+    assert main(["generate", "--run", "nowhere", "--prompt", "a"]) == 130
+    assert capsys.readouterr().err == "jaxbasics generate: interrupted\n"

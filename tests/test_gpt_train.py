@@ -1,6 +1,7 @@
 """GPT training: optimizer pieces, learning the addition task, exact checkpoint resume."""
 
 import dataclasses
+import signal
 
 import chex
 import jax
@@ -136,6 +137,95 @@ def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(t
     assert resumed.step == 11 and len(resumed.history) == 11
     chex.assert_trees_all_equal(resumed.params, whole.params)
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+
+
+KILLED_RUN = """
+import os, signal, sys
+import orbax.checkpoint as ocp
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import AdditionTask
+from jaxbasics.gpt.train import TrainOptions, train
+
+where, run_dir = sys.argv[1], sys.argv[2]
+saves = []
+
+def kill_at_second(real):
+    def patched(*args, **kwargs):
+        if where == "sidecar" and not str(args[1]).endswith("run.json"):
+            return real(*args, **kwargs)
+        saves.append(1)
+        if len(saves) == 2 and where == "sidecar":  # step 10's arrays written, not committed
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = real(*args, **kwargs)
+        if len(saves) == 2:  # step 10's arrays being written (orbax writes in a thread)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return patched
+
+if where == "arrays":
+    ocp.CheckpointManager.save = kill_at_second(ocp.CheckpointManager.save)
+else:
+    os.replace = kill_at_second(os.replace)
+train(GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
+                drop_rate=0.1), AdditionTask(2),
+      TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5, accumulate=2),
+      run_dir=run_dir)
+"""
+
+
+@pytest.mark.slow
+def test_a_save_killed_or_interrupted_midway_resumes_from_the_last_complete_checkpoint(
+        tmp_path, monkeypatch):
+    """kill -9 while step 10's arrays are written, or after they are but before run.json names
+    them: resuming continues from step 5 (a leftover step 10 directory stopped the next save
+    with orbax's 'Checkpoint for step 10 already exists'). Ctrl-C during a save lets it finish:
+    the run stops with that step saved (it raised inside orbax's wait and saved the step twice)."""
+    import subprocess
+    import sys
+
+    import orbax.checkpoint as ocp
+
+    from jaxbasics.gpt import checkpoint
+
+    task, cfg = AdditionTask(2), CFG.replace(drop_rate=0.1)
+    opts = dataclasses.replace(SPC_OPTS, accumulate=2)  # the resume test's programs
+    runs = {w: subprocess.Popen([sys.executable, "-c", KILLED_RUN, w, str(tmp_path / w)],
+                                stderr=subprocess.PIPE, text=True) for w in ("arrays", "sidecar")}
+    whole = train(cfg, task, opts)
+    real_wait = ocp.CheckpointManager.wait_until_finished
+
+    def ctrl_c_during_the_save(mgr):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives while the arrays are written
+        return real_wait(mgr)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", ctrl_c_during_the_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, task, opts, run_dir=tmp_path / "ctrl-c")
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", real_wait)
+    assert checkpoint.load_meta(tmp_path / "ctrl-c")["step"] == 5
+    for where, proc in runs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, err
+        assert checkpoint.load_meta(tmp_path / where)["step"] == 5
+    assert (tmp_path / "sidecar" / "checkpoints" / "10").is_dir()  # complete, never committed
+    for run in ("arrays", "sidecar", "ctrl-c"):
+        resumed = train(cfg, task, opts, run_dir=tmp_path / run, resume=True)
+        assert [r["step"] for r in resumed.history] == list(range(1, 12)), run
+        chex.assert_trees_all_equal(resumed.params, whole.params)
+
+
+def test_interrupts_are_held_back_inside_a_save_and_delivered_after_it():
+    from jaxbasics.gpt.checkpoint import interrupts_deferred
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            with interrupts_deferred():  # nested: delivered once, after the outer block
+                signal.raise_signal(signal.SIGINT)
+                reached.append("inner")
+            reached.append("outer")
+    assert reached == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_train_loop_is_k_calls_of_the_step():

@@ -62,7 +62,11 @@ def _extra_commands():
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxbasics`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # before a command's own handling (imports, compiling): no traceback
+        print(f"jaxbasics {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,11 +6,23 @@ Layout of a run directory::
     run/
       checkpoints/<step>/...    orbax StandardSave of {"params", "opt_state"}
       run.json                  {"config", "options", "task", "history", "step"}
+
+``run.json`` is the commit point: a checkpoint is complete once the sidecar names its step.
+Orbax writes each step into a temporary directory that it renames when the step is whole, and
+the sidecar is replaced atomically after that, so a process killed at any moment of a save
+(even ``kill -9``) leaves the previous sidecar and its step, which :func:`restore` reads; a
+step directory the sidecar does not name is the remnant of such a save and is replaced when
+that step is saved again. Ctrl-C during a save lets the save finish, then interrupts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +61,38 @@ def _check_shapes(run_dir: Path, step: int, stored: Any, target: dict) -> None:
                              f"gives {want}")
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) while the block runs, then deliver it: a save is never left
+    half-done by an interrupt. Nested blocks deliver to the outermost one. Outside the main
+    thread (where Python handles no signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:  # now handled by whoever was there before: KeyboardInterrupt, or an outer block
+            signal.raise_signal(signal.SIGINT)
+
+
 def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict) -> None:
-    """Write the arrays for ``step`` and the JSON sidecar (``meta`` plus ``step``)."""
+    """Write the arrays for ``step``, then the JSON sidecar (``meta`` plus ``step``), which
+    commits them (module docstring); Ctrl-C is held back until both are written."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _manager(run_dir) as mgr:
+    with interrupts_deferred(), _manager(run_dir) as mgr:
+        if step in mgr.all_steps():  # left by a save that was killed before its sidecar
+            mgr.delete(step)
         mgr.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
                  force=True)
         mgr.wait_until_finished()
-    (run_dir / "run.json").write_text(json.dumps({**meta, "step": step}, indent=1))
+        sidecar, partial = run_dir / "run.json", run_dir / "run.json.partial"
+        partial.write_text(json.dumps({**meta, "step": step}, indent=1))
+        os.replace(partial, sidecar)  # atomic: the old sidecar or the new one, never half
 
 
 def load_meta(run_dir: str | Path) -> dict:
@@ -84,12 +119,12 @@ def restore(run_dir: str | Path, params_like: Any, opt_state_like: Any
     target = {"params": params_like, "opt_state": opt_state_like}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with _manager(Path(run_dir)) as mgr:
-        step = mgr.latest_step()
-        if step is None:
+        steps, step = mgr.all_steps(), meta["step"]
+        if not steps:
             raise FileNotFoundError(f"no checkpoint steps under {Path(run_dir) / 'checkpoints'}")
-        if step != meta["step"]:
-            raise ValueError(f"run.json says step {meta['step']} but the latest checkpoint is "
-                             f"step {step}; the run directory is inconsistent")
+        if step not in steps:  # a newer step without its sidecar is a killed save's: ignored
+            raise ValueError(f"run.json says step {step} but the checkpoints hold steps "
+                             f"{sorted(steps)}; the run directory is inconsistent")
         _check_shapes(Path(run_dir), step, mgr.item_metadata(step), abstract)
         restored = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
     return step, restored["params"], restored["opt_state"]

@@ -384,9 +384,10 @@ class _TrainLoop:
         def save() -> None:
             nonlocal saved
             if self.run_dir is not None and step != saved:
-                checkpoint.save(self.run_dir, step, params, opt_state,
-                                {**self.meta, "history": history})
-                saved = step
+                with checkpoint.interrupts_deferred():  # a Ctrl-C comes once this step is saved
+                    checkpoint.save(self.run_dir, step, params, opt_state,
+                                    {**self.meta, "history": history})
+                    saved = step
 
         in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
         try:
