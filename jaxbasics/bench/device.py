@@ -7,6 +7,8 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -79,31 +81,53 @@ def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:
     """MFU's denominator for ``device`` (default: :func:`jaxbasics.timing.default_device`) and where it comes
     from: the data-sheet dense bf16 peak of a known accelerator; on any other accelerator the
     best of a jitted 8192² bf16 matmul, and on a CPU of a 2048² fp32 one (XLA:CPU has no
-    faster bf16 path), both measured in this run."""
+    faster bf16 path), both measured in this run (and again in each timing round:
+    :func:`peak_probe`)."""
     device = device or timing.default_device()
     peak = table_peak_flops(device.device_kind)
     if peak is not None:
         return peak, "data sheet, dense bf16"
     if device.platform == "cpu":
         return (measured_matmul_peak(2048, jnp.float32, device=device),
-                "measured 2048² fp32 matmul, this run")
+                "best fp32 matmul measured in this run")
     return (measured_matmul_peak(8192, jnp.bfloat16, device=device),
-            f"measured 8192² bf16 matmul, this run ({device.device_kind} not in the data-sheet table)")
+            f"best 8192² bf16 matmul measured in this run ({device.device_kind} not in the "
+            f"data-sheet table)")
+
+
+def matmul(n: int, dtype: Any, device: jax.Device | None = None
+           ) -> tuple[Callable[[], jax.Array], float]:
+    """``(run, flops)``: a compiled (and once run) (n, n) @ (n, n) matmul on ``device`` and the
+    2n³ FLOPs of one call."""
+    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    return (lambda: f(a, a)), 2.0 * n**3
+
+
+def peak_probe(device: jax.Device | None = None) -> tuple[Callable[[], jax.Array], float] | None:
+    """The matmul to time beside the model in every timing round, where MFU's peak is measured
+    (:func:`peak_flops`), so that the peak and the model see the same machine: (run, flops),
+    or None for a data-sheet peak. On a CPU a 1024² fp32 matmul (as fast per FLOP as 2048²
+    and an eighth of its time in each round), elsewhere an 8192² bf16 one."""
+    device = device or timing.default_device()
+    if table_peak_flops(device.device_kind) is not None:
+        return None
+    return matmul(1024, jnp.float32, device) if device.platform == "cpu" \
+        else matmul(8192, jnp.bfloat16, device)
 
 
 def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5,
                          device: jax.Device | None = None) -> float:
     """FLOP/s of a jitted (n, n) @ (n, n) matmul on ``device``, best of ``repeats``: a
     practical peak, measured in the same run as the model."""
-    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, a).block_until_ready()
+    run, flops = matmul(n, dtype, device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        f(a, a).block_until_ready()
+        run().block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return flops / best
 
 
 def minor_page_faults() -> int:

@@ -6,8 +6,11 @@ Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B)::
                             H heads of Q dims, T sequence length
 
 MFU = tokens/s · FLOPs/token / peak, with peak the device's data-sheet dense bf16 figure on
-known accelerators, else a large matmul measured in the same run (bf16 on an accelerator,
-fp32 on CPU; :func:`~jaxbasics.bench.device.peak_flops`).
+known accelerators, else the best throughput of a large matmul measured in the same run (bf16
+on an accelerator, fp32 on CPU; :func:`~jaxbasics.bench.device.peak_flops`): once before the
+variants and again in every timing round beside them, so that a machine busy at one moment
+does not lower the peak; an MFU still above 100 % is not given
+(:func:`~jaxbasics.bench.results.set_mfu`).
 
 Each variant also records the host process's minor page faults per step: on CPU, XLA takes
 its buffer for a step's temporaries fresh from the allocator on every call (glibc hands a
@@ -29,7 +32,13 @@ import numpy as np
 from flax import nnx
 
 from jaxbasics import checks, timing
-from jaxbasics.bench.device import host_max_rss_bytes, minor_page_faults, peak_flops
+from jaxbasics.bench.device import (
+    host_max_rss_bytes,
+    minor_page_faults,
+    peak_flops,
+    peak_probe,
+)
+from jaxbasics.bench.results import set_mfu
 from jaxbasics.compare.device import torch_device, torch_sync
 from jaxbasics.gpt import sharding
 from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, parameter_count
@@ -83,10 +92,8 @@ def _short(dtype: str | None) -> str:
     return {"bfloat16": "bf16", "float32": "fp32"}.get(dtype or "", str(dtype))
 
 
-def _summary(step_us: float, tokens: int, fpt: float, peak: float | None) -> dict[str, Any]:
-    tps = tokens / (step_us * 1e-6)
-    return {"step_ms": step_us / 1e3, "tokens_per_s": tps,
-            "mfu": None if peak is None else tps * fpt / peak}
+def _summary(step_us: float, tokens: int) -> dict[str, Any]:
+    return {"step_ms": step_us / 1e3, "tokens_per_s": tokens / (step_us * 1e-6)}
 
 
 @dataclass(frozen=True)
@@ -312,6 +319,7 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
                                       torch_side=torch_side, compile_torch=compile_torch,
                                       bf16=bf16), only)
     peak, peak_source = peak_flops()
+    probe = peak_probe()  # None for a data-sheet peak
     groups = _groups(chosen)
     result: dict[str, Any] = {
         "config": cfg.to_dict(), "batch_size": batch, "seq_len": cfg.context_length,
@@ -321,8 +329,15 @@ def run_gpt2(size: str, *, torch_side: bool = True, compile_torch: bool = True,
         "timing_groups": [[v.name for v in g] for g in groups], "complete": False,
         "variants": {}}
     out = result["variants"]
+    if probe is not None:
+        result["peak_flops_before"], result["peak_flops_in_rounds"] = peak, []
     for i, group in enumerate(groups):
-        out.update(_time_group(cfg, batch, group, repeats, peak, log=log))
+        entries, round_peak = _time_group(cfg, batch, group, repeats, probe, log=log)
+        out.update(entries)
+        if round_peak is not None:  # the best matmul seen so far is the peak
+            result["peak_flops_in_rounds"].append(round_peak)
+            result["peak_flops"] = max(result["peak_flops"], round_peak)
+        set_mfu(result)
         _release_device_memory()  # the group's variants are gone with _time_group's frame
         _add_speedups(out)
         if on_group is not None and i + 1 < len(groups):
@@ -343,9 +358,12 @@ def _add_speedups(out: dict[str, Any]) -> None:
 
 
 def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
-                peak: float, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                probe: tuple[Callable[[], Any], float] | None,
+                log: Callable[[str], Any] | None = None) -> tuple[dict[str, Any], float | None]:
     """Prepare ``group``'s variants one after another, time them in turn, and return each one's
-    entry (its error where it could not run). Running out of device memory while the group is
+    entry (its error where it could not run; MFU is set by the caller), and the FLOP/s of the
+    ``probe`` matmul (:func:`~jaxbasics.bench.device.peak_probe`), timed in the same rounds
+    as the variants (None without a probe). Running out of device memory while the group is
     timed (each variant ran alone once, but not all of them in turn) is recorded as every
     variant's error, and the run goes on with the next group."""
     out: dict[str, Any] = {}
@@ -367,11 +385,13 @@ def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
                        "compiled": v.compile or v.framework == "jax",
                        "first_loss": p.first_loss, **p.info}
     if not ready:
-        return out
-    tokens, fpt = batch * cfg.context_length, flops_per_token(cfg)
+        return out, None
+    tokens = batch * cfg.context_length
+    fns: dict[str, Callable[[], Any]] = {n: p.run for n, p in ready.items()}
+    if probe is not None:
+        fns[_PROBE] = probe[0]
     try:
-        times = measure_interleaved({n: p.run for n, p in ready.items()},
-                                    syncs={n: p.sync for n, p in ready.items()}, warmup=2,
+        times = measure_interleaved(fns, syncs={n: p.sync for n, p in ready.items()}, warmup=2,
                                     repeats=repeats, min_sample_s=0.0)
     except Exception as err:  # the group together outgrew the device: the next group may fit
         if not _out_of_memory(err):
@@ -379,13 +399,17 @@ def _time_group(cfg: GPTConfig, batch: int, group: list[Variant], repeats: int,
         error = f"timing the group {', '.join(ready)}: {type(err).__name__}: {err}"[:300]
         for name in ready:
             out[name]["error"] = error
-        return out
+        return out, None
+    round_peak = None if probe is None else probe[1] / (times.pop(_PROBE).min_us * 1e-6)
     for name, t in times.items():  # per optimizer update: a call's time over its updates
         k = ready[name].steps
-        out[name].update(_summary(t.median_us / k, tokens, fpt, peak),
+        out[name].update(_summary(t.median_us / k, tokens),
                          step_ms_min=t.min_us / k / 1e3, step_ms_max=t.max_us / k / 1e3,
                          host_page_faults_per_step=page_faults_per_step(ready[name]))
-    return out
+    return out, round_peak
+
+
+_PROBE = "peak matmul"  # the peak probe's name among the timed functions
 
 
 def _groups(chosen: list[Variant]) -> list[list[Variant]]:

@@ -90,6 +90,29 @@ def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def set_mfu(gpt2: dict[str, Any]) -> None:
+    """Set each timed variant's ``mfu`` (tokens/s · FLOPs/token / ``peak_flops``) in a gpt2
+    result, in place. An MFU above 100 % is not a measurement but a peak measured while the
+    machine was busy: such a variant's ``mfu`` is None with ``mfu_disturbed`` True, and
+    ``gpt2["disturbed"]`` says so (never an MFU above 100 %)."""
+    peak, over = gpt2["peak_flops"], []
+    for name, entry in gpt2["variants"].items():
+        if "tokens_per_s" not in entry:
+            continue
+        mfu = entry["tokens_per_s"] * gpt2["flops_per_token"] / peak
+        entry.pop("mfu_disturbed", None)
+        if mfu > 1.0:
+            entry["mfu"], entry["mfu_disturbed"] = None, True
+            over.append(name)
+        else:
+            entry["mfu"] = mfu
+    gpt2.pop("disturbed", None)
+    if over:
+        gpt2["disturbed"] = (f"{', '.join(over)} ran faster than the peak of "
+                             f"{peak / 1e9:,.1f} GFLOP/s ({gpt2['peak_source']}): the machine was "
+                             f"busy whenever the peak was measured, so no MFU is given for them")
+
+
 def _join_gpt2(into: dict[str, Any], other: dict[str, Any], index: int) -> None:
     for key in SAME_GPT2_KEYS:
         if other.get(key) != into.get(key):
@@ -100,13 +123,10 @@ def _join_gpt2(into: dict[str, Any], other: dict[str, Any], index: int) -> None:
     if twice:
         raise ValueError(f"gpt2 variant(s) {', '.join(twice)} in more than one of the results "
                          f"given (again in results {index})")
-    if other["peak_flops"] != into["peak_flops"]:
-        for entry in other["variants"].values():
-            if entry.get("mfu") is not None:
-                entry["mfu"] = entry["tokens_per_s"] * into["flops_per_token"] / into["peak_flops"]
     into["peak_flops_of_runs"] = into.get("peak_flops_of_runs", [into["peak_flops"]]) + [
         other["peak_flops"]]
     into["variants"].update(other["variants"])
+    set_mfu(into)  # the other run's variants against the first run's peak
     into["timing_groups"] = into["timing_groups"] + other["timing_groups"]
     into["complete"] = into.get("complete", True) and other.get("complete", True)
     rss = [r["host_max_rss_bytes"] for r in (into, other) if "host_max_rss_bytes" in r]

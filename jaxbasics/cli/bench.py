@@ -147,12 +147,15 @@ def print_tables(result: dict[str, Any]) -> None:
                 t.add_row(name, e["error"][:60], "", "", "", "", "", "", "")
                 continue
             t.add_row(name, _f(e["step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
-                      _f(e["mfu"], ".1%"), _f(e.get("compile_s"), ".1f"),
+                      "disturbed" if e.get("mfu_disturbed") else _f(e["mfu"], ".1%"),
+                      _f(e.get("compile_s"), ".1f"),
                       _f(e.get("speedup_vs_torch_eager"), ".2f"),
                       _f(e["device_peak_bytes"] / 2**20 if "device_peak_bytes" in e else None,
                          ",.0f"), _f(e.get("host_page_faults_per_step"), ",.0f"),
                       _f(e["first_loss"], ".4f"))
         c.print(t)
+        if "disturbed" in g:
+            c.print(f"[yellow]MFU: {g['disturbed']}[/]")
     if "gpt2_parts" in result:
         g = result["gpt2_parts"]
         t = Table(title=f"GPT-2 step taken apart (JAX remat={g['remat']}): ms, median; "
