@@ -142,6 +142,35 @@ def in_range(x: jax.Array, name: str, lo: float, hi: float) -> None:
                          f"({int(bad.sum())} of {arr.size} out of range)")
 
 
+def staged_in_range(x: jax.Array, name: str, lo: float, hi: float, *,
+                    also: float | None = None) -> None:
+    """The check of :func:`in_range` compiled into a function transformed by
+    ``jax.experimental.checkify`` (e.g. :func:`jaxbasics.step.make_step` with
+    ``checked=True``), for values known only when it runs: the call's error then names
+    ``name``, the range and the smallest and largest value given. ``also`` is one more allowed
+    value outside the range (an ignore label). Only valid inside a checkified function."""
+    import jax.numpy as jnp
+    from jax.experimental import checkify
+
+    ok = (x >= lo) & (x <= hi)
+    if also is not None:
+        ok = ok | (x == also)
+    extra = f" or {also:g}" if also is not None else ""
+    checkify.check(jnp.all(ok), f"{name} must lie in [{lo:g}, {hi:g}]{extra}, got values from "
+                   "{lo} to {hi} ({bad} out of range)", lo=jnp.min(x), hi=jnp.max(x),
+                   bad=jnp.sum(~ok))
+
+
+def staged_finite(x: jax.Array, name: str) -> None:
+    """Compiled check (as :func:`staged_in_range`) that every value of ``x`` is finite."""
+    import jax.numpy as jnp
+    from jax.experimental import checkify
+
+    finite = jnp.isfinite(x)
+    checkify.check(jnp.all(finite), f"{name} must be finite, got {{bad}} NaN or infinite "
+                   f"value(s) of {x.size}", bad=jnp.sum(~finite))
+
+
 def one_of(value: Any, name: str, allowed: Sequence[Any]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:

@@ -11,14 +11,20 @@ One update, PyTorch's ``zero_grad(); loss.backward(); optimizer.step()`` as a pu
 With ``scan=True`` the step runs once per entry of a leading K axis of every batch array,
 inside one ``jax.lax.scan``: K updates per call, the same ones as K calls of the step, with no
 Python between them.
+
+Inside ``jax.jit`` the batch's values are unknown while tracing, so the eager checks of
+:mod:`jaxbasics.checks` cannot look at them. ``checked=True`` compiles value checks into the
+step instead (``jax.experimental.checkify``): the batch's (``check_batch``), and that the loss
+and every gradient are finite; a failed check raises :class:`StepCheckError` after the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -27,6 +33,15 @@ from jaxbasics.params import LossFn, loss_of_params
 
 #: ``metrics(loss, grads) -> what the step returns`` beside the new state (default: the loss)
 Metrics = Callable[[jax.Array, Any], Any]
+#: ``check_batch(model, *batch)``: staged checks of one batch's values
+#: (:func:`jaxbasics.checks.staged_in_range`, ...), compiled in by ``make_step(checked=True)``
+BatchCheck = Callable[..., None]
+
+
+class StepCheckError(ValueError):
+    """A checked step (``make_step(checked=True)``) found a value it refuses: an input out of
+    range, a loss or gradient that is not finite. The message names the first failed check;
+    the step's results are not returned."""
 
 
 def _loss_only(loss: jax.Array, _grads: Any) -> jax.Array:
@@ -34,13 +49,24 @@ def _loss_only(loss: jax.Array, _grads: Any) -> jax.Array:
 
 
 def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-              metrics: Metrics = _loss_only) -> Callable[..., tuple[Any, Any, Any]]:
+              metrics: Metrics = _loss_only, check_batch: BatchCheck | None = None
+              ) -> Callable[..., tuple[Any, Any, Any]]:
     """The pure (unjitted) update ``(params, opt_state, *batch) -> (params, opt_state,
-    metrics(loss, grads))``, the loss taken before the update."""
+    metrics(loss, grads))``, the loss taken before the update. With ``check_batch`` it also
+    stages :func:`make_step`'s value checks (to be run under ``checkify``)."""
+    if check_batch is not None:
+        plain_loss = loss_fn
+
+        def loss_fn(model, *batch):
+            check_batch(model, *batch)
+            return plain_loss(model, *batch)
+
     value_and_grad = jax.value_and_grad(loss_of_params(graphdef, loss_fn))
 
     def update(params, opt_state, *batch):
         loss, grads = value_and_grad(params, *batch)
+        if check_batch is not None:
+            _staged_finite_loss_and_grads(loss, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics(loss, grads)
 
@@ -51,7 +77,8 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
               scan: bool = False, unroll: int = 1, donate: bool = True,
               metrics: Metrics = _loss_only,
               check_stacked: Callable[[tuple[Any, ...]], None] | None = None,
-              in_shardings: Any = None, out_shardings: Any = None
+              in_shardings: Any = None, out_shardings: Any = None,
+              checked: bool = False, check_batch: BatchCheck | None = None
               ) -> jax.stages.Wrapped:
     """A compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, out)``.
 
@@ -68,13 +95,34 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
       check_stacked: with ``scan``, called with the batch arrays at trace time; raises
         ``ValueError`` for arrays it refuses (default: all must share their leading K axis).
       in_shardings, out_shardings: passed to ``jax.jit`` (a device mesh; None: JAX's placement).
+      checked: compile value checks into the step (``jax.experimental.checkify``):
+        ``check_batch(model, *batch)`` (staged checks such as
+        :func:`jaxbasics.checks.staged_in_range`), and that the loss and each gradient are
+        finite. Every call then waits for its result and raises :class:`StepCheckError`
+        naming the first failed check (with ``scan``, in any of the K updates); the step's
+        outputs are not returned, and with ``donate`` its inputs are consumed, so keep a copy
+        (``donate=False``) to go on from before the failed step. Slower: docs/performance.md.
+        Not with shardings.
+      check_batch: the batch checks of ``checked`` (None: only the loss and gradients).
+
+    Returns:
+      The jitted step; with ``checked``, a function that calls the jitted, checkified step
+      and raises on a failed check (its ``lower`` lowers the checkified program).
 
     Raises:
-      ValueError: ``unroll`` < 1; with ``scan``, batch arrays without a common leading axis
-      (at the first call, while tracing).
+      ValueError: ``unroll`` < 1; ``check_batch`` without ``checked``; ``checked`` with
+      shardings; with ``scan``, batch arrays without a common leading axis (at the first
+      call, while tracing).
     """
     checks.positive_int(unroll, "unroll")
-    update = update_fn(graphdef, loss_fn, tx, metrics)
+    if check_batch is not None and not checked:
+        raise ValueError("check_batch is compiled in only with checked=True")
+    if checked and (in_shardings is not None or out_shardings is not None):
+        raise ValueError("checked=True does not take in_shardings/out_shardings (the checked "
+                         "step returns checkify's error beside its outputs)")
+    if checked and check_batch is None:
+        check_batch = _no_batch_check
+    update = update_fn(graphdef, loss_fn, tx, metrics, check_batch)
     fn = update
     if scan:
         check = check_stacked or check_common_steps_axis
@@ -92,7 +140,46 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
 
     kwargs = {k: v for k, v in (("in_shardings", in_shardings), ("out_shardings", out_shardings))
               if v is not None}
-    return jax.jit(fn, donate_argnums=(0, 1) if donate else (), **kwargs)
+    if not checked:
+        return jax.jit(fn, donate_argnums=(0, 1) if donate else (), **kwargs)
+    from jax.experimental import checkify
+
+    jitted = jax.jit(checkify.checkify(fn, errors=checkify.user_checks),
+                     donate_argnums=(0, 1) if donate else ())
+
+    def checked_step(params, opt_state, *batch):
+        error, out = jitted(params, opt_state, *batch)
+        message = error.get()
+        if message is not None:
+            raise StepCheckError(_check_message(message))
+        return out
+
+    checked_step.lower = jitted.lower  # type: ignore[attr-defined]
+    return cast(jax.stages.Wrapped, checked_step)
+
+
+def _check_message(message: str) -> str:
+    """checkify's message without its suffix (where the check was staged)."""
+    first = message.split("\n")[0]
+    for tail in (" (`check` failed)", " (check failed at"):
+        first = first.split(tail)[0]
+    return first
+
+
+def _no_batch_check(_model: Any, *_batch: Any) -> None:
+    return None
+
+
+def _staged_finite_loss_and_grads(loss: jax.Array, grads: Any) -> None:
+    """Staged checks: the loss, then each gradient (named by its path), finite."""
+    from jax.experimental import checkify
+
+    checkify.check(jnp.isfinite(loss), "the loss is not finite: {loss}", loss=loss)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        name = jax.tree_util.keystr(path, simple=True, separator=".")
+        checkify.check(jnp.all(jnp.isfinite(g)), f"the gradient of {name} is not finite "
+                       f"({{bad}} NaN or infinite value(s) of {g.size})",
+                       bad=jnp.sum(~jnp.isfinite(g)))
 
 
 def check_common_steps_axis(stacked: tuple[Any, ...]) -> None:

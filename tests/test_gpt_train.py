@@ -343,6 +343,27 @@ def test_resume_refuses_a_different_configuration(tmp_path, monkeypatch):
         train(CFG, task, opts, run_dir=tmp_path / "empty", resume=True)
 
 
+def test_a_checked_gpt_step_names_token_ids_and_labels_out_of_range():
+    """Unchecked, an id >= vocab_size is clamped by the embedding lookup: a loss, no error."""
+    from jaxbasics.step import StepCheckError
+
+    model = build_model(CFG, TrainOptions())
+    graphdef, params = split_params(model)
+    tx = make_optimizer(TrainOptions(steps=4), parameter_table(model))
+    x, y = AdditionTask(2).batch(0, 4)
+    step = make_gpt_train_step(graphdef, tx, donate=False, checked=True)
+    _, _, m = step(params, tx.init(params), x, y, None)
+    _, _, want = make_gpt_train_step(graphdef, tx, donate=False)(params, tx.init(params), x, y, None)
+    assert m == want
+    for bad_x, bad_y, message in (
+            (x.copy() + 300 * (np.arange(x.size).reshape(x.shape) == 5), y,
+             r"x \(token ids\) must lie in \[0, 255\], got values from \d+ to 3\d\d \(1 out"),
+            (x, np.where(y == IGNORE, -2, y), r"y \(labels\) must lie in \[0, 255\] or -1, got "
+                                              r"values from -2 to")):
+        with pytest.raises(StepCheckError, match=message):
+            step(params, tx.init(params), bad_x, bad_y, None)
+
+
 def test_bf16_training_step_runs_with_float32_state():
     task = AdditionTask(2)
     opts = TrainOptions(steps=20, batch_size=16, warmup_steps=2, bf16=True, learning_rate=3e-3)

@@ -110,6 +110,44 @@ def test_scan_of_many_steps_equals_python_loop(unroll):
     chex.assert_trees_all_close(scan_losses, jnp.stack(losses), rtol=1e-5)
 
 
+def test_checked_steps_refuse_bad_values_under_jit_and_change_nothing_else():
+    """Inside jax.jit the eager checks see no values: labels outside [0, 1] or NaN features
+    gave a loss and a step. The checked step compiles the checks in."""
+    from jaxbasics.step import StepCheckError, make_step
+
+    _, graphdef, params, x, y = _setup(6)
+    tx = optax.sgd(LR)
+    plain = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False)
+    checked = make_train_step(graphdef, simplenet.bce_loss, tx, donate=False, checked=True,
+                              check_batch=simplenet.staged_batch_checks)
+    chex.assert_trees_all_equal(checked(params, tx.init(params), x, y),
+                                plain(params, tx.init(params), x, y))
+    nan_x = x.at[1, 2].set(jnp.nan)
+    _, _, loss = plain(params, tx.init(params), nan_x, y)
+    assert jnp.isnan(loss)  # unchecked: a NaN loss and a NaN update, no error
+    for bad_x, bad_y, message in (
+            (x, y.at[0, 0].set(2.0), r"y must lie in \[0, 1\], got values from 0.0 to 2.0 "
+                                     r"\(1 out of range\)$"),
+            (nan_x, y, r"x must be finite, got 1 NaN or infinite value\(s\) of 80$")):
+        with pytest.raises(StepCheckError, match=message):
+            checked(params, tx.init(params), bad_x, bad_y)
+    # without batch checks, the loss and gradients are still checked (first the loss)
+    only_finite = make_step(graphdef, simplenet.bce_loss, tx, donate=False, checked=True)
+    with pytest.raises(StepCheckError, match=r"^the loss is not finite: nan$"):
+        only_finite(params, tx.init(params), nan_x, y)
+    # in a scan, a bad batch among the steps is found too
+    scan = make_scan_train(graphdef, simplenet.bce_loss, tx, donate=False, checked=True,
+                           check_batch=simplenet.staged_batch_checks)
+    xs, ys = jnp.stack([x, x, x]), jnp.stack([y, y, y.at[3, 0].set(-1.0)])
+    with pytest.raises(StepCheckError, match=r"y must lie in \[0, 1\], got values from -1.0"):
+        scan(params, tx.init(params), xs, ys)
+    with pytest.raises(ValueError, match="check_batch is compiled in only with checked=True"):
+        make_step(graphdef, simplenet.bce_loss, tx, check_batch=simplenet.staged_batch_checks)
+    with pytest.raises(ValueError, match="checked=True does not take in_shardings"):
+        make_step(graphdef, simplenet.bce_loss, tx, checked=True, in_shardings=None,
+                  out_shardings=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
 def test_scan_unroll_must_be_a_positive_int():
     _, graphdef, _, _, _ = _setup(2)
     with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):

@@ -83,6 +83,14 @@ def check_batch(model: SimpleNet, x: Any, y: Any) -> tuple[jax.Array, jax.Array]
     return x, y
 
 
+def staged_batch_checks(model: SimpleNet, x: jax.Array, y: jax.Array) -> None:
+    """The value checks of :func:`check_batch` compiled into a checked train step
+    (``make_train_step(..., checked=True, check_batch=staged_batch_checks)``): x finite and
+    y in [0, 1], for batches whose values are known only inside ``jax.jit``."""
+    checks.staged_finite(x, "x")
+    checks.staged_in_range(y, "y", 0.0, 1.0)
+
+
 def bce_loss(model: SimpleNet, x: jax.Array, y: jax.Array) -> jax.Array:
     """``mean BCE(model(x), y)`` for x (B, n_in), y (B, n_out): the chapter's training loss."""
     return binary_cross_entropy(model(x), y)

@@ -25,23 +25,28 @@ import optax
 from flax import nnx
 
 from jaxbasics.params import LossFn
-from jaxbasics.step import make_step
+from jaxbasics.step import BatchCheck, make_step
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> jax.stages.Wrapped:
+                    *, donate: bool = True, checked: bool = False,
+                    check_batch: BatchCheck | None = None) -> jax.stages.Wrapped:
     """One compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
 
     ``params ← params + tx(∇_params loss_fn(model, *batch))``. With ``donate=True`` the input
     ``params``/``opt_state`` buffers are reused for the outputs: do not touch them afterwards.
-    The loss reported is the one *before* the update. (:func:`jaxbasics.step.make_step`.)
+    The loss reported is the one *before* the update. The batch's values are not checked
+    inside ``jax.jit``; ``checked=True`` compiles in ``check_batch`` (for SimpleNet:
+    :func:`~jaxbasics.chapter.simplenet.staged_batch_checks`) and finite loss and gradient
+    checks, raising :class:`~jaxbasics.step.StepCheckError`. (:func:`jaxbasics.step.make_step`.)
     """
-    return make_step(graphdef, loss_fn, tx, donate=donate)
+    return make_step(graphdef, loss_fn, tx, donate=donate, checked=checked,
+                     check_batch=check_batch)
 
 
 def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    *, donate: bool = True, unroll: int = 4
-                    ) -> jax.stages.Wrapped:
+                    *, donate: bool = True, unroll: int = 4, checked: bool = False,
+                    check_batch: BatchCheck | None = None) -> jax.stages.Wrapped:
     """Many steps in one compiled call: ``(params, opt_state, *stacked) -> (..., losses)``.
 
     Each array in ``stacked`` has a leading axis of length S (one batch per step); the
@@ -49,8 +54,10 @@ def make_scan_train(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
     the S losses (shape (S,)). No Python runs between steps. ``unroll`` steps run per loop
     iteration (for a tiny model that lets XLA drop the loop's per-iteration copies; see
     docs/performance.md). Arrays of another leading length are refused at the first call.
+    ``checked``, ``check_batch``: as :func:`make_train_step`, in every one of the S steps.
     """
-    return make_step(graphdef, loss_fn, tx, scan=True, unroll=unroll, donate=donate)
+    return make_step(graphdef, loss_fn, tx, scan=True, unroll=unroll, donate=donate,
+                     checked=checked, check_batch=check_batch)
 
 
 def sum_gradients(*grad_trees: Any) -> Any:

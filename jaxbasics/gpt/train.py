@@ -151,20 +151,32 @@ def _check_stacked(stacked: tuple[Any, ...]) -> None:
                          f"ys {ys.shape}, keys {keys.shape}")
 
 
+def staged_batch_checks(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> None:
+    """Value checks of a (x, y) batch compiled into a checked step (``checked=True``): token
+    ids x in [0, vocab_size), labels y in [0, vocab_size) or ``IGNORE``. Outside a checked
+    step an id out of range would be clamped by the embedding lookup, silently."""
+    top = model.cfg.vocab_size - 1
+    checks.staged_in_range(x, "x (token ids)", 0, top)
+    checks.staged_in_range(y, "y (labels)", 0, top, also=IGNORE)
+
+
 def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None
-                        ) -> jax.stages.Wrapped:
+                        donate: bool = True, shardings: tuple | None = None,
+                        checked: bool = False) -> jax.stages.Wrapped:
     """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``
     (:func:`jaxbasics.step.make_step` over :func:`lm_loss`; ``grad_norm`` before clipping).
 
     ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
-    (see :func:`sharded_state`); without it, JAX's default placement.
+    (see :func:`sharded_state`); without it, JAX's default placement. ``checked=True``
+    compiles in :func:`staged_batch_checks` and finite loss and gradient checks, raising
+    :class:`jaxbasics.step.StepCheckError` (one device; see ``make_step``).
     """
     kwargs: dict[str, Any] = {}
     if shardings is not None:
         p_sh, o_sh, b_sh, rep = shardings
         kwargs = {"in_shardings": (p_sh, o_sh, b_sh, b_sh, rep), "out_shardings": (p_sh, o_sh, rep)}
-    return make_step(graphdef, lm_loss, tx, donate=donate, metrics=_metrics, **kwargs)
+    return make_step(graphdef, lm_loss, tx, donate=donate, metrics=_metrics, checked=checked,
+                     check_batch=staged_batch_checks if checked else None, **kwargs)
 
 
 def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
