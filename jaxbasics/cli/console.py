@@ -7,7 +7,10 @@ import sys
 from rich.console import Console
 
 
-def make_console(min_width: int = 130) -> Console:
+def make_console(min_width: int = 130, *, quiet: bool = False) -> Console:
     """A console that keeps tables readable when output goes to a file or pipe (where rich
-    would otherwise assume 80 columns)."""
-    return Console() if sys.stdout.isatty() else Console(width=min_width, soft_wrap=True)
+    would otherwise assume 80 columns); ``quiet`` prints nothing (the other processes of a
+    multi-process run, whose reports process 0 prints)."""
+    if sys.stdout.isatty():
+        return Console(quiet=quiet)
+    return Console(width=min_width, soft_wrap=True, quiet=quiet)

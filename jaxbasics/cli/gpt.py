@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="shard over devices, e.g. data=8 or data=2,fsdp=4 (axes data, fsdp, "
                         "tensor); multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID on every host")
+    t.add_argument("--peer-timeout", type=float, default=None, metavar="SECONDS",
+                   help="multi-host: how long every process may take to reach the coordinator "
+                        "before this one gives up (default 120)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_cache_flag(t)
     t.set_defaults(func=_cmd_train)
@@ -173,7 +176,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.mesh:
             from jaxbasics.gpt import sharding
 
-            sharding.initialize_distributed()
+            sharding.initialize_distributed(args.peer_timeout)
             mesh = sharding.make_mesh(args.mesh)
         task: Any = (TextDataset(args.text, args.context, seed=args.seed) if args.text
                      else AdditionTask(args.digits, seed=args.seed))
@@ -190,7 +193,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"jaxbasics train: --out {args.out}: cannot write there ({problem})", file=sys.stderr)
         return 2
 
-    c = make_console(100)
+    import jax
+
+    primary = jax.process_index() == 0  # of a multi-process run, only process 0 reports
+    c = make_console(100, quiet=not primary)
     what = f"text file {args.text}" if args.text else f"{args.digits}-digit addition"
     c.print(f"[bold]Training[/] a GPT ({parameter_count(cfg):,} parameters: d={cfg.emb_dim}, "
             f"{cfg.n_layers} layers, {cfg.n_heads} heads, context {cfg.context_length}) on {what}"
@@ -200,7 +206,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{f', mesh {dict(mesh.shape)}' if mesh is not None else ''}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=c, disable=args.quiet) as progress:
+                  console=c, disable=args.quiet or not primary) as progress:
         bar = progress.add_task("compiling…", total=opts.steps)
         ran: list[int] = []
 
@@ -231,7 +237,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             c.print(f"  {prompt}= {got}  {'✓' if got == want else '✗ want ' + want}")
     else:
         _text_report(c, result.model, task)
-    png = plot_loss(h, args.out / "loss.png", title=f"GPT on {what}")
+    png = plot_loss(h, args.out / "loss.png", title=f"GPT on {what}") if primary \
+        else args.out / "loss.png"
     c.print(f"loss curve: {png}\ncheckpoint: {args.out} (step {result.step})")
     return 0
 

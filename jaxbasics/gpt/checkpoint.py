@@ -81,7 +81,9 @@ def interrupts_deferred() -> Iterator[None]:
 
 def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict) -> None:
     """Write the arrays for ``step``, then the JSON sidecar (``meta`` plus ``step``), which
-    commits them (module docstring); Ctrl-C is held back until both are written."""
+    commits them (module docstring); Ctrl-C is held back until both are written. In a
+    multi-process run every process calls it (each writes its shards); process 0 writes the
+    sidecar."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with interrupts_deferred(), _manager(run_dir) as mgr:
@@ -90,9 +92,10 @@ def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict
         mgr.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
                  force=True)
         mgr.wait_until_finished()
-        sidecar, partial = run_dir / "run.json", run_dir / "run.json.partial"
-        partial.write_text(json.dumps({**meta, "step": step}, indent=1))
-        os.replace(partial, sidecar)  # atomic: the old sidecar or the new one, never half
+        if jax.process_index() == 0:  # one writer: the processes of a run share the directory
+            sidecar, partial = run_dir / "run.json", run_dir / "run.json.partial"
+            partial.write_text(json.dumps({**meta, "step": step}, indent=1))
+            os.replace(partial, sidecar)  # atomic: the old sidecar or the new one, never half
 
 
 def load_meta(run_dir: str | Path) -> dict:

@@ -21,7 +21,12 @@ shardings; the numbers equal the single-device run to float32 rounding.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -146,10 +151,20 @@ def host_slice(batch: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.take(batch, np.arange(i * step, (i + 1) * step), axis=axis)
 
 
-def initialize_distributed() -> bool:
+#: seconds that :func:`initialize_distributed` waits for every process to reach the coordinator
+PEER_TIMEOUT_S = 120.0
+
+
+def initialize_distributed(peer_timeout_s: float | None = None) -> bool:
     """Start multi-host JAX from ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; return False (single host) when unset.
-    On managed clusters (TPU pods, SLURM) ``jax.distributed.initialize()`` finds these itself."""
+    On managed clusters (TPU pods, SLURM) ``jax.distributed.initialize()`` finds these itself.
+
+    When not every process reaches the coordinator within ``peer_timeout_s`` seconds (None:
+    :data:`PEER_TIMEOUT_S`), the
+    process ends with exit status 3 and a message naming the coordinator's address: JAX
+    would wait, then abort the process from C++ with a stack trace (nothing Python can
+    catch). Raises ``ValueError`` for a malformed setting, before any connection is made."""
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if not address:
         return False
@@ -158,5 +173,52 @@ def initialize_distributed() -> bool:
     except (KeyError, ValueError) as err:
         raise ValueError("JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and "
                          "JAX_PROCESS_ID must be integers too") from err
-    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i)
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"JAX_PROCESS_ID must be in [0, JAX_NUM_PROCESSES={n}), got {i}")
+    timeout = PEER_TIMEOUT_S if peer_timeout_s is None else peer_timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not 0 < timeout < math.inf:
+        raise ValueError(f"peer_timeout_s must be a number of seconds > 0, got {timeout!r}")
+    arrived = threading.Event()
+
+    def give_up() -> None:
+        if not arrived.wait(timeout):
+            sys.stderr.write(
+                f"jaxbasics: process {i} of {n}: not every process reached the coordinator at "
+                f"{address} within {timeout:g} s; start all {n} with the same "
+                f"JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES and each its own "
+                f"JAX_PROCESS_ID, or wait longer (--peer-timeout)\n")
+            sys.stderr.flush()
+            os._exit(3)
+
+    threading.Thread(target=give_up, name="peer-timeout", daemon=True).start()
+    try:  # JAX's own deadline later than ours, so that ours is the one a user meets
+        jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i,
+                                   initialization_timeout=int(timeout) + 60)
+    finally:
+        arrived.set()
     return True
+
+
+def check_processes_agree(fields: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming each field on which the processes of a multi-process run
+    disagree (e.g. different ``--out`` directories, whose checkpoint barrier would wait
+    forever): every process calls it with the same names, and a digest of each value
+    (its JSON) is exchanged with ``multihost_utils.process_allgather``. Nothing to do with
+    one process."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    def digest(value: Any) -> int:
+        text = json.dumps(value, sort_keys=True, default=str).encode()
+        return int.from_bytes(hashlib.sha256(text).digest()[:4], "little") >> 1  # fits int32
+
+    mine = np.array([digest(v) for v in fields.values()], np.int32)
+    everyone = np.asarray(multihost_utils.process_allgather(mine))  # (processes, fields)
+    differ = [name for j, name in enumerate(fields) if len(set(everyone[:, j].tolist())) > 1]
+    if differ:
+        shown = "; ".join(f"{name}: {fields[name]!r} here" for name in differ)
+        raise ValueError(f"the {jax.process_count()} processes of this run disagree on "
+                         f"{', '.join(differ)} (process {jax.process_index()}: {shown}); start "
+                         f"every process with the same options, output directory and data")

@@ -325,6 +325,15 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
         raise ValueError(f"the task's tokenizer has {task_vocab(task)} ids but "
                          f"cfg.vocab_size={cfg.vocab_size}")
     meta = run_meta(cfg, task, opts)
+    if jax.process_count() > 1:  # processes that disagree would wait for each other forever
+        from jaxbasics.gpt import sharding
+
+        sharding.check_processes_agree({
+            "the output directory": None if run_dir is None else str(Path(run_dir).absolute()),
+            "resuming": resume, "the configuration": meta["config"],
+            "the options": meta["options"], "the task": meta["task"],
+            "the data": data_fingerprint(task), "the mesh": None if mesh is None else
+            dict(mesh.shape)})
     old = None
     if resume:
         if run_dir is None:
@@ -335,11 +344,12 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     table = parameter_table(model)
     tx = make_optimizer(opts, table)
     opt_state = tx.init(params)
+    params, opt_state, placed = _place_on(mesh, params, opt_state, tx, table, opts.batch_size)
     start, history = 0, []
-    if old is not None and run_dir is not None:
+    if old is not None and run_dir is not None:  # restored straight into the placement above:
+        # each process reads its own shards (no array moves between hosts)
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
-    params, opt_state, placed = _place_on(mesh, params, opt_state, tx, table, opts.batch_size)
     loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir)
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
     step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
@@ -467,6 +477,17 @@ def _resume_view(key: str, value: dict) -> dict:
     if key == "config":
         return {**GPTConfig().to_dict(), **value}
     return {k: v for k, v in value.items() if k != "steps_per_call"} if key == "options" else value
+
+
+def data_fingerprint(task: AdditionTask | TextDataset) -> str:
+    """A digest of the training data: of the text file's bytes, or of the addition task's
+    settings (its examples are a function of them)."""
+    import hashlib
+    import json
+
+    if isinstance(task, TextDataset):
+        return hashlib.sha256(task.train.tobytes() + task.val.tobytes()).hexdigest()
+    return hashlib.sha256(json.dumps(describe_task(task), sort_keys=True).encode()).hexdigest()
 
 
 def task_vocab(task: AdditionTask | TextDataset) -> int:
