@@ -1,6 +1,7 @@
 """GPT training: optimizer pieces, learning the addition task, exact checkpoint resume."""
 
 import dataclasses
+import functools
 import signal
 
 import chex
@@ -33,6 +34,15 @@ CFG = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_laye
 
 # shared by the resume tests, so that they share compiled programs (the suite's time is compiling)
 SPC_OPTS = TrainOptions(steps=11, batch_size=8, warmup_steps=2, save_every=5)
+RESUME = pytest.mark.xdist_group("resume")  # on one worker, where _uninterrupted is computed once
+
+
+@functools.cache
+def _uninterrupted(accumulate: int):
+    """The uninterrupted run that the resume tests compare with (dropout on: its keys must line
+    up too)."""
+    return train(CFG.replace(drop_rate=0.1), AdditionTask(2),
+                 dataclasses.replace(SPC_OPTS, accumulate=accumulate))
 
 
 def test_decay_mask_covers_matrices_and_embeddings_only():
@@ -126,11 +136,12 @@ def test_training_lowers_the_loss_and_learns_two_digit_addition():
 
 
 @pytest.mark.slow
+@RESUME
 def test_interrupted_run_resumed_from_checkpoint_ends_with_the_same_parameters(tmp_path):
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)  # dropout keys must line up too
     opts = dataclasses.replace(SPC_OPTS, accumulate=2)
-    whole = train(cfg, task, opts)
+    whole = _uninterrupted(2)
     first = train(cfg, task, opts, run_dir=tmp_path, stop_after=4)
     assert first.step == 4
     resumed = train(cfg, task, opts, run_dir=tmp_path, resume=True)
@@ -174,6 +185,7 @@ train(GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_laye
 
 
 @pytest.mark.slow
+@RESUME
 def test_a_save_killed_or_interrupted_midway_resumes_from_the_last_complete_checkpoint(
         tmp_path, monkeypatch):
     """kill -9 while step 10's arrays are written, or after they are but before run.json names
@@ -191,7 +203,7 @@ def test_a_save_killed_or_interrupted_midway_resumes_from_the_last_complete_chec
     opts = dataclasses.replace(SPC_OPTS, accumulate=2)  # the resume test's programs
     runs = {w: subprocess.Popen([sys.executable, "-c", KILLED_RUN, w, str(tmp_path / w)],
                                 stderr=subprocess.PIPE, text=True) for w in ("arrays", "sidecar")}
-    whole = train(cfg, task, opts)
+    whole = _uninterrupted(2)
     real_wait = ocp.CheckpointManager.wait_until_finished
 
     def ctrl_c_during_the_save(mgr):
@@ -254,6 +266,7 @@ def test_train_loop_is_k_calls_of_the_step():
 
 
 @pytest.mark.slow
+@RESUME
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     """Bit for bit the run of one call per step (accumulate=1: one jitted step per update;
@@ -262,7 +275,7 @@ def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)
     opts = dataclasses.replace(SPC_OPTS, accumulate=accumulate)
-    whole = train(cfg, task, opts)
+    whole = _uninterrupted(accumulate)
     looped = train(cfg, task, dataclasses.replace(opts, steps_per_call=4), run_dir=tmp_path,
                    stop_after=6)
     assert [r["step"] for r in looped.history] == list(range(1, 7))
@@ -275,12 +288,20 @@ def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
 
 
+@functools.cache
+def _uninterrupted_k4():
+    """The uninterrupted run of the Ctrl-C tests: 8 updates, 4 per call."""
+    return train(CFG, AdditionTask(2), TrainOptions(steps=8, batch_size=8, warmup_steps=2,
+                                                    steps_per_call=4))
+
+
+@RESUME
 def test_ctrl_c_inside_a_multi_step_call_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     """Interrupted from on_step after the 2nd of a call's 4 updates: the parameters already hold
     all 4, and so must the saved step count, or the resumed run would repeat two updates."""
     task = AdditionTask(2)
     opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)
-    whole = train(CFG, task, opts)
+    whole = _uninterrupted_k4()
 
     def interrupt(step, _record):
         if step == 2:
@@ -293,6 +314,7 @@ def test_ctrl_c_inside_a_multi_step_call_saves_a_checkpoint_that_resumes_exactly
     chex.assert_trees_all_equal(resumed.params, whole.params)
 
 
+@RESUME
 def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp_path,
                                                                            monkeypatch):
     """Interrupted after a 4-update call returned but before its records joined the history
@@ -303,7 +325,7 @@ def test_ctrl_c_while_a_call_is_reported_keeps_its_records_in_the_checkpoint(tmp
 
     task = AdditionTask(2)
     opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)
-    whole = train(CFG, task, opts)
+    whole = _uninterrupted_k4()
     real = gpt_train.learning_rate_schedule
     interrupted = []
 
@@ -347,13 +369,14 @@ def test_a_checked_gpt_step_names_token_ids_and_labels_out_of_range():
     """Unchecked, an id >= vocab_size is clamped by the embedding lookup: a loss, no error."""
     from jaxbasics.step import StepCheckError
 
-    model = build_model(CFG, TrainOptions())
-    graphdef, params = split_params(model)
-    tx = make_optimizer(TrainOptions(steps=4), parameter_table(model))
-    x, y = AdditionTask(2).batch(0, 4)
+    model = build_model(CFG.replace(drop_rate=0.1), TrainOptions())  # as the test above: its
+    graphdef, params = split_params(model)  # plain step is a compilation-cache hit here
+    tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
+    x, y = AdditionTask(2).batch(0, 8)
+    key = jax.random.key(0)
     step = make_gpt_train_step(graphdef, tx, donate=False, checked=True)
-    _, _, m = step(params, tx.init(params), x, y, None)
-    _, _, want = make_gpt_train_step(graphdef, tx, donate=False)(params, tx.init(params), x, y, None)
+    _, _, m = step(params, tx.init(params), x, y, key)
+    _, _, want = make_gpt_train_step(graphdef, tx, donate=False)(params, tx.init(params), x, y, key)
     assert m == want
     for bad_x, bad_y, message in (
             (x.copy() + 300 * (np.arange(x.size).reshape(x.shape) == 5), y,
@@ -361,7 +384,7 @@ def test_a_checked_gpt_step_names_token_ids_and_labels_out_of_range():
             (x, np.where(y == IGNORE, -2, y), r"y \(labels\) must lie in \[0, 255\] or -1, got "
                                               r"values from -2 to")):
         with pytest.raises(StepCheckError, match=message):
-            step(params, tx.init(params), bad_x, bad_y, None)
+            step(params, tx.init(params), bad_x, bad_y, key)
 
 
 def test_bf16_training_step_runs_with_float32_state():
