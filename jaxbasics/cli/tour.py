@@ -176,6 +176,12 @@ def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
     c.print(g["forward_jaxpr"], markup=False, highlight=False)
     c.print(f"…and of its gradient ({g['grad_equations']} equations), which JAX derives by "
             "transforming that graph instead of recording a tape.")
+    if "picture" in g:
+        c.print(f"Drawn beside PyTorch's autograd graph: {g['picture']['png']} (also .svg, "
+                ".dot, .mmd)")
+    else:
+        c.print("Draw it beside PyTorch's autograd graph: jaxbasics graph (or jaxbasics tour "
+                "--graph-out DIR)")
 
     s = r["simplenet"]
     c.print(f"\n[bold]4. Backpropagation in SimpleNet[/] — {s['architecture']}")
