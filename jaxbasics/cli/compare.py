@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from jaxbasics.compare import MissingTorchError, require_torch
@@ -30,6 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batches")
     p.add_argument("--steps", type=int, default=100, help="SGD steps compared (default 100)")
     p.add_argument("--repeats", type=int, default=15, help="timing samples per case")
+    p.add_argument("--gpt2", action="store_true",
+                   help="instead: the chapter's GPT-2 both ways on identical weights (logits, "
+                        "every gradient by name, an AdamW run, memory kept for backward, "
+                        "time to first step); about a minute at the default size")
+    p.add_argument("--gpt2-size", default="small", metavar="SIZE",
+                   help="small (4 layers, 256 wide, vocab 1024, context 128; the default), a "
+                        "GPT-2 preset, or e.g. emb=64,layers=2,heads=4,vocab=128,context=16")
+    p.add_argument("--gpt2-steps", type=int, default=50, help="AdamW steps (default 50)")
+    p.add_argument("--gpt2-batch", type=int, default=4, help="batch size (default 4)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the memory measurements (one compile per remat policy)")
+    p.add_argument("--out", type=Path, default=Path("graphs"),
+                   help="folder for the AdamW loss curves (gpt2-adamw.png; default ./graphs)")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -39,6 +53,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except MissingTorchError as err:
         print(f"jaxbasics compare: {err}", file=sys.stderr)
         return 3
+    if args.gpt2:
+        return _cmd_gpt2(args)
     if args.steps < 1 or args.repeats < 1:
         print(f"jaxbasics compare: --steps and --repeats must be >= 1, got {args.steps} and "
               f"{args.repeats}", file=sys.stderr)
@@ -116,3 +132,78 @@ def _print(result: dict[str, Any]) -> None:
     verdict = "all quantities equal within tolerance" if result["all_equal"] else \
         "SOME QUANTITIES DIFFER"
     c.print(f"[bold]{verdict}[/]")
+
+
+def _cmd_gpt2(args: argparse.Namespace) -> int:
+    from jaxbasics.cli.paths import cannot_write
+    from jaxbasics.compare.gpt2_styles import compare_gpt2, parse_size
+
+    try:
+        cfg = parse_size(args.gpt2_size)
+        if (problem := cannot_write(args.out, is_dir=True)) is not None:
+            raise ValueError(f"--out {args.out}: cannot write there ({problem})")
+        result = compare_gpt2(cfg, batch_size=args.gpt2_batch, steps=args.gpt2_steps,
+                              seed=args.seed, plot=args.out / "gpt2-adamw.png",
+                              memory=not args.no_memory)
+    except (ValueError, TypeError) as err:
+        print(f"jaxbasics compare: {err}", file=sys.stderr)
+        return 2
+    out = {"gpt2": result, "versions": _versions()}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_gpt2(result, out["versions"], args.gpt2_steps)
+    return 0 if result["ok"] else 1
+
+
+def _print_gpt2(g: dict[str, Any], v: dict[str, str], steps: int) -> None:
+    from rich.table import Table
+
+    from jaxbasics.cli.console import make_console
+
+    c = make_console()
+    cfg = g["config"]
+    c.rule(f"[bold]GPT-2 both ways: PyTorch {v['torch']} modules vs JAX {v['jax']} pure "
+           f"functions, on {v['device']}")
+    c.print(f"d={cfg['emb_dim']}, {cfg['n_layers']} layers, {cfg['n_heads']} heads, vocab "
+            f"{cfg['vocab_size']}, context {cfg['context_length']}, batch {g['batch_size']}; "
+            f"identical weights and batches, dropout off")
+    ok = "[green]ok[/]"
+    c.print(f"loss {g['loss']['torch']:.6f} (PyTorch) vs {g['loss']['jax']:.6f} (JAX); "
+            f"max |logit diff| {g['max_abs_logit_diff']:.2e} (≤ {g['logit_tolerance']:.0e})")
+    t = Table(title=f"gradients of all {len(g['grad_worst'])} parameter tensors, worst first "
+                    f"(relative = max |diff| / max |grad|, ≤ {g['grad_tolerance_rel']:.0e})",
+              title_justify="left")
+    for col in ("parameter (PyTorch)", "Flax", "shape", "max |diff|", "relative", ""):
+        t.add_column(col)
+    for r in g["grad_worst"][:8]:
+        t.add_row(r["name"], r["flax"], str(tuple(r["shape"])), f"{r['max_abs_diff']:.2e}",
+                  f"{r['max_rel_diff']:.2e}", ok if r["ok"] else "[red]DIFFERS[/]")
+    c.print(t)
+    a = g[f"adamw_{steps}"]
+    c.print(f"AdamW, {steps} steps (lr {a['lr']:g}): final loss {a['loss_torch'][-1]:.5f} vs "
+            f"{a['loss_jax'][-1]:.5f}; parameters differ by at most "
+            f"{a['max_abs_param_diff']:.2e} (≤ {a['tolerance']:.1e}), "
+            f"{a['mean_abs_param_diff']:.1e} on average"
+            + (f"; curves: {a['png']}" if "png" in a else ""))
+    if "memory" in g:
+        m = g["memory"]
+        t = Table(title="kept for the backward pass (MiB)", title_justify="left")
+        for col in ("what", "MiB"):
+            t.add_column(col)
+        t.add_row(f"PyTorch saved tensors ({m['torch_saved_tensors']}), parameters included",
+                  f"{m['torch_saved_mib']:.1f}")
+        t.add_row("PyTorch saved tensors, parameters excluded",
+                  f"{m['torch_saved_mib_without_params']:.1f}")
+        for policy, e in m["by_remat"].items():
+            temp = e["compiled_temp_mib"]
+            t.add_row(f"JAX residuals, remat={policy} (compiled step's temporaries)",
+                      f"{e['residual_mib']:.1f} ({'—' if temp is None else f'{temp:.1f}'})")
+        c.print(t)
+    tm = g["time"]
+    c.print(f"first step: PyTorch {tm['torch_first_step_s'] * 1e3:.0f} ms (eager) vs JAX "
+            f"{tm['jax_first_step_s']:.2f} s (trace {tm['jax_trace_s']:.2f} s + compile "
+            f"{tm['jax_compile_s']:.2f} s + run); then per step {tm['torch_step_ms']:.1f} ms vs "
+            f"{tm['jax_step_ms']:.1f} ms (median)")
+    c.print("[bold]" + ("both styles agree within tolerance" if g["ok"] else
+                        "THE STYLES DISAGREE") + "[/]")

@@ -1,7 +1,15 @@
-"""The same GPT-2 in PyTorch, for timing against the Flax model in the same process (the
-chapter's GPT, object-oriented). Architecture, init and optimizer groups match
-:mod:`jaxbasics.gpt.model` and :mod:`jaxbasics.gpt.train`; :func:`load_from_flax` copies weights
-across so the two can also be checked for equal logits.
+"""The chapter's GPT-2 the object-oriented way, in PyTorch: the structure of the book's
+``GPTModel`` (token and position embeddings, a stack of pre-LayerNorm transformer blocks, a
+final LayerNorm and an output head), each ``nn.Module`` holding its parameters, dropout
+switched by ``train()``/``eval()`` (``nn.Dropout`` after the embeddings, on the attention
+weights and on each residual branch), ``loss.backward()`` filling every ``.grad`` and
+``optimizer.step()`` updating in place. One difference of layout: the query, key and value
+projections are one fused ``qkv`` linear layer, as in GPT-2's checkpoints and the Flax model.
+
+Architecture, init and optimizer groups match :mod:`jaxbasics.gpt.model` and
+:mod:`jaxbasics.gpt.train`, modules carry the Flax model's attribute names, and
+:func:`load_from_flax` copies weights across, so that the two styles can be compared number
+for number (:mod:`jaxbasics.compare.gpt2_styles`) and timed (:mod:`jaxbasics.bench.gpt2`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from jaxbasics.gpt.config import GPTConfig
 class _Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
-        self.n_heads, self.p = cfg.n_heads, cfg.drop_rate
+        self.n_heads, self.p = cfg.n_heads, cfg.drop_rate  # attention-weight dropout in train()
         self.scale = cfg.attention_scale(layer)
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
@@ -55,14 +63,14 @@ class _MLP(nn.Module):
 class _Block(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
-        self.p = cfg.drop_rate
         self.ln1 = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
         self.ln2 = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
         self.attn, self.mlp = _Attention(cfg, layer), _MLP(cfg)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + F.dropout(self.attn(self.ln1(x)), self.p, self.training)
-        return x + F.dropout(self.mlp(self.ln2(x)), self.p, self.training)
+        x = x + self.drop_shortcut(self.attn(self.ln1(x)))
+        return x + self.drop_shortcut(self.mlp(self.ln2(x)))
 
 
 class TorchGPT(nn.Module):
@@ -73,6 +81,7 @@ class TorchGPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.ModuleList(_Block(cfg, i) for i in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.emb_dim, eps=cfg.ln_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.emb_dim, cfg.vocab_size,
@@ -87,7 +96,7 @@ class TorchGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))
-        x = F.dropout(x, self.cfg.drop_rate, self.training)
+        x = self.drop_emb(x)
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)
