@@ -55,7 +55,7 @@ from jaxbasics import checks
 from jaxbasics.compare.torch_gpt import TorchGPT, load_from_flax, torch_name
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.model import GPT, parameter_table
-from jaxbasics.gpt.train import decay_mask
+from jaxbasics.gpt.train import decay_mask, resolve_remat
 from jaxbasics.losses import cross_entropy
 from jaxbasics.params import loss_of_params, split_params
 from jaxbasics.step import make_step
@@ -171,12 +171,15 @@ def _jax_memory(cfg: GPTConfig, params: Any, x: np.ndarray, y: np.ndarray,
 
 def compare_gpt2(cfg: GPTConfig = SMALL, *, batch_size: int = 4, steps: int = 50,
                  lr: float = 1e-3, seed: int = 0, plot: str | Path | None = None,
-                 transfer: Any = load_from_flax, memory: bool = True) -> dict[str, Any]:
+                 transfer: Any = load_from_flax, memory: bool = True,
+                 remat: bool | str = "auto") -> dict[str, Any]:
     """Compare the two styles on ``cfg`` (dropout forced off) with identical weights (the
     Flax model's, copied by ``transfer``) and batches: the module docstring's measurements.
 
     ``plot``: write both AdamW loss curves there (PNG). ``memory=False`` skips the memory
-    measurements (they compile the step once per remat policy).
+    measurements (they compile the step once per remat policy). ``remat``: the Flax model's
+    setting for the gradient and the AdamW run (``"auto"``, the training default: ``"dots"``
+    on CPU; it changes what is stored for the backward pass, not the values).
 
     Returns a dict (``--json``'s ``gpt2``): ``max_abs_logit_diff``, ``loss`` {torch, jax},
     ``grad`` {torch name: {max_abs_diff, max_rel_diff, flax}}, ``grad_worst`` (the rows,
@@ -193,7 +196,8 @@ def compare_gpt2(cfg: GPTConfig = SMALL, *, batch_size: int = 4, steps: int = 50
     checks.number_in(lr, "lr", 0.0, 1.0)
     cfg = cfg.replace(drop_rate=0.0)
     torch.manual_seed(seed)
-    flax_model = GPT(cfg, rngs=nnx.Rngs(seed))
+    remat = resolve_remat(remat)
+    flax_model = GPT(cfg, remat=remat, rngs=nnx.Rngs(seed))
     graphdef, params = split_params(flax_model)
     table = parameter_table(flax_model)
     torch_model = TorchGPT(cfg)
@@ -248,7 +252,7 @@ def compare_gpt2(cfg: GPTConfig = SMALL, *, batch_size: int = 4, steps: int = 50
     param_diff, mean_diff = _param_diffs(torch_model, p, table)
     adamw_tol = ADAMW_FRACTION * steps * lr
     result: dict[str, Any] = {
-        "config": cfg.to_dict(), "batch_size": batch_size, "seed": seed,
+        "config": cfg.to_dict(), "batch_size": batch_size, "seed": seed, "remat": remat,
         "max_abs_logit_diff": logit_diff, "logit_tolerance": LOGIT_ATOL,
         "loss": {"torch": loss_t.item(), "jax": float(loss_j)},
         "grad_tolerance_rel": GRAD_RTOL,
