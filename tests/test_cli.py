@@ -27,18 +27,22 @@ def test_tour_json_carries_the_chapter_values(capsys):
     assert "logistic" in out["graph"]["forward_jaxpr"]
 
 
-def test_tour_prints_every_section(capsys):
-    assert main(["tour"]) == 0
+def test_tour_prints_every_section(capsys, tmp_path):
+    assert main(["tour", "--graph-out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     for heading in ("1. Tensors", "2. Automatic differentiation", "3. The computational graph",
                     "4. Backpropagation", "5. One SGD step", "6. GPT_CONFIG_124M"):
         assert heading in text
     assert "-0.089826" in text and "-0.081660" in text
     assert "163,009,536" in text
+    # section 3 says where its picture went (jaxbasics graph's, beside PyTorch's tape)
+    assert f"Drawn beside PyTorch's autograd graph: {tmp_path / 'neuron.png'}" in text
+    assert (tmp_path / "neuron.png").stat().st_size > 20_000
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["tour", "--help"], ["compare", "--help"],
-                                  ["train", "--help"], ["generate", "--help"], ["bench", "--help"]])
+                                  ["graph", "--help"], ["train", "--help"], ["generate", "--help"],
+                                  ["bench", "--help"]])
 def test_help_exits_zero_and_describes_commands(argv):
     done = subprocess.run([sys.executable, "-m", "jaxbasics", *argv], capture_output=True,
                           text=True, check=False)
