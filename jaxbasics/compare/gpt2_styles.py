@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -150,19 +151,22 @@ def _torch_saved_bytes(model: TorchGPT, x: torch.Tensor, y: torch.Tensor) -> tup
 
 
 def _jax_memory(cfg: GPTConfig, params: Any, x: np.ndarray, y: np.ndarray,
-                remat: bool | str) -> dict[str, float]:
-    """JAX's residuals (arrays the vjp pullback holds, parameters excluded) and the compiled
-    forward+backward's temporary buffers, in MiB, for one remat policy."""
+                remat: bool | str) -> dict[str, float | None]:
+    """JAX's residuals for one remat policy, in MiB: the arrays the ``jax.vjp`` pullback of
+    the loss holds, read from its jaxpr (each once; the parameters, which it passes through
+    unchanged, excluded), so nothing runs; and the compiled forward+backward's temporary
+    buffers (XLA's memory analysis)."""
     model = nnx.eval_shape(lambda: GPT(cfg, remat=remat, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(model)
     loss = loss_of_params(graphdef, _lm_loss)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
-    _, pullback = jax.vjp(lambda p: loss(p, xj, yj), params)
-    param_ids = {id(leaf) for leaf in jax.tree.leaves(params)}
-    kept = {id(leaf): leaf for leaf in jax.tree.leaves(pullback)  # each array once
-            if hasattr(leaf, "nbytes") and id(leaf) not in param_ids}
-    residual = sum(leaf.nbytes for leaf in kept.values())
-    compiled = jax.jit(jax.grad(loss)).lower(params, xj, yj).compile()
+    closed = jax.make_jaxpr(lambda p: jax.tree.leaves(jax.vjp(lambda q: loss(q, xj, yj), p)[1]))(
+        params)
+    inputs = set(closed.jaxpr.invars)
+    kept = {v for v in closed.jaxpr.outvars
+            if isinstance(v, jax.extend.core.Var) and v not in inputs}
+    residual = sum(int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize for v in kept)
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, xj, yj).compile()
     memory = compiled.memory_analysis()
     temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
     return {"residual_mib": residual / MIB,
