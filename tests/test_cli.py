@@ -10,8 +10,11 @@ from helpers import run_python
 from jaxbasics.cli import main
 
 
-def test_tour_json_carries_the_chapter_values(capsys):
-    assert main(["tour", "--json"]) == 0
+def test_tour_json_carries_the_chapter_values_and_prints_every_section(capsys, tmp_path):
+    """One tour computed (it is the expensive part): its JSON, then the same values printed."""
+    from jaxbasics.cli.tour import print_tour
+
+    assert main(["tour", "--json", "--graph-out", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     n = out["neuron"]
     for key in ("grad_w", "manual_grad_w", "numerical_grad_w"):
@@ -25,10 +28,9 @@ def test_tour_json_carries_the_chapter_values(capsys):
     assert out["gpt2"]["parameters_untied"] == 163_009_536
     assert out["gpt2"]["parameters_tied"] == 124_412_160
     assert "logistic" in out["graph"]["forward_jaxpr"]
-
-
-def test_tour_prints_every_section(capsys, tmp_path):
-    assert main(["tour", "--graph-out", str(tmp_path)]) == 0
+    assert out["graph"]["picture"]["png"] == str(tmp_path / "neuron.png")
+    assert (tmp_path / "neuron.png").stat().st_size > 20_000
+    print_tour(out)
     text = capsys.readouterr().out
     for heading in ("1. Tensors", "2. Automatic differentiation", "3. The computational graph",
                     "4. Backpropagation", "5. One SGD step", "6. GPT_CONFIG_124M"):
@@ -37,7 +39,9 @@ def test_tour_prints_every_section(capsys, tmp_path):
     assert "163,009,536" in text
     # section 3 says where its picture went (jaxbasics graph's, beside PyTorch's tape)
     assert f"Drawn beside PyTorch's autograd graph: {tmp_path / 'neuron.png'}" in text
-    assert (tmp_path / "neuron.png").stat().st_size > 20_000
+    del out["graph"]["picture"]
+    print_tour(out)
+    assert "Draw it beside PyTorch's autograd graph: jaxbasics graph" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["tour", "--help"], ["compare", "--help"],
