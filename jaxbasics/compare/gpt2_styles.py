@@ -165,7 +165,8 @@ def _jax_memory(cfg: GPTConfig, params: Any, x: np.ndarray, y: np.ndarray,
     inputs = set(closed.jaxpr.invars)
     kept = {v for v in closed.jaxpr.outvars
             if isinstance(v, jax.extend.core.Var) and v not in inputs}
-    residual = sum(int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize for v in kept)
+    avals: list[Any] = [v.aval for v in kept]  # ShapedArrays
+    residual = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in avals)
     compiled = jax.jit(jax.value_and_grad(loss)).lower(params, xj, yj).compile()
     memory = compiled.memory_analysis()
     temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
