@@ -319,7 +319,9 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     sharded over it and each host feeds its own rows of every batch.
 
     Raises ``ValueError`` before any model is built for a task whose tokens do not fit
-    ``cfg.vocab_size`` or, with ``resume``, a run directory whose sidecar differs.
+    ``cfg.vocab_size``, with ``resume`` for a run directory whose sidecar differs, and in a
+    multi-process run when the processes disagree on the output directory, configuration,
+    options, task, data or mesh (:func:`jaxbasics.gpt.sharding.check_processes_agree`).
     """
     if task_vocab(task) > cfg.vocab_size:
         raise ValueError(f"the task's tokenizer has {task_vocab(task)} ids but "
