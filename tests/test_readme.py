@@ -28,3 +28,17 @@ def test_readme_python_examples_run_as_written():
         exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own code)
     loss = scope["loss"]
     assert 0.0 < float(loss) < 2.0  # BCE of a fresh SimpleNet on a balanced toy batch
+
+
+def test_readme_links_and_pictures_are_in_the_repository():
+    """Every relative link and picture of the README names a file the repository holds (a
+    picture kept out by .gitignore would be missing from every clone)."""
+    import subprocess
+
+    text = (ROOT / "README.md").read_text()
+    targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not t.startswith(("http://", "https://", "#"))}
+    assert {"docs/img/neuron.png", "docs/img/gpt2-adamw.png"} <= targets
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.splitlines())
+    assert sorted(t for t in targets if t not in tracked) == []
