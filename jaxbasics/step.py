@@ -176,10 +176,8 @@ def _staged_finite_loss_and_grads(loss: jax.Array, grads: Any) -> None:
 
     checkify.check(jnp.isfinite(loss), "the loss is not finite: {loss}", loss=loss)
     for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
-        name = jax.tree_util.keystr(path, simple=True, separator=".")
-        checkify.check(jnp.all(jnp.isfinite(g)), f"the gradient of {name} is not finite "
-                       f"({{bad}} NaN or infinite value(s) of {g.size})",
-                       bad=jnp.sum(~jnp.isfinite(g)))
+        checks.staged_finite(g, f"the gradient of "
+                                f"{jax.tree_util.keystr(path, simple=True, separator='.')}")
 
 
 def check_common_steps_axis(stacked: tuple[Any, ...]) -> None:

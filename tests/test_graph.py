@@ -123,3 +123,10 @@ def test_graph_command_refuses_an_output_it_cannot_write(tmp_path, capsys):
 def test_graph_node_kinds_are_checked():
     with pytest.raises(ValueError, match="node kind must be one of"):
         jgraph.Graph("t").add(jgraph.Node("a", "a", "leaf"))
+
+
+def test_the_cli_offers_the_models_the_library_draws():
+    """cli.graph keeps its own copy of the names so that the parser imports no PyTorch."""
+    from jaxbasics.cli import graph as cli_graph
+
+    assert cli_graph.MODELS == torch_graph.MODELS

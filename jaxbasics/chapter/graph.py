@@ -408,9 +408,8 @@ def simplenet_graphs(seed: int = 0, batch_size: int = 4) -> tuple[Graph, Graph]:
 
     def loss(*arrays):
         leaves, (xb, yb) = arrays[:len(flat)], arrays[len(flat):]
-        return loss_fn(jax.tree.unflatten(jax.tree.structure(params), list(leaves)), xb, yb)
+        return loss_fn(jax.tree.unflatten(treedef, list(leaves)), xb, yb)
 
-    del treedef
     kw = {"param_names": names, "data_names": ["x", "y"]}
     leaves = [v for _, v in flat]
     return (forward_graph(loss, leaves, [x, y], title="JAX: jaxpr of the loss", **kw),

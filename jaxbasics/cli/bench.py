@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.cli.paths import cannot_write
+from jaxbasics.cli.paths import require_writable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,10 +70,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         jax.config.update("jax_default_device", device)
     for option, path, is_dir in (("--out", args.out, False), ("--plot", args.plot, True)):
-        problem = None if path is None else cannot_write(path, is_dir)
-        if problem:  # found now, not after minutes of timing
-            print(f"jaxbasics bench: {option} {path}: cannot write there ({problem})",
-                  file=sys.stderr)
+        try:  # found now, not after minutes of timing
+            if path is not None:
+                require_writable(path, option, is_dir=is_dir)
+        except ValueError as err:
+            print(f"jaxbasics bench: {err}", file=sys.stderr)
             return 2
     from jaxbasics.bench.results import write_json
     from jaxbasics.bench.suites import SUITES, run_suites

@@ -135,13 +135,12 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def _cmd_gpt2(args: argparse.Namespace) -> int:
-    from jaxbasics.cli.paths import cannot_write
+    from jaxbasics.cli.paths import require_writable
     from jaxbasics.compare.gpt2_styles import compare_gpt2, parse_size
 
     try:
         cfg = parse_size(args.gpt2_size)
-        if (problem := cannot_write(args.out, is_dir=True)) is not None:
-            raise ValueError(f"--out {args.out}: cannot write there ({problem})")
+        require_writable(args.out, "--out", is_dir=True)
         result = compare_gpt2(cfg, batch_size=args.gpt2_batch, steps=args.gpt2_steps,
                               seed=args.seed, plot=args.out / "gpt2-adamw.png",
                               memory=not args.no_memory)

@@ -159,7 +159,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxbasics.cli.console import make_console
-    from jaxbasics.cli.paths import cannot_write
+    from jaxbasics.cli.paths import require_writable
     from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
     from jaxbasics.gpt.data import AdditionTask, TextDataset
@@ -189,9 +189,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             steps_per_call=args.steps_per_call)
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail("train", err)
-    if (problem := cannot_write(args.out, is_dir=True)) is not None:  # before any compiling
-        print(f"jaxbasics train: --out {args.out}: cannot write there ({problem})", file=sys.stderr)
-        return 2
+    try:
+        require_writable(args.out, "--out", is_dir=True)  # before any compiling
+    except ValueError as err:
+        return _fail("train", err)
 
     import jax
 

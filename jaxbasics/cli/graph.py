@@ -45,10 +45,9 @@ def write(model: str, out: Path, *, full: bool = False) -> dict[str, Any]:
     except ImportError as err:
         raise ImportError("the picture needs matplotlib: python -m pip install -e "
                           "\".[compare]\"") from err
-    from jaxbasics.cli.paths import cannot_write
+    from jaxbasics.cli.paths import require_writable
 
-    if (problem := cannot_write(out, is_dir=True)) is not None:
-        raise ValueError(f"--out {out}: cannot write there ({problem})")
+    require_writable(out, "--out", is_dir=True)
     from jaxbasics.compare.torch_graph import side_by_side
 
     return side_by_side(model, out, collapse=False if full else None)

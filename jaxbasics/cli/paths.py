@@ -23,3 +23,10 @@ def cannot_write(path: Path, is_dir: bool) -> str | None:
     except OSError as err:
         return err.strerror or str(err)
     return None
+
+
+def require_writable(path: Path, option: str, *, is_dir: bool) -> None:
+    """Raise ``ValueError`` ("OPTION PATH: cannot write there (why)") unless
+    :func:`cannot_write` finds nothing against ``path``."""
+    if (problem := cannot_write(path, is_dir)) is not None:
+        raise ValueError(f"{option} {path}: cannot write there ({problem})")

@@ -53,11 +53,11 @@ import torch.nn.functional as F
 from flax import nnx
 
 from jaxbasics import checks
-from jaxbasics.compare.torch_gpt import TorchGPT, load_from_flax, torch_name
+from jaxbasics.compare.torch_gpt import TorchGPT, flax_in_torch_layout, load_from_flax
+from jaxbasics.compare.torch_reference import grad_of
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.model import GPT, parameter_table
-from jaxbasics.gpt.train import decay_mask, resolve_remat
-from jaxbasics.losses import cross_entropy
+from jaxbasics.gpt.train import decay_mask, lm_loss, resolve_remat
 from jaxbasics.params import loss_of_params, split_params
 from jaxbasics.step import make_step
 
@@ -82,10 +82,6 @@ class GradRow:
     ok: bool
 
 
-def _lm_loss(model: GPT, x: jax.Array, y: jax.Array) -> jax.Array:
-    return cross_entropy(model(x), y)
-
-
 def _batches(cfg: GPTConfig, batch_size: int, n: int, seed: int) -> list[tuple[np.ndarray, ...]]:
     rng = np.random.default_rng(seed)
     out: list[tuple[np.ndarray, ...]] = []
@@ -95,36 +91,13 @@ def _batches(cfg: GPTConfig, batch_size: int, n: int, seed: int) -> list[tuple[n
     return out
 
 
-def _torch_grads_by_flax_name(model: TorchGPT, table: dict) -> list[tuple[str, str, Any, bool]]:
-    """``(torch name, flax name, tensor's .grad, transposed)`` for each Flax parameter (one
-    per layer for stacked block parameters), in the Flax table's order."""
-    params = dict(model.named_parameters())
-    rows = []
-    for key_path, info in jax.tree_util.tree_flatten_with_path(table)[0]:
-        path = tuple(str(k.key) for k in key_path)
-        flax_name = ".".join(path)
-        layers = range(info.shape[0]) if info.per_layer else [None]
-        for i in layers:
-            name = torch_name(path, i)
-            rows.append((name, flax_name if i is None else f"{flax_name}[{i}]",
-                         params[name].grad, path[-1] == "kernel"))
-    return rows
-
-
 def compare_gradients(model: TorchGPT, grads: Any, table: dict) -> list[GradRow]:
     """Every parameter's gradient, PyTorch's ``.grad`` (after ``backward()``) against JAX's
     ``grads`` (the structure of ``split_params(gpt)[1]``), worst relative difference first."""
-    flat = {".".join(str(k.key) for k in p): v
-            for p, v in jax.tree_util.tree_flatten_with_path(grads)[0]}
+    torch_params = dict(model.named_parameters())
     rows = []
-    for name, flax_name, g_torch, transposed in _torch_grads_by_flax_name(model, table):
-        base, _, layer = flax_name.partition("[")
-        g_jax = np.asarray(flat[base])
-        if layer:
-            g_jax = g_jax[int(layer.rstrip("]"))]
-        if transposed:
-            g_jax = g_jax.T
-        t = g_torch.detach().numpy()
+    for name, flax_name, g_jax in flax_in_torch_layout(grads, table):
+        t = grad_of(torch_params[name]).detach().numpy()
         diff = float(np.max(np.abs(t - g_jax)))
         scale = float(np.max(np.abs(t)))
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
@@ -158,16 +131,16 @@ def _jax_memory(cfg: GPTConfig, params: Any, x: np.ndarray, y: np.ndarray,
     buffers (XLA's memory analysis)."""
     model = nnx.eval_shape(lambda: GPT(cfg, remat=remat, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(model)
-    loss = loss_of_params(graphdef, _lm_loss)
+    loss = loss_of_params(graphdef, lm_loss)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
-    closed = jax.make_jaxpr(lambda p: jax.tree.leaves(jax.vjp(lambda q: loss(q, xj, yj), p)[1]))(
+    closed = jax.make_jaxpr(lambda p: jax.tree.leaves(jax.vjp(lambda q: loss(q, xj, yj, None), p)[1]))(
         params)
     inputs = set(closed.jaxpr.invars)
     kept = {v for v in closed.jaxpr.outvars
             if isinstance(v, jax.extend.core.Var) and v not in inputs}
     avals: list[Any] = [v.aval for v in kept]  # ShapedArrays
     residual = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in avals)
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, xj, yj).compile()
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, xj, yj, None).compile()
     memory = compiled.memory_analysis()
     temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
     return {"residual_mib": residual / MIB,
@@ -218,8 +191,9 @@ def compare_gpt2(cfg: GPTConfig = SMALL, *, batch_size: int = 4, steps: int = 50
     logits_t = torch_model(xt)
     loss_t = F.cross_entropy(logits_t.flatten(0, 1), yt.flatten())
     loss_t.backward()
-    loss_fn = loss_of_params(graphdef, _lm_loss)
-    loss_j, grads = jax.jit(jax.value_and_grad(loss_fn))(params, jnp.asarray(x), jnp.asarray(y))
+    loss_fn = loss_of_params(graphdef, lm_loss)
+    loss_j, grads = jax.jit(jax.value_and_grad(loss_fn))(params, jnp.asarray(x), jnp.asarray(y),
+                                                          None)
     logits_j = np.asarray(jax.jit(lambda q, ids: nnx.merge(graphdef, q)(ids))(params,
                                                                            jnp.asarray(x)))
     logit_diff = float(np.max(np.abs(logits_t.detach().numpy() - logits_j)))
@@ -241,17 +215,17 @@ def compare_gpt2(cfg: GPTConfig = SMALL, *, batch_size: int = 4, steps: int = 50
         opt_t.step()
         losses_t.append(loss.item())
         times_t.append(time.perf_counter() - start)
-    step = make_step(graphdef, _lm_loss, tx, donate=False)
+    step = make_step(graphdef, lm_loss, tx, donate=False)
     p, s = params, tx.init(params)
     start = time.perf_counter()
-    lowered = step.lower(p, s, jnp.asarray(x), jnp.asarray(y))
+    lowered = step.lower(p, s, jnp.asarray(x), jnp.asarray(y), None)
     traced = time.perf_counter()
     compiled = lowered.compile()
     built = time.perf_counter()
     losses_j, times_j = [], []
     for xb, yb in batches:
         t0 = time.perf_counter()
-        p, s, loss = compiled(p, s, jnp.asarray(xb), jnp.asarray(yb))
+        p, s, loss = compiled(p, s, jnp.asarray(xb), jnp.asarray(yb), None)
         losses_j.append(float(loss))  # waits for the step
         times_j.append(time.perf_counter() - t0)
     param_diff, mean_diff = _param_diffs(torch_model, p, table)
@@ -294,15 +268,8 @@ def _param_diffs(model: TorchGPT, params: Any, table: dict) -> tuple[float, floa
     """Largest and mean |p_torch − p_jax| over every parameter entry, names matched as for
     the gradients."""
     torch_params = dict(model.named_parameters())
-    flat = {".".join(str(k.key) for k in p): v
-            for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     worst, total, count = 0.0, 0.0, 0
-    for name, flax_name, _, transposed in _torch_grads_by_flax_name(model, table):
-        base, _, layer = flax_name.partition("[")
-        value = np.asarray(flat[base])
-        if layer:
-            value = value[int(layer.rstrip("]"))]
-        value = value.T if transposed else value
+    for name, _, value in flax_in_torch_layout(params, table):
         diff = np.abs(torch_params[name].detach().numpy() - value)
         worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), \
             count + diff.size

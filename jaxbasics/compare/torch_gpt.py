@@ -15,8 +15,9 @@ for number (:mod:`jaxbasics.compare.gpt2_styles`) and timed (:mod:`jaxbasics.ben
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import jax
 import numpy as np
@@ -124,35 +125,38 @@ def torch_name(path: tuple[str, ...], layer: int | None = None) -> str:
     return ".".join((*head, leaf))
 
 
+def flax_in_torch_layout(tree: Any, table: dict) -> Iterator[tuple[str, str, np.ndarray]]:
+    """``(PyTorch name, Flax name, array)`` for each parameter of a tree shaped like the Flax
+    GPT's parameters (the parameters, or their gradients), in PyTorch's layout: kernels
+    transposed (``nn.Linear.weight`` is (out, in)) and stacked block parameters one layer at
+    a time (Flax name ``blocks.mlp.fc.kernel[1]``). ``table``: the Flax model's
+    :func:`~jaxbasics.gpt.model.parameter_table`, whose order it follows."""
+    flat = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
+    for key_path, info in jax.tree_util.tree_flatten_with_path(table)[0]:
+        path = tuple(str(k.key) for k in key_path)
+        value = np.asarray(flat[key_path])
+        transpose = path[-1] == "kernel"
+        flax_name = ".".join(path)
+        for i in range(info.shape[0]) if info.per_layer else [None]:
+            layer = value if i is None else value[i]
+            yield (torch_name(path, i), flax_name if i is None else f"{flax_name}[{i}]",
+                   layer.T if transpose else layer)
+
+
 def load_from_flax(model: TorchGPT, params: dict, table: dict) -> None:
     """Copy a Flax GPT's parameters (``split_params(gpt)[1]``) into ``model`` in place, each
-    to :func:`torch_name` of its path, kernels transposed (``nn.Linear.weight`` is (out, in)),
-    stacked block parameters one layer at a time. ``table``: the Flax model's
-    :func:`~jaxbasics.gpt.model.parameter_table`. Raises ``ValueError`` naming a parameter
-    whose shapes differ, and any PyTorch parameter left without a value."""
+    to its PyTorch name in PyTorch's layout (:func:`flax_in_torch_layout`). ``table``: the
+    Flax model's :func:`~jaxbasics.gpt.model.parameter_table`. Raises ``ValueError`` naming a
+    parameter whose shapes differ, and any PyTorch parameter left without a value."""
     targets = dict(model.named_parameters())
     filled: set[str] = set()
-
-    def put(name: str, src, transpose: bool) -> None:
-        arr = np.array(src)
-        arr = arr.T if transpose else arr
-        if name not in targets or tuple(targets[name].shape) != arr.shape:
-            got = tuple(targets[name].shape) if name in targets else "no such parameter"
-            raise ValueError(f"{name}: torch {got} vs flax {arr.shape}")
-        targets[name].copy_(torch.from_numpy(np.ascontiguousarray(arr)))
-        filled.add(name)
-
-    flat_params = dict(jax.tree_util.tree_flatten_with_path(params)[0])
     with torch.no_grad():
-        for key_path, info in jax.tree_util.tree_flatten_with_path(table)[0]:
-            path = tuple(str(k.key) for k in key_path)
-            value = flat_params[key_path]
-            transpose = path[-1] == "kernel"
-            if info.per_layer:
-                for i in range(info.shape[0]):
-                    put(torch_name(path, i), value[i], transpose)
-            else:
-                put(torch_name(path), value, transpose)
+        for name, _, arr in flax_in_torch_layout(params, table):
+            if name not in targets or tuple(targets[name].shape) != arr.shape:
+                got = tuple(targets[name].shape) if name in targets else "no such parameter"
+                raise ValueError(f"{name}: torch {got} vs flax {arr.shape}")
+            targets[name].copy_(torch.from_numpy(np.array(arr)))  # a writable, contiguous copy
+            filled.add(name)
     left = sorted(set(targets) - filled)
     if left:
         raise ValueError(f"torch parameters without a Flax value: {', '.join(left)}")

@@ -73,14 +73,12 @@ def autograd_graph(forward: Callable[[], torch.Tensor], params: dict[str, torch.
     g = Graph(title)
     top = g.add(Node("loss", "loss", "output", _value(loss.detach())))
     ids: dict[Any, str] = {}
-    order: list[Any] = []
 
     def visit(fn: Any) -> str:
         if fn in ids:
             return ids[fn]
         node_id = f"n{len(ids)}"
         ids[fn] = node_id
-        order.append(fn)
         made = recorder.made.get(fn)
         label = type(fn).__name__
         if label == "AccumulateGrad":
