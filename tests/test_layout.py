@@ -10,7 +10,7 @@ from helpers import run_python
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxbasics"
 #: folder (or root module) -> layer; a module may import its own layer's folder and lower layers
-LAYERS = {"": 0, "chapter": 1, "gpt": 1, "compare": 2, "bench": 3, "cli": 4}
+LAYERS = {"": 0, "data": 1, "chapter": 2, "gpt": 2, "compare": 3, "bench": 4, "cli": 5}
 
 
 def _layer_of(module: str) -> tuple[int, str]:

@@ -1,6 +1,6 @@
-"""Training data for GPT-2 (the chapter's model put to work): a byte-level tokenizer, an
+"""Training data for GPT-2 (the chapter's model put to work): an
 embedded synthetic task (multi-digit addition written as text) and windows of a user's
-UTF-8 text file.
+UTF-8 text file, byte-tokenised (:class:`jaxbasics.data.vocab.ByteTokenizer`).
 
 Every batch is a pure function of ``(seed, step)``, so a run resumed from a checkpoint at
 step s sees exactly the batches an uninterrupted run would.
@@ -15,22 +15,9 @@ import jax
 import numpy as np
 
 from jaxbasics import checks
+from jaxbasics.data.vocab import ByteTokenizer  # here before data/ existed: old imports keep working
 
 IGNORE = -1  # label value excluded from the loss (see losses.cross_entropy's ignore_index)
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as token ids 0..255: no vocabulary file, any text round-trips."""
-
-    vocab_size = 256
-
-    def encode(self, text: str) -> list[int]:
-        """UTF-8 bytes of ``text`` as ids."""
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int] | np.ndarray) -> str:
-        """Text of the byte ids (ids outside 0..255 dropped, bad UTF-8 replaced)."""
-        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -119,7 +106,8 @@ class TextDataset:
             self.val = data[-(self.context_length + 2):]
 
     def _windows(self, data: np.ndarray, rng: np.random.Generator, batch_size: int):
-        starts = rng.integers(0, len(data) - self.context_length - 1, batch_size)
+        # every start from 0 to len - C - 1 (the last window's label is the last token)
+        starts = rng.integers(0, len(data) - self.context_length, batch_size)
         idx = starts[:, None] + np.arange(self.context_length + 1)[None, :]
         seqs = data[idx]
         return seqs[:, :-1], seqs[:, 1:]

@@ -1,5 +1,6 @@
 """Loading GPT-2 checkpoints in the Hugging Face format (a directory holding ``config.json``
-and ``model.safetensors``) into :class:`jaxbasics.gpt.model.GPT`, and their tokenizer files.
+and ``model.safetensors``) into :class:`jaxbasics.gpt.model.GPT`, and their tokenizer files
+(:func:`jaxbasics.data.vocab.load_tokenizer`, importable from here as well).
 
 Nothing is downloaded: point at a directory (e.g. one written by ``save_pretrained`` or a
 copy of the ``gpt2`` repository). Each parameter's Hugging Face name is declared where the
@@ -14,7 +15,7 @@ copied as they are; only ``lm_head`` (a ``torch.nn.Linear``, (out, in)) is trans
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +23,9 @@ import numpy as np
 from flax import nnx
 
 from jaxbasics import checks
+from jaxbasics.data.vocab import Tokenizer as Tokenizer  # the one loader, importable from here
+from jaxbasics.data.vocab import load_tokenizer as load_tokenizer
 from jaxbasics.gpt.config import GPTConfig
-from jaxbasics.gpt.data import ByteTokenizer
 from jaxbasics.gpt.model import GPT, ParamInfo, parameter_table
 
 _BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older checkpoints
@@ -172,53 +174,3 @@ def load_gpt2(directory: str | Path, *, drop_rate: float = 0.0, dtype: Any = jnp
         raise ValueError(f"{directory}: unexpected tensors for a {cfg.n_layers}-layer GPT-2: "
                          f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
     return nnx.merge(graphdef, params)
-
-
-class Tokenizer(Protocol):
-    """What generation needs of a tokenizer: ``encode(str) -> ids`` and ``decode(ids) -> str``."""
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int]) -> str: ...
-
-
-class _HFTokenizer:
-    def __init__(self, tok: Any):
-        self._tok = tok
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self._tok.decode([int(i) for i in ids])
-
-
-def load_tokenizer(directory: str | Path, *, byte_fallback: bool = False) -> Tokenizer:
-    """The checkpoint's BPE tokenizer: ``tokenizer.json``, or ``vocab.json`` + ``merges.txt``,
-    read with the ``tokenizers`` package.
-
-    A directory without those files raises ``FileNotFoundError`` naming them: its model's
-    prompt would otherwise be read as raw UTF-8 bytes, ids that mean other tokens to a GPT-2
-    vocabulary. ``byte_fallback=True`` asks for those byte ids (:class:`ByteTokenizer`) on
-    purpose. Tokenizer files without the ``tokenizers`` package raise ``ImportError`` with the
-    pip command."""
-    directory = Path(directory)
-    has_json = (directory / "tokenizer.json").is_file()
-    has_bpe = (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
-    if not (has_json or has_bpe):
-        if byte_fallback:
-            return ByteTokenizer()
-        raise FileNotFoundError(f"{directory} has no tokenizer (tokenizer.json, or vocab.json "
-                                f"and merges.txt): its prompt would be read as raw bytes; give "
-                                f"the files, or ask for byte-level ids on purpose (jaxbasics "
-                                f"generate --byte-tokens)")
-    try:
-        import tokenizers
-    except ImportError as err:
-        raise ImportError(f"{directory}'s tokenizer files need the tokenizers package: "
-                          f"python -m pip install tokenizers") from err
-    if has_json:
-        return _HFTokenizer(tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")))
-    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        return _HFTokenizer(tokenizers.ByteLevelBPETokenizer(
-            str(directory / "vocab.json"), str(directory / "merges.txt")))
-    return ByteTokenizer()
