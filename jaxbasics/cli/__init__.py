@@ -61,7 +61,7 @@ def _extra_commands():
     """Registration functions of the other subcommands (each module adds its own parser)."""
     registrations = []
     for module_name in ("jaxbasics.cli.compare", "jaxbasics.cli.graph", "jaxbasics.cli.gpt",
-                        "jaxbasics.cli.bench"):
+                        "jaxbasics.cli.data", "jaxbasics.cli.bench"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:
