@@ -54,8 +54,8 @@ def test_documented_dtype_difference_is_real():
 @given(w=st.floats(-3, 3, width=32), b=st.floats(-3, 3, width=32), x=st.floats(-3, 3, width=32),
        y=st.floats(0, 1, width=32))
 def test_neuron_gradients_match_torch_for_random_values(w, b, x, y):
-    t_loss, t_gw, t_gb = ref.neuron_gradients(w, b, x, y)
-    j_loss, (j_gw, j_gb) = neuron.value_and_gradients(w, b, x, y)
+    t_loss, t_gw, t_gb = ref.neuron_gradients(w=w, b=b, x=x, y=y)
+    j_loss, (j_gw, j_gb) = neuron.value_and_gradients(w=w, b=b, x=x, y=y)
     chex.assert_trees_all_close((float(j_loss), float(j_gw), float(j_gb)), (t_loss, t_gw, t_gb),
                                 rtol=1e-5, atol=1e-6)
 

@@ -8,8 +8,15 @@ By the chain rule, with dL/da = (a - y) / (a (1 - a)) and da/dz = a (1 - a):
     dL/dw = (a - y)·x,    dL/db = a - y.
 
 For x = 1.1, w = 2.2, b = 0, y = 1 that is dL/dw = -0.0898 and dL/db = -0.0817.
-PyTorch records the graph while ``loss.backward()`` runs; JAX differentiates the pure
-function ``loss`` and ``jax.make_jaxpr`` prints the graph it traced (:func:`graph`).
+PyTorch records its graph during the forward pass (each operation on a tensor that requires a
+gradient adds a node) and ``loss.backward()`` walks that recording; JAX differentiates the
+pure function ``loss`` and ``jax.make_jaxpr`` prints the program it traced (:func:`graph`).
+
+The functions that take the example's four numbers (:func:`gradients` and its siblings) take
+them by keyword only, ``gradients(x=1.1, w=2.2, b=0.0, y=1.0)``: written in the chapter's
+order x, w, b, a positional call would silently compute another neuron's gradient.
+:func:`forward` and :func:`loss` stay positional ``(w, b, x[, y])``, as ``jax.grad``'s
+``argnums`` need.
 """
 
 from __future__ import annotations
@@ -66,22 +73,24 @@ def _validated(w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, ...]:
     return w, b, x, y
 
 
-def gradients(w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Array]:
+def gradients(*, w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Array]:
     """``(dL/dw, dL/db)`` by ``jax.jit(jax.grad(loss, argnums=(0, 1)))``.
 
     ``w``, ``b``: floating scalars (shape () or (1,)); ``x``, ``y``: floating arrays of one
-    shape, y in [0, 1]. Each gradient has the shape of its parameter.
+    shape, y in [0, 1]; all four by keyword. Each gradient has the shape of its parameter.
+    Raises ``TypeError`` for positional arguments or non-numbers, ``ValueError`` for a
+    non-scalar w or b, shapes of x and y that differ, an empty x, or y outside [0, 1].
     """
     return _grad(*_validated(w, b, x, y))
 
 
-def value_and_gradients(w: Any, b: Any, x: Any, y: Any
+def value_and_gradients(*, w: Any, b: Any, x: Any, y: Any
                         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """``(L, (dL/dw, dL/db))`` in one compiled call (``jax.value_and_grad``)."""
     return _value_and_grad(*_validated(w, b, x, y))
 
 
-def manual_gradients(w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Array]:
+def manual_gradients(*, w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Array]:
     """The hand-derived gradient: ``dL/dw = mean((a - y)·x)``, ``dL/db = mean(a - y)``.
 
     Exact for the loss above while the BCE clamp is inactive (a strictly inside (0, 1)).
@@ -91,7 +100,7 @@ def manual_gradients(w: Any, b: Any, x: Any, y: Any) -> tuple[jax.Array, jax.Arr
     return (jnp.mean(delta * x).reshape(w.shape), jnp.mean(delta).reshape(b.shape))
 
 
-def numerical_gradients(w: Any, b: Any, x: Any, y: Any,
+def numerical_gradients(*, w: Any, b: Any, x: Any, y: Any,
                         eps: float = 1e-6) -> tuple[jax.Array, jax.Array]:
     """``(dL/dw, dL/db)`` by central differences in float64 (see :mod:`jaxbasics.chapter.finite_diff`)."""
     w, b, x, y = _validated(w, b, x, y)
@@ -99,7 +108,7 @@ def numerical_gradients(w: Any, b: Any, x: Any, y: Any,
     return jnp.asarray(gw, w.dtype), jnp.asarray(gb, b.dtype)
 
 
-def graph(w: Any = CHAPTER_EXAMPLE.w, b: Any = CHAPTER_EXAMPLE.b, x: Any = CHAPTER_EXAMPLE.x,
+def graph(*, w: Any = CHAPTER_EXAMPLE.w, b: Any = CHAPTER_EXAMPLE.b, x: Any = CHAPTER_EXAMPLE.x,
           y: Any = CHAPTER_EXAMPLE.y, of: str = "loss") -> jax.extend.core.ClosedJaxpr:
     """The computational graph as a jaxpr: ``of="loss"`` for the forward pass, ``"grad"`` for
     the backward pass JAX derived from it. ``print()`` the result to read it."""

@@ -45,10 +45,10 @@ def _tensor_section() -> dict[str, Any]:
 
 def _neuron_section() -> dict[str, Any]:
     ex = neuron.CHAPTER_EXAMPLE
-    args = (ex.w, ex.b, ex.x, ex.y)
-    value, (gw, gb) = neuron.value_and_gradients(*args)
-    mw, mb = neuron.manual_gradients(*args)
-    nw, nb = neuron.numerical_gradients(*args)
+    values = {"x": ex.x, "w": ex.w, "b": ex.b, "y": ex.y}
+    value, (gw, gb) = neuron.value_and_gradients(**values)
+    mw, mb = neuron.manual_gradients(**values)
+    nw, nb = neuron.numerical_gradients(**values)
     return {"inputs": {"x": ex.x, "w": ex.w, "b": ex.b, "y": ex.y},
             "z": ex.x * ex.w + ex.b, "a": float(neuron.forward(ex.w, ex.b, ex.x)),
             "loss": float(value), "grad_w": float(gw), "grad_b": float(gb),

@@ -89,8 +89,8 @@ def _tensor_rows() -> list[Row]:
 
 def _neuron(values: dict) -> list[Row]:
     ex = neuron.CHAPTER_EXAMPLE
-    t_loss, t_gw, t_gb = ref.neuron_gradients(ex.w, ex.b, ex.x, ex.y)
-    j_loss, (j_gw, j_gb) = neuron.value_and_gradients(ex.w, ex.b, ex.x, ex.y)
+    t_loss, t_gw, t_gb = ref.neuron_gradients(x=ex.x, w=ex.w, b=ex.b, y=ex.y)
+    j_loss, (j_gw, j_gb) = neuron.value_and_gradients(x=ex.x, w=ex.w, b=ex.b, y=ex.y)
     values["neuron"] = {"torch": {"loss": t_loss, "grad_w": t_gw, "grad_b": t_gb},
                         "jax": {"loss": float(j_loss), "grad_w": float(j_gw),
                                 "grad_b": float(j_gb)}}

@@ -27,8 +27,9 @@ def chapter_tensors() -> dict[str, torch.Tensor]:
             "tensor3d": torch.tensor([[[1, 2], [3, 4]], [[5, 6], [7, 8]]])}
 
 
-def neuron_gradients(w: float, b: float, x: float, y: float) -> tuple[float, float, float]:
-    """``(loss, dL/dw, dL/db)`` by ``loss.backward()`` on z = x·w + b, a = σ(z), BCE(a, y)."""
+def neuron_gradients(*, w: float, b: float, x: float, y: float) -> tuple[float, float, float]:
+    """``(loss, dL/dw, dL/db)`` by ``loss.backward()`` on z = x·w + b, a = σ(z), BCE(a, y);
+    keyword arguments only, as :func:`jaxbasics.chapter.neuron.gradients`."""
     w_t = torch.tensor([w], requires_grad=True)
     b_t = torch.tensor([b], requires_grad=True)
     a = torch.sigmoid(torch.tensor([x]) * w_t + b_t)
