@@ -30,8 +30,16 @@ def test_to_dtype_converts_and_truncates_like_torch():
         tensors.to_dtype([1], "float33")
 
 
+def test_the_2x3_example_has_a_name_of_its_own():
+    """The chapter calls both [[1, 2], [3, 4]] and [[1, 2, 3], [4, 5, 6]] tensor2d."""
+    assert tensors.chapter_tensors()["tensor2d"].tolist() == [[1, 2], [3, 4]]
+    assert tensors.shape_example().tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert tensors.SHAPE_EXAMPLE_NAME == "tensor2x3"
+    assert tensors.SHAPE_EXAMPLE_NAME not in tensors.chapter_tensors()
+
+
 def test_reshape_transpose_matmul_give_the_chapters_values():
-    t2 = jnp.array([[1, 2, 3], [4, 5, 6]])
+    t2 = tensors.shape_example()
     assert tensors.reshape(t2, (3, 2)).tolist() == [[1, 2], [3, 4], [5, 6]]
     assert tensors.reshape(t2, (-1,)).tolist() == [1, 2, 3, 4, 5, 6]
     assert tensors.transpose(t2).tolist() == [[1, 4], [2, 5], [3, 6]]

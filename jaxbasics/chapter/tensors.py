@@ -41,6 +41,18 @@ def chapter_tensors() -> dict[str, jax.Array]:
     }
 
 
+#: The name the 2×3 matrix of :func:`shape_example` goes by here; the chapter reuses the name
+#: ``tensor2d`` for it after the 2×2 ``tensor2d`` of :func:`chapter_tensors`.
+SHAPE_EXAMPLE_NAME = "tensor2x3"
+
+
+def shape_example() -> jax.Array:
+    """The 2×3 integer matrix ``[[1, 2, 3], [4, 5, 6]]`` that the chapter reshapes, transposes
+    and multiplies by its transpose, named :data:`SHAPE_EXAMPLE_NAME` (``tensor2x3``) so that
+    it is never confused with the 2×2 ``tensor2d`` of :func:`chapter_tensors`."""
+    return jnp.array([[1, 2, 3], [4, 5, 6]])
+
+
 def describe(x: Any) -> dict[str, Any]:
     """Shape, rank, dtype and device of an array: the facts ``x.shape``/``x.dtype`` give."""
     arr = checks.array(x, "x")

@@ -28,13 +28,13 @@ LEARNING_RATE = 0.01  # the chapter's SGD learning rate
 def _tensor_section() -> dict[str, Any]:
     examples = {name: {"value": np.asarray(x).tolist(), **tensors.describe(x)}
                 for name, x in tensors.chapter_tensors().items()}
-    t2 = jnp.array([[1, 2, 3], [4, 5, 6]])
+    t2 = tensors.shape_example()
     return {
         "examples": examples,
         "default_dtypes": {"jax": tensors.default_dtypes(), "jax_x64": tensors.default_dtypes(True),
                            "torch": tensors.TORCH_DEFAULT_DTYPES},
         "to_float32": str(tensors.to_dtype(jnp.array([1, 2, 3]), "float32").dtype),
-        "tensor2d": t2.tolist(),
+        "shape_example": {"name": tensors.SHAPE_EXAMPLE_NAME, "value": t2.tolist()},
         "reshape_3x2": tensors.reshape(t2, (3, 2)).tolist(),
         "transpose": tensors.transpose(t2).tolist(),
         "matmul_t2_t2T": tensors.matmul(t2, t2.T).tolist(),
@@ -153,9 +153,11 @@ def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
         ("JAX, jax_enable_x64", f"{dd['jax_x64']['int']} / {dd['jax_x64']['float']}"),
         ("PyTorch", f"{dd['torch']['int']} / {dd['torch']['float']}"),
         ("to_dtype(int array, 'float32')", t["to_float32"])]))
-    c.print(_kv("shape operations on tensor2d", [
-        ("tensor2d", str(t["tensor2d"])), ("reshape(3, 2)  (= torch .view)", str(t["reshape_3x2"])),
-        (".T", str(t["transpose"])), ("tensor2d @ tensor2d.T", str(t["matmul_t2_t2T"])),
+    m = t["shape_example"]["name"]
+    c.print(_kv(f"shape operations on a 2×3 matrix, {m} (not the 2×2 tensor2d above)", [
+        (m, str(t["shape_example"]["value"])),
+        (f"{m}.reshape(3, 2)  (= torch .view)", str(t["reshape_3x2"])),
+        (f"{m}.T", str(t["transpose"])), (f"{m} @ {m}.T", str(t["matmul_t2_t2T"])),
         ("x.at[0, 0].set(99)", f"{t['functional_update']['x.at[0, 0].set(99)']} "
                                 f"(x itself stays {t['functional_update']['x_unchanged']})")]))
     c.print("  No .view aliasing: arrays are immutable, so reshape returns a new array and "

@@ -71,11 +71,12 @@ def _tensor_rows() -> list[Row]:
     t_tensors, j_tensors = ref.chapter_tensors(), tensors.chapter_tensors()
     for name, t in t_tensors.items():
         rows.append(_row("tensors", f"{name} values", t.numpy(), j_tensors[name], 0, 0))
-    t2_t, t2_j = torch.tensor([[1, 2, 3], [4, 5, 6]]), jnp.array([[1, 2, 3], [4, 5, 6]])
-    rows.append(_row("tensors", "tensor2d.view(3, 2) / reshape", t2_t.view(3, 2).numpy(),
+    t2_j = tensors.shape_example()
+    t2_t, m = torch.tensor(np.asarray(t2_j).tolist()), tensors.SHAPE_EXAMPLE_NAME
+    rows.append(_row("tensors", f"{m}.view(3, 2) / reshape", t2_t.view(3, 2).numpy(),
                      tensors.reshape(t2_j, (3, 2)), 0, 0))
-    rows.append(_row("tensors", "tensor2d.T", t2_t.T.numpy(), tensors.transpose(t2_j), 0, 0))
-    rows.append(_row("tensors", "tensor2d @ tensor2d.T", (t2_t @ t2_t.T).numpy(),
+    rows.append(_row("tensors", f"{m}.T", t2_t.T.numpy(), tensors.transpose(t2_j), 0, 0))
+    rows.append(_row("tensors", f"{m} @ {m}.T", (t2_t @ t2_t.T).numpy(),
                      tensors.matmul(t2_j, t2_j.T), 0, 0))
     # dtypes differ by design: shown, not compared numerically
     rows.append(Row("tensors", "default int dtype (documented difference)",
