@@ -212,3 +212,21 @@ def test_strided_windows_score_each_token_once_with_the_history_promised(n, cont
         if k:
             assert f + 1 >= context - stride + 1  # inputs up to the first scored label
     assert sorted(scored) == list(range(1, n)) and len(scored) == n - 1
+
+
+def test_a_long_document_cut_into_pieces_gives_the_ids_of_the_whole(bpe, tmp_path):
+    """prepare hands a text file over 8 MiB to the encoder in pieces, cut after a line break
+    between non-space characters: GPT-2's pre-tokenizer gives the same ids as for the whole."""
+    from jaxbasics.data.sources import find_files, iter_pieces, scan
+
+    lines = [f"{t}  \n\n   {i}\n" if i % 3 else t for i, t in enumerate(MULTILINGUAL * 6)]
+    text = "\n".join(lines)
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    files = find_files([tmp_path / "long.txt"])
+    scan(files)
+    pieces = list(iter_pieces(files, piece_bytes=300))
+    assert len(pieces) > 5 and [p.first for p in pieces] == [True] + [False] * (len(pieces) - 1)
+    assert "".join(p.text for p in pieces) == text
+    assert sum(p.nbytes for p in pieces) == len(text.encode()) == files[0].bytes
+    assert bpe.splits_at_line_breaks
+    assert [i for ids in bpe.encode_batch([p.text for p in pieces]) for i in ids] == bpe.encode(text)

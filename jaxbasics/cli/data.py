@@ -120,7 +120,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         try:
             manifest = prepare(args.sources, args.out, tokenizer=args.tokenizer,
                                train_vocab=args.vocab_size, byte_level=args.bytes,
-                               options=opts, command=["jaxbasics", *sys.argv[1:]],
+                               options=opts, command=_command(args),
                                progress=progress, log=lambda m: c.print(f"[yellow]{m}[/]"))
         except (ValueError, FileNotFoundError, ImportError) as err:
             return _fail("prepare", err)
@@ -140,6 +140,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     c.print(f"  {seconds:.1f} s in all; tokenizing {total / 1e6 / max(manifest['encode_seconds'], 1e-9):,.1f}"
             f" MB/s; manifest: {args.out / 'manifest.json'}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The ``prepare`` command line that ``args`` stand for (recorded in the manifest)."""
+    argv = ["jaxbasics", "prepare", *map(str, args.sources), "--out", str(args.out)]
+    for name in ("glob", "jsonl_field", "tokenizer", "vocab_size", "val_fraction",
+                 "shard_tokens", "context"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    for flag in ("train_tokenizer", "bytes", "skip_bad"):
+        if getattr(args, flag):
+            argv.append(f"--{flag.replace('_', '-')}")
+    return argv
 
 
 def _as_option(message: str) -> str:

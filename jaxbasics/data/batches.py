@@ -58,7 +58,8 @@ class TokenData:
         """The ``split`` of a data set at ``path``:
 
         * a DATA folder written by ``prepare`` (with ``manifest.json``): the split's shards,
-          its vocabulary size and tokenizer (``DATA/tokenizer``) from the manifest;
+          its vocabulary size and tokenizer (``DATA/tokenizer``) from the manifest (a folder of
+          an unfinished ``prepare`` is refused: ``FileNotFoundError``);
         * a folder without a manifest: nanoGPT's ``{split}.bin``, else the llm.c shards
           ``*{split}_*.bin`` (modded-nanogpt's ``fineweb_train_000001.bin`` ...), in name order;
         * a shard file, or a list of them (``split`` unused).
@@ -74,8 +75,8 @@ class TokenData:
         tok = None if tokenizer is None else load_tokenizer(
             tokenizer, advice="give the tokenizer's folder (tokenizer.json, or vocab.json and "
                               "merges.txt), or the vocabulary size alone")
-        if isinstance(path, str | Path) and Path(path).is_dir() \
-                and (Path(path) / manifest_file.NAME).is_file():
+        if isinstance(path, str | Path) and Path(path).is_dir() and any(
+                (Path(path) / name).exists() for name in (manifest_file.NAME, manifest_file.MARKER)):
             folder = Path(path)
             meta = manifest_file.read(folder)
             if split not in meta["splits"]:

@@ -239,15 +239,21 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _last_cut(text: str) -> int | None:
-    """The index just after the last line break of ``text`` with a non-space character on
-    both sides (GPT-2's pre-tokenizer makes such a break a pre-token of its own, so text cut
-    there gives the tokens the whole text gives), or None."""
-    end = len(text) - 1
+def _cut(text: str, limit: int) -> int | None:
+    """Where to cut ``text`` into a piece of about ``limit`` characters: just after the last
+    line break before ``limit`` with a non-space character on both sides (GPT-2's pre-tokenizer
+    makes such a break a pre-token of its own, so text cut there gives the tokens the whole text
+    gives), else after the first such break past it; None when there is none."""
+    end = min(limit, len(text) - 1)
     while (pos := text.rfind("\n", 1, end)) > 0:
         if not text[pos - 1].isspace() and not text[pos + 1].isspace():
             return pos + 1
         end = pos
+    pos = limit
+    while (pos := text.find("\n", max(pos, 1), len(text) - 1)) > 0:
+        if not text[pos - 1].isspace() and not text[pos + 1].isspace():
+            return pos + 1
+        pos += 1
     return None
 
 
@@ -276,13 +282,13 @@ def iter_pieces(files: list[SourceFile], *, jsonl_field: str = "text",
         digest, first, held = bytes.fromhex(src.sha256), True, ""
         for _, text in _utf8_chunks(src.path):
             held += text
-            if piece_bytes is None or len(held) < piece_bytes:  # characters <= bytes
-                continue
-            cut = _last_cut(held)
-            if cut is None:
-                continue
-            piece, held = held[:cut], held[cut:]
-            yield Piece(piece, len(piece.encode("utf-8")), first, digest, str(src.path))
-            first = False
+            # characters <= bytes: a piece holds piece_bytes characters or more
+            while piece_bytes is not None and len(held) >= piece_bytes:
+                cut = _cut(held, piece_bytes)
+                if cut is None:
+                    break  # no place to cut yet: read on
+                piece, held = held[:cut], held[cut:]
+                yield Piece(piece, len(piece.encode("utf-8")), first, digest, str(src.path))
+                first = False
         if held or first:
             yield Piece(held, len(held.encode("utf-8")), first, digest, str(src.path))
