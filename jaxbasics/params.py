@@ -18,7 +18,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-LossFn = Callable[..., jax.Array]  # loss_fn(model, *batch) -> scalar
+# loss_fn(model, *batch) -> scalar, or (total, weight) for an accumulating step (jaxbasics.step)
+LossFn = Callable[..., jax.Array | tuple[jax.Array, jax.Array]]
 
 def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     """``(graphdef, params)`` of a module whose only state is ``nnx.Param`` (e.g. SimpleNet).
@@ -35,10 +36,10 @@ def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable[..., jax.Array]:
+def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> LossFn:
     """``f(params, *batch) = loss_fn(nnx.merge(graphdef, params), *batch)``: a pure function
     of the parameters, ready for ``jax.grad``."""
-    def f(params: Any, *batch: Any) -> jax.Array:
+    def f(params: Any, *batch: Any) -> jax.Array | tuple[jax.Array, jax.Array]:
         try:
             model = nnx.merge(graphdef, params)
         except ValueError as err:  # another model's tree, or one with leaves missing

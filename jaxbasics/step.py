@@ -12,6 +12,16 @@ With ``scan=True`` the step runs once per entry of a leading K axis of every bat
 inside one ``jax.lax.scan``: K updates per call, the same ones as K calls of the step, with no
 Python between them.
 
+With ``accumulate=True`` one update takes K micro-batches (a leading K axis of every batch
+array) and weighs every example (token) alike, whatever each micro-batch holds::
+
+    loss = Σ_k total_k / Σ_k weight_k        g = Σ_k ∇total_k / Σ_k weight_k
+
+where ``loss_fn`` returns ``(total_k, weight_k)``: the sum of the per-example losses of
+micro-batch k and how many examples count in it (e.g. labelled tokens). That is the full
+batch's mean loss and gradient; the mean of the K micro-batch means (``optax.MultiSteps``)
+is not, unless every micro-batch counts as many examples.
+
 Inside ``jax.jit`` the batch's values are unknown while tracing, so the eager checks of
 :mod:`jaxbasics.checks` cannot look at them. ``checked=True`` compiles value checks into the
 step instead (``jax.experimental.checkify``): the batch's (``check_batch``), and that the loss
@@ -49,11 +59,13 @@ def _loss_only(loss: jax.Array, _grads: Any) -> jax.Array:
 
 
 def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-              metrics: Metrics = _loss_only, check_batch: BatchCheck | None = None
-              ) -> Callable[..., tuple[Any, Any, Any]]:
+              metrics: Metrics = _loss_only, check_batch: BatchCheck | None = None,
+              accumulate: bool = False) -> Callable[..., tuple[Any, Any, Any]]:
     """The pure (unjitted) update ``(params, opt_state, *batch) -> (params, opt_state,
     metrics(loss, grads))``, the loss taken before the update. With ``check_batch`` it also
-    stages :func:`make_step`'s value checks (to be run under ``checkify``)."""
+    stages :func:`make_step`'s value checks (to be run under ``checkify``); with
+    ``accumulate`` the batch arrays hold K micro-batches and ``loss_fn`` returns ``(total,
+    weight)`` (:func:`accumulated_value_and_grad`)."""
     if check_batch is not None:
         plain_loss = loss_fn
 
@@ -61,7 +73,8 @@ def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
             check_batch(model, *batch)
             return plain_loss(model, *batch)
 
-    value_and_grad = jax.value_and_grad(loss_of_params(graphdef, loss_fn))
+    value_and_grad = (accumulated_value_and_grad(graphdef, loss_fn) if accumulate
+                      else jax.value_and_grad(loss_of_params(graphdef, loss_fn)))
 
     def update(params, opt_state, *batch):
         loss, grads = value_and_grad(params, *batch)
@@ -73,8 +86,38 @@ def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
     return update
 
 
+def accumulated_value_and_grad(graphdef: nnx.GraphDef, loss_fn: LossFn
+                               ) -> Callable[..., tuple[jax.Array, Any]]:
+    """``f(params, *micro) -> (loss, grads)`` over K micro-batches (every array of ``micro``
+    has a leading K axis), one at a time in a ``jax.lax.scan`` (the memory of one)::
+
+        loss = Σ_k total_k / Σ_k weight_k        grads = Σ_k ∇total_k / Σ_k weight_k
+
+    where ``loss_fn(model, *batch_k) -> (total_k, weight_k)``: the summed loss of micro-batch k
+    and the number of examples (tokens) it counts. The weights may differ between
+    micro-batches; ``Σ weight = 0`` (nothing labelled) gives loss 0 and zero gradients.
+    """
+    total_and_grad = jax.value_and_grad(loss_of_params(graphdef, loss_fn), has_aux=True)
+
+    def f(params: Any, *micro: Any) -> tuple[jax.Array, Any]:
+        def add(carry, batch):
+            total, weight, grads = carry
+            (t, w), g = total_and_grad(params, *batch)
+            return (total + t.astype(jnp.float32), weight + jnp.asarray(w, jnp.float32),
+                    jax.tree.map(jnp.add, grads, g)), None
+
+        zero = jnp.zeros((), jnp.float32)
+        start = (zero, zero, jax.tree.map(jnp.zeros_like, params))
+        (total, weight, grads), _ = jax.lax.scan(add, start, micro)
+        scale = 1.0 / jnp.maximum(weight, 1.0)
+        return total * scale, jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
+
+    return f
+
+
 def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation, *,
-              scan: bool = False, unroll: int = 1, donate: bool = True,
+              scan: bool = False, accumulate: bool = False, unroll: int = 1,
+              donate: bool = True,
               metrics: Metrics = _loss_only,
               check_stacked: Callable[[tuple[Any, ...]], None] | None = None,
               in_shardings: Any = None, out_shardings: Any = None,
@@ -88,6 +131,9 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
       tx: the Optax optimizer.
       scan: every array of ``batch`` has a leading axis of K >= 1 entries, one update each, run
         as one ``jax.lax.scan``; ``out`` then has that leading K axis too.
+      accumulate: one update from K >= 1 micro-batches, every example weighed alike
+        (:func:`accumulated_value_and_grad`): every array of ``batch`` has a leading K axis
+        (after the steps axis of ``scan``), and ``loss_fn`` returns ``(total, weight)``.
       unroll: scan iterations unrolled per loop trip (``jax.lax.scan``'s ``unroll``).
       donate: reuse the ``params``/``opt_state`` buffers for the outputs (do not touch the
         inputs afterwards).
@@ -111,8 +157,8 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
 
     Raises:
       ValueError: ``unroll`` < 1; ``check_batch`` without ``checked``; ``checked`` with
-      shardings; with ``scan``, batch arrays without a common leading axis (at the first
-      call, while tracing).
+      shardings; with ``scan`` or ``accumulate``, batch arrays without a common leading axis
+      (at the first call, while tracing).
     """
     checks.positive_int(unroll, "unroll")
     if check_batch is not None and not checked:
@@ -122,9 +168,13 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
                          "step returns checkify's error beside its outputs)")
     if checked and check_batch is None:
         check_batch = _no_batch_check
-    update = update_fn(graphdef, loss_fn, tx, metrics, check_batch)
+    update = update_fn(graphdef, loss_fn, tx, metrics, check_batch, accumulate)
     fn = update
-    if scan:
+    if accumulate and not scan:
+        def fn(params, opt_state, *micro):
+            (check_stacked or check_common_steps_axis)(micro)
+            return update(params, opt_state, *micro)
+    elif scan:
         check = check_stacked or check_common_steps_axis
 
         def fn(params, opt_state, *stacked):

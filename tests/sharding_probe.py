@@ -53,6 +53,10 @@ out["steps_per_call"] = {"param_diff": max_diff(looped.params, single.params),
                          "steps": [r["step"] for r in looped.history]}
 batch = sharding.global_batch(np.arange(48).reshape(16, 3), sharding.make_mesh("data=2,fsdp=4"))
 out["batch_shards"] = sorted(np.asarray(s.data)[:, 0].tolist() for s in batch.addressable_shards)
+asked = []  # rows read for a batch split over data only, each half held by four tensor devices
+sharding.global_batch(lambda rows: asked.append([rows.start, rows.stop]) or np.zeros((8, 3)),
+                      sharding.make_mesh("data=2,tensor=4"), shape=(16, 3))
+out["rows_asked"] = sorted(asked)
 errors = {}
 for name, call in {
     "mesh_not_dividing": lambda: sharding.make_mesh("data=3"),

@@ -87,22 +87,84 @@ def test_one_step_and_a_warmup_longer_than_the_run_have_a_schedule():
     assert float(jnp.abs(updates["w"]["kernel"]).max()) > 0  # the one step moves the weights
 
 
-def test_accumulating_two_halves_equals_one_full_batch_step():
-    task = AdditionTask(2)
-    x, y = task.batch(0, 16)
+def _unequal_masks(batch_size: int = 16):
+    """An addition batch whose first half labels 2 tokens a row and second half all 4."""
+    x, y = AdditionTask(2).batch(0, batch_size)
+    y = y.copy()
+    y[: batch_size // 2, :-2] = IGNORE
+    labelled = (y != IGNORE).sum(axis=1)
+    assert labelled[0] == 2 and labelled[-1] == 4  # micro-batches of 16 and 32 labelled tokens
+    return x, y
+
+
+def test_accumulating_micro_batches_of_unequal_masks_equals_one_full_batch_step():
+    """Token-weighted accumulation: two micro-batches of 16 and 32 labelled tokens make the
+    update of the full batch (the mean over its 48 tokens), not the mean of the two
+    micro-batch means (optax.MultiSteps' rule, which this checks would be wrong by far more
+    than float32 rounding)."""
+    x, y = _unequal_masks()
     key = jax.random.key(0)
-    model = build_model(CFG, TrainOptions())
-    graphdef, params = split_params(model)
-    full_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
-    full, _, _ = make_gpt_train_step(graphdef, full_tx, donate=False)(
-        params, full_tx.init(params), x, y, key)
-    acc_tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2, accumulate=2),
-                            parameter_table(model))
-    step = make_gpt_train_step(graphdef, acc_tx, donate=False)
-    p, s = params, acc_tx.init(params)
+    graphdef, params = split_params(build_model(CFG, TrainOptions()))
+    # SGD, whose update is the gradient scaled: Adam's first update divides each gradient entry
+    # by its own size, which magnifies float32 rounding in entries near zero
+    tx = optax.sgd(0.5)
+    full, _, m_full = make_gpt_train_step(graphdef, tx, donate=False)(
+        params, tx.init(params), x, y, key)
+    acc, _, m_acc = make_gpt_train_step(graphdef, tx, accumulate=True, donate=False)(
+        params, tx.init(params), x.reshape(2, 8, -1), y.reshape(2, 8, -1), jnp.stack([key, key]))
+    # float32 rounding: the sums run in another order (the update moves weights by up to 0.4)
+    chex.assert_trees_all_close(acc, full, rtol=0, atol=2e-7)
+    np.testing.assert_allclose(m_acc["loss"], m_full["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m_acc["grad_norm"], m_full["grad_norm"], rtol=1e-5)
+    # the mean of micro-batch means, one optax.MultiSteps update
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    step = make_gpt_train_step(graphdef, multi, donate=False)
+    p, s = params, multi.init(params)
     for half in (slice(0, 8), slice(8, 16)):
         p, s, _ = step(p, s, x[half], y[half], key)
-    chex.assert_trees_all_close(p, full, rtol=1e-5, atol=1e-6)
+    off = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p),
+                                                           jax.tree.leaves(full), strict=True))
+    assert off > 1e-4
+    with pytest.raises(ValueError, match=r"xs and ys must be \(K, B, T\) and keys \(K\), got "
+                       r"xs \(16, 9\), ys \(16, 9\), keys \(\)"):
+        make_gpt_train_step(graphdef, tx, accumulate=True, donate=False)(
+            params, tx.init(params), x, y, key)
+
+
+class _SplitTask(AdditionTask):
+    """Micro-batch i (of ``rows`` rows) is half of the 2·rows batch i // 2 of the addition
+    task, with the unequal masks of :func:`_unequal_masks`: two micro-batches of it are one
+    full batch."""
+
+    def batch(self, step, batch_size):
+        x, y = AdditionTask.batch(self, step // 2, 2 * batch_size)
+        y = y.copy()
+        y[:batch_size, :-2] = IGNORE
+        half = slice(0, batch_size) if step % 2 == 0 else slice(batch_size, 2 * batch_size)
+        return x[half], y[half]
+
+
+class _FullTask(_SplitTask):
+    def batch(self, step, batch_size):
+        x, y = zip(*(_SplitTask.batch(self, 2 * step + i, batch_size // 2) for i in range(2)),
+                   strict=True)
+        return np.concatenate(x), np.concatenate(y)
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 3])
+def test_training_with_accumulation_equals_training_on_the_full_batches(steps_per_call):
+    """train(accumulate=2) (what ``jaxbasics train --accumulate 2`` runs), one update per
+    call and three, on micro-batches of unequal masks: the losses and parameters of training on
+    the concatenated batches, to float32 rounding."""
+    opts = TrainOptions(steps=3, batch_size=8, warmup_steps=1)
+    full = train(CFG, _FullTask(2), dataclasses.replace(opts, batch_size=16))
+    acc = train(CFG, _SplitTask(2), dataclasses.replace(opts, accumulate=2,
+                                                        steps_per_call=steps_per_call))
+    np.testing.assert_allclose([r["loss"] for r in acc.history],
+                               [r["loss"] for r in full.history], rtol=2e-6)
+    # AdamW's first updates divide each gradient entry by its own size, magnifying float32
+    # rounding in entries near zero to ~2e-5 (of updates ~1e-3; MultiSteps' rule is off by 1e-2)
+    chex.assert_trees_all_close(acc.params, full.params, rtol=0, atol=1e-4)
 
 
 def test_addition_batches_mask_the_prompt_and_are_reproducible():
@@ -281,7 +343,7 @@ def test_train_loop_is_k_calls_of_the_step():
     np.testing.assert_allclose(m3["loss"], losses, rtol=1e-6)
     chex.assert_trees_all_close(p3, p, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(s3, s, rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match=r"xs and ys must be \(K, B, T\) and keys \(K,\), got "
+    with pytest.raises(ValueError, match=r"xs and ys must be \(N, B, T\) and keys \(N\), got "
                        r"xs \(3, 8, 9\), ys \(3, 8, 9\), keys \(2,\)"):
         make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys, keys[:2])
 
@@ -431,6 +493,17 @@ def test_text_dataset_windows_and_errors(tmp_path):
     (tmp_path / "short").write_text("abc")
     with pytest.raises(ValueError, match="has 3 bytes; need more than context_length"):
         TextDataset(tmp_path / "short", 16)
+
+
+def test_every_text_window_is_drawn_the_last_one_too(tmp_path):
+    """Starts run from 0 to len - C - 1, whose label is the split's last byte (it was never
+    drawn: the last start was excluded)."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(bytes(range(27, 127)))  # 100 distinct ASCII bytes: a start is its first
+    ds = TextDataset(path, 16)
+    starts = {int(x[0]) - 27 for step in range(200) for x in ds.batch(step, 16)[0]}
+    last = len(ds.train) - 16 - 1
+    assert starts == set(range(last + 1))
 
 
 @pytest.mark.parametrize("changes, fragment", [

@@ -65,6 +65,7 @@ def test_fsdp_shards_parameters_and_adam_moments_and_tensor_splits_mlp_and_vocab
 def test_batch_rows_are_split_over_data_and_fsdp(probe):
     assert probe["batch_shards"] == [[0, 3], [6, 9], [12, 15], [18, 21], [24, 27], [30, 33],
                                      [36, 39], [42, 45]]
+    assert probe["rows_asked"] == [[0, 8], [8, 16]]  # each block of rows read once
 
 
 def test_bad_meshes_fail_clearly(probe):
@@ -98,8 +99,10 @@ def test_parse_mesh_rejects(spec, fragment):
                                                "string such as 'data=2,fsdp=4', got int 8"),
     (lambda: sharding.check_batch_divides(0, sharding.make_mesh("data=1")), ValueError,
      "batch_size must be a positive integer, got 0"),
-    (lambda: sharding.host_slice(np.zeros((4, 2)), axis=2), ValueError,
-     "axis must be an int in [-2, 2) for a batch of shape (4, 2), got 2"),
+    (lambda: sharding.batch_sharding(sharding.make_mesh("data=1"), leading=3), ValueError,
+     "leading must be 0, 1 or 2 axes before the batch rows, got 3"),
+    (lambda: sharding.global_batch(lambda rows: np.zeros((4, 2)), sharding.make_mesh("data=1")),
+     ValueError, "global_batch of a rows_of function needs the global shape"),
 ])
 def test_mesh_helpers_name_bad_arguments(call, error, fragment):
     # an unknown axis name was dropped silently: the mesh came out all ones
@@ -170,3 +173,35 @@ def test_scaling_benchmark_on_simulated_devices():
     for run in r["runs"].values():
         assert run["tokens_per_s_per_device"] * run["devices"] == pytest.approx(run["tokens_per_s"])
     assert r["runs"]["1"]["efficiency"] == 1.0
+
+
+def test_a_mesh_that_leaves_a_process_without_a_device_is_refused():
+    """On two processes with two devices each, a mesh of the first two devices would leave
+    process 1 idle while it believes it trains."""
+    from types import SimpleNamespace
+
+    devices = [SimpleNamespace(id=i, process_index=i // 2) for i in range(4)]
+    with pytest.raises(ValueError, match=r"^mesh \{'data': 2\} takes 2 of the 4 devices, which "
+                       r"leaves process 1 of 2 without a device; in a run of several processes "
+                       r"the mesh must use devices of every process \(all 4 devices: a mesh "
+                       r"whose sizes multiply to 4\)$"):
+        sharding.check_every_process_in(devices[:2], {"data": 2}, 4, 2)
+    sharding.check_every_process_in(devices[1:3], {"data": 2}, 4, 2)  # one of each: fine
+    sharding.check_every_process_in(devices[:2], {"data": 2}, 2, 1)  # one process: fine
+
+
+def test_global_batch_reads_only_the_rows_each_device_holds():
+    """A rows_of function is asked once per distinct block of rows, never for the whole batch
+    on a mesh that splits it; the array holds the batch."""
+    mesh = sharding.make_mesh("data=1")
+    asked = []
+
+    def rows_of(rows):
+        asked.append(rows)
+        return np.arange(12).reshape(4, 3)[rows.start:rows.stop]
+
+    batch = sharding.global_batch(rows_of, mesh, shape=(4, 3))
+    np.testing.assert_array_equal(np.asarray(batch), np.arange(12).reshape(4, 3))
+    assert asked == [range(0, 4)]
+    stacked = sharding.global_batch(np.arange(24).reshape(2, 4, 3), mesh, leading=1)
+    np.testing.assert_array_equal(np.asarray(stacked), np.arange(24).reshape(2, 4, 3))

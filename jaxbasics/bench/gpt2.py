@@ -177,7 +177,7 @@ def prepare_jax(cfg: GPTConfig, batch: int, *, dtype: Any = jnp.float32,
         x, y = (jnp.asarray(a) for a in data)
     else:
         params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh, table)
-        x, y = (sharding.global_batch(a, mesh, stacked=loop) for a in data)
+        x, y = (sharding.global_batch(a, mesh, leading=int(loop)) for a in data)
     key = jnp.stack([jax.random.key(i) for i in range(steps_per_call)]) if loop \
         else jax.random.key(0)
     step = (make_gpt_train_loop if loop else make_gpt_train_step)(graphdef, tx,

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -59,7 +60,8 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 def make_mesh(axes: dict[str, int] | str, devices: list | None = None) -> Mesh:
     """A ``Mesh`` over the first ``prod(sizes)`` devices with axes ``data, fsdp, tensor`` (size
-    1 where not given). The product must divide the number of devices."""
+    1 where not given). The product must divide the number of devices, and in a run of several
+    processes the mesh must hold devices of every process (:func:`check_every_process_in`)."""
     if isinstance(axes, str):
         axes = parse_mesh(axes)
     if not isinstance(axes, dict):
@@ -76,7 +78,25 @@ def make_mesh(axes: dict[str, int] | str, devices: list | None = None) -> Mesh:
     if n > len(devices) or len(devices) % n:
         raise ValueError(f"mesh {axes} needs {n} devices, which must divide the "
                          f"{len(devices)} available")
+    check_every_process_in(devices[:n], axes, len(devices), jax.process_count())
     return Mesh(np.asarray(devices[:n]).reshape(shape), MESH_AXES)
+
+
+def check_every_process_in(chosen: list, axes: dict[str, int], available: int,
+                           processes: int) -> None:
+    """Raise ``ValueError`` when the ``chosen`` devices of a mesh leave one of the run's
+    ``processes`` without a device: that process would compute nothing of the step while it
+    believes it trains (its batch rows dropped, or the collectives waiting on it)."""
+    if processes <= 1:
+        return
+    missing = sorted(set(range(processes)) - {int(d.process_index) for d in chosen})
+    if missing:
+        raise ValueError(
+            f"mesh {axes} takes {len(chosen)} of the {available} devices, which leaves "
+            f"process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+            f"{processes} without a device; in a run of several processes the mesh must use "
+            f"devices of every process (all {available} devices: a mesh whose sizes multiply "
+            f"to {available})")
 
 
 def _mesh_axis(mesh: Mesh, logical: str, size: int, param: str) -> Any:
@@ -112,11 +132,13 @@ def param_shardings(table: Any, mesh: Mesh) -> Any:
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def batch_sharding(mesh: Mesh, *, stacked: bool = False) -> NamedSharding:
-    """Batch rows split over ``data`` × ``fsdp``; sequence positions not split. ``stacked``:
-    for (K, B, T) arrays, K batches for K steps, whose leading K axis is not split either."""
-    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES) if stacked
-                         else PartitionSpec(BATCH_AXES))
+def batch_sharding(mesh: Mesh, *, leading: int = 0) -> NamedSharding:
+    """Batch rows split over ``data`` × ``fsdp``; sequence positions not split, nor the
+    ``leading`` axes before the rows (K batches for K steps, K micro-batches of one update:
+    (K, B, T) has ``leading=1``, (N, K, B, T) ``leading=2``)."""
+    if not (isinstance(leading, int) and 0 <= leading <= 2):
+        raise ValueError(f"leading must be 0, 1 or 2 axes before the batch rows, got {leading!r}")
+    return NamedSharding(mesh, PartitionSpec(*(None,) * leading, BATCH_AXES))
 
 
 def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
@@ -128,27 +150,46 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
                          f"(mesh {dict(mesh.shape)})")
 
 
-def global_batch(local: np.ndarray, mesh: Mesh, *, stacked: bool = False) -> jax.Array:
-    """A global batch array sharded over the mesh, built from this host's rows ``local``
-    (all rows on a single host). Every host passes its own slice, in process order.
-    ``stacked``: ``local`` is (K, B_local, T), K batches for K steps; axis 1 is split, K not."""
-    return jax.make_array_from_process_local_data(batch_sharding(mesh, stacked=stacked),
-                                                  np.asarray(local))
+#: ``rows_of(rows)``: the rows ``rows`` (a ``range``) of a global batch, along its row axis
+RowsOf = Callable[[range], np.ndarray]
 
 
-def host_slice(batch: np.ndarray, axis: int = 0) -> np.ndarray:
-    """This process's rows of a global batch along ``axis``: rows ``[i·B/P, (i+1)·B/P)`` for
-    process i of P."""
-    batch = np.asarray(batch)
-    if not (isinstance(axis, int) and -batch.ndim <= axis < batch.ndim):
-        raise ValueError(f"axis must be an int in [{-batch.ndim}, {batch.ndim}) for a batch of "
-                         f"shape {batch.shape}, got {axis!r}")
-    p, i = jax.process_count(), jax.process_index()
-    rows = batch.shape[axis]
-    if rows % p:
-        raise ValueError(f"global batch of {rows} rows does not split over {p} hosts")
-    step = rows // p
-    return np.take(batch, np.arange(i * step, (i + 1) * step), axis=axis)
+def global_batch(batch: np.ndarray | RowsOf, mesh: Mesh, *, leading: int = 0,
+                 shape: tuple[int, ...] | None = None) -> jax.Array:
+    """The global batch as one array sharded over ``mesh`` (:func:`batch_sharding`), every
+    device given exactly the rows its shard holds, for any mesh and any number of processes.
+
+    ``batch`` is the whole global batch, the same in every process (batches are a pure
+    function of (seed, step)), or ``rows_of(rows)`` returning only the rows ``rows`` (a
+    ``range`` along the row axis, which comes after ``leading`` axes) with ``shape`` the global
+    shape; each process then reads only the rows of its own devices. A device that holds all
+    rows (a mesh of ``tensor`` only) gets all rows: no process's rows are dropped.
+    """
+    sharding = batch_sharding(mesh, leading=leading)
+    if callable(batch):
+        if shape is None:
+            raise ValueError("global_batch of a rows_of function needs the global shape")
+        rows_of: RowsOf = batch
+    else:
+        whole = np.asarray(batch)
+        shape = whole.shape
+
+        def rows_of(rows: range) -> np.ndarray:
+            return np.take(whole, np.arange(rows.start, rows.stop, rows.step), axis=leading)
+    if len(shape) <= leading:
+        raise ValueError(f"a batch with {leading} leading axes needs more than {leading} "
+                         f"dimensions, got shape {shape}")
+    read: dict[range, np.ndarray] = {}  # devices that hold the same rows share one read
+
+    def shard(index: tuple[slice, ...] | None) -> np.ndarray:
+        index = tuple(slice(None) for _ in shape) if index is None else index
+        rows = range(*index[leading].indices(shape[leading]))
+        if rows not in read:
+            read[rows] = np.asarray(rows_of(rows))
+        rest = tuple(slice(None) if a == leading else index[a] for a in range(len(shape)))
+        return read[rows][rest]
+
+    return jax.make_array_from_callback(tuple(shape), sharding, shard)
 
 
 #: seconds that :func:`initialize_distributed` waits for every process to reach the coordinator

@@ -6,6 +6,10 @@ One optimisation step::
 
     loss(θ) = mean_t CE(GPT_θ(x)_t, y_t)          (positions labelled IGNORE excluded)
     g = clip(∇θ loss, max global norm)
+
+With ``accumulate = K`` the mean runs over the labelled positions of all K micro-batches
+together (each token weighs alike, however many a micro-batch labels), one micro-batch in
+memory at a time.
     θ ← AdamW(θ, g; lr(step), β1, β2, weight decay on kernels and embeddings only)
 """
 
@@ -49,7 +53,7 @@ class TrainOptions:
     b1: float = 0.9
     b2: float = 0.95
     clip_norm: float = 1.0
-    accumulate: int = 1  # micro-batches per optimizer update (optax.MultiSteps)
+    accumulate: int = 1  # micro-batches per optimizer update, every labelled token alike
     bf16: bool = False  # bfloat16 compute, float32 parameters and optimizer state
     # see GPT: False, True/"full", "dots", a checkpoint policy name, or "auto" (resolve_remat)
     remat: bool | str = "auto"
@@ -102,14 +106,16 @@ def learning_rate_schedule(opts: TrainOptions) -> optax.Schedule:
 
 
 def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformation:
-    """``clip_by_global_norm → adamw(schedule, mask=decay_mask(table))``, wrapped in
-    ``optax.MultiSteps`` when ``accumulate > 1`` (gradients averaged over micro-batches).
-    ``table``: the model's :func:`~jaxbasics.gpt.model.parameter_table`."""
-    tx = optax.chain(
+    """``clip_by_global_norm → adamw(schedule, mask=decay_mask(table))``: one update per
+    call of the step, its schedule counting updates. ``table``: the model's
+    :func:`~jaxbasics.gpt.model.parameter_table`. Accumulation over micro-batches is not the
+    optimizer's (``optax.MultiSteps`` averages micro-batch means, which weighs a micro-batch
+    with few labelled tokens as much as a full one) but the step's
+    (:func:`make_gpt_train_step` with ``accumulate=True``)."""
+    return optax.chain(
         optax.clip_by_global_norm(opts.clip_norm),
         optax.adamw(learning_rate_schedule(opts), b1=opts.b1, b2=opts.b2,
                     weight_decay=opts.weight_decay, mask=decay_mask(table)))
-    return optax.MultiSteps(tx, every_k_schedule=opts.accumulate) if opts.accumulate > 1 else tx
 
 
 def resolve_remat(remat: bool | str, backend: str | None = None) -> bool | str:
@@ -139,16 +145,33 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
     return cross_entropy(logits, y, ignore_index=IGNORE)
 
 
+def lm_loss_sum(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None
+                ) -> tuple[jax.Array, jax.Array]:
+    """``(Σ_t CE(model(x)_t, y_t), number of labelled positions)`` over the positions whose
+    label is not ``IGNORE``: the two parts of :func:`lm_loss` that micro-batches of an
+    accumulated update add up (:func:`jaxbasics.step.accumulated_value_and_grad`). Dropout as
+    in :func:`lm_loss`."""
+    if key is not None:
+        checks.random_key(key, "key")
+    logits = model(x, deterministic=key is None, rng=key)
+    return (cross_entropy(logits, y, reduction="sum", ignore_index=IGNORE),
+            (y != IGNORE).sum())
+
+
 def _metrics(loss: jax.Array, grads: Any) -> dict[str, jax.Array]:
     return {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def _check_stacked(stacked: tuple[Any, ...]) -> None:
-    xs, ys, keys = stacked
-    k = xs.shape[0] if xs.ndim == 3 else None
-    if k is None or ys.shape != xs.shape or keys.shape != (k,):
-        raise ValueError(f"xs and ys must be (K, B, T) and keys (K,), got xs {xs.shape}, "
-                         f"ys {ys.shape}, keys {keys.shape}")
+def _stack_check(lead: int, names: str) -> Callable[[tuple[Any, ...]], None]:
+    """Trace-time check of stacked (x, y, keys): x and y of ``lead`` leading axes before
+    (B, T), keys of those leading axes; ``names`` spells them out for the message."""
+    def check(stacked: tuple[Any, ...]) -> None:
+        xs, ys, keys = stacked
+        ok = xs.ndim == lead + 2 and ys.shape == xs.shape and keys.shape == xs.shape[:lead]
+        if not ok:
+            raise ValueError(f"xs and ys must be ({names}, B, T) and keys ({names}), got xs "
+                             f"{xs.shape}, ys {ys.shape}, keys {keys.shape}")
+    return check
 
 
 def staged_batch_checks(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> None:
@@ -160,46 +183,60 @@ def staged_batch_checks(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array |
     checks.staged_in_range(y, "y (labels)", 0, top, also=IGNORE)
 
 
+def _jit_shardings(shardings: tuple | None, leading: int) -> dict[str, Any]:
+    """``in_shardings``/``out_shardings`` of a step whose batches have ``leading`` axes before
+    their rows (:func:`jaxbasics.gpt.sharding.batch_sharding`)."""
+    if shardings is None:
+        return {}
+    from jaxbasics.gpt import sharding
+
+    p_sh, o_sh, b_sh, rep = shardings  # keys, whatever their shape, are replicated
+    batch = sharding.batch_sharding(b_sh.mesh, leading=leading)
+    return {"in_shardings": (p_sh, o_sh, batch, batch, rep), "out_shardings": (p_sh, o_sh, rep)}
+
+
 def make_gpt_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None,
-                        checked: bool = False) -> jax.stages.Wrapped:
+                        accumulate: bool = False, donate: bool = True,
+                        shardings: tuple | None = None, checked: bool = False
+                        ) -> jax.stages.Wrapped:
     """Compiled ``(params, opt_state, x, y, key) -> (params, opt_state, {"loss", "grad_norm"})``
     (:func:`jaxbasics.step.make_step` over :func:`lm_loss`; ``grad_norm`` before clipping).
+
+    ``accumulate=True``: one update from K micro-batches, ``x``, ``y`` of shape (K, B, T) and
+    ``key`` (K,) (micro-batch k with ``key[k]``): the loss and gradient are means over the
+    labelled tokens of all K together (:func:`lm_loss_sum`), equal to one step over the
+    concatenated (K·B, T) batch whatever each micro-batch's mask, holding one micro-batch's
+    activations at a time. Other shapes are refused with ``ValueError`` at the first call.
 
     ``shardings=(params, opt_state, batch, replicated)`` compiles it for a device mesh
     (see :func:`sharded_state`); without it, JAX's default placement. ``checked=True``
     compiles in :func:`staged_batch_checks` and finite loss and gradient checks, raising
     :class:`jaxbasics.step.StepCheckError` (one device; see ``make_step``).
     """
-    kwargs: dict[str, Any] = {}
-    if shardings is not None:
-        p_sh, o_sh, b_sh, rep = shardings
-        kwargs = {"in_shardings": (p_sh, o_sh, b_sh, b_sh, rep), "out_shardings": (p_sh, o_sh, rep)}
-    return make_step(graphdef, lm_loss, tx, donate=donate, metrics=_metrics, checked=checked,
-                     check_batch=staged_batch_checks if checked else None, **kwargs)
+    return make_step(graphdef, lm_loss_sum if accumulate else lm_loss, tx, accumulate=accumulate,
+                     donate=donate, metrics=_metrics, checked=checked,
+                     check_batch=staged_batch_checks if checked else None,
+                     check_stacked=_stack_check(1, "K") if accumulate else None,
+                     **_jit_shardings(shardings, 1 if accumulate else 0))
 
 
 def make_gpt_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                        donate: bool = True, shardings: tuple | None = None
-                        ) -> jax.stages.Wrapped:
-    """K steps of :func:`make_gpt_train_step` in one compiled call, as one ``jax.lax.scan``:
-    ``(params, opt_state, xs, ys, keys) -> (params, opt_state, {"loss": (K,), "grad_norm":
-    (K,)})`` with ``xs``, ``ys`` of shape (K, B, T) and ``keys`` (K,) (step i uses ``xs[i]``,
-    ``ys[i]``, ``keys[i]``), the same updates as K calls of the step; other shapes are refused
-    with ``ValueError`` at the first call. No Python runs between the steps, and XLA plans
-    the step's temporary buffers once per call instead of once per step. ``shardings`` as for
-    :func:`make_gpt_train_step`; the batches' leading K axis is not split.
+                        accumulate: bool = False, donate: bool = True,
+                        shardings: tuple | None = None) -> jax.stages.Wrapped:
+    """N updates of :func:`make_gpt_train_step` in one compiled call, as one ``jax.lax.scan``:
+    ``(params, opt_state, xs, ys, keys) -> (params, opt_state, {"loss": (N,), "grad_norm":
+    (N,)})`` with ``xs``, ``ys`` of shape (N, B, T) and ``keys`` (N,) (update i uses ``xs[i]``,
+    ``ys[i]``, ``keys[i]``), the same updates as N calls of the step; with ``accumulate``,
+    (N, K, B, T) and keys (N, K), each update from K micro-batches as in the step. Other
+    shapes are refused with ``ValueError`` at the first call. No Python runs between the
+    updates, and XLA plans the step's temporary buffers once per call instead of once per
+    step. ``shardings`` as for :func:`make_gpt_train_step`; the leading axes are not split.
     """
-    kwargs: dict[str, Any] = {}
-    if shardings is not None:
-        from jaxbasics.gpt import sharding
-
-        p_sh, o_sh, b_sh, rep = shardings
-        stacked = sharding.batch_sharding(b_sh.mesh, stacked=True)
-        kwargs = {"in_shardings": (p_sh, o_sh, stacked, stacked, rep),
-                  "out_shardings": (p_sh, o_sh, rep)}
-    return make_step(graphdef, lm_loss, tx, scan=True, donate=donate, metrics=_metrics,
-                     check_stacked=_check_stacked, **kwargs)
+    return make_step(graphdef, lm_loss_sum if accumulate else lm_loss, tx, scan=True,
+                     accumulate=accumulate, donate=donate, metrics=_metrics,
+                     check_stacked=_stack_check(2, "N, K") if accumulate
+                     else _stack_check(1, "N"),
+                     **_jit_shardings(shardings, 2 if accumulate else 1))
 
 
 def sharded_state(params: Any, opt_state: Any, tx: optax.GradientTransformation, mesh: Any,
@@ -267,28 +304,25 @@ def check_resumable(run_dir: str | Path, meta: dict) -> dict:
 
 @dataclass
 class _Placement:
-    """How batches reach the devices: ``place`` for (B, T), ``place_stacked`` for (K, B, T);
-    ``shardings`` for the step makers (None: one device)."""
-    place: Callable[[np.ndarray], jax.Array]
-    place_stacked: Callable[[np.ndarray], jax.Array]
+    """How a batch reaches the devices: ``place(batch, leading)`` for a numpy batch with
+    ``leading`` axes before its rows; ``shardings`` for the step makers (None: one device)."""
+    place: Callable[[np.ndarray, int], jax.Array]
     shardings: tuple | None = None
 
 
 def _place_on(mesh: Any, params: Any, opt_state: Any, tx: optax.GradientTransformation,
               table: Any, batch_size: int) -> tuple[Any, Any, _Placement]:
-    """``params`` and ``opt_state`` sharded over ``mesh`` and the batch placement, each host
-    feeding its own rows; unchanged with a single-device placement when ``mesh`` is None."""
+    """``params`` and ``opt_state`` sharded over ``mesh`` and the batch placement, each
+    device given the rows its shard holds (:func:`jaxbasics.gpt.sharding.global_batch`);
+    unchanged with a single-device placement when ``mesh`` is None."""
     if mesh is None:
-        return params, opt_state, _Placement(jnp.asarray, jnp.asarray)
+        return params, opt_state, _Placement(lambda batch, _leading: jnp.asarray(batch))
     from jaxbasics.gpt import sharding
 
     sharding.check_batch_divides(batch_size, mesh)
     params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh, table)
     return params, opt_state, _Placement(
-        lambda b: sharding.global_batch(sharding.host_slice(b), mesh),
-        # (K, B, T): rows split, not K
-        lambda b: sharding.global_batch(sharding.host_slice(b, axis=1), mesh, stacked=True),
-        shardings)
+        lambda batch, leading: sharding.global_batch(batch, mesh, leading=leading), shardings)
 
 
 def call_sizes(start: int, end: int, opts: TrainOptions) -> list[int]:
@@ -365,38 +399,41 @@ class _TrainLoop:
                  task: AdditionTask | TextDataset, opts: TrainOptions, placed: _Placement,
                  meta: dict, run_dir: str | Path | None):
         self.task, self.opts, self.placed, self.meta, self.run_dir = task, opts, placed, meta, run_dir
-        # one micro-batch: the step; several (n updates of `accumulate` micro-batches, all in
-        # one call, so that a Ctrl-C never lands between two of an update's micro-batches, where
-        # the checkpoint would hold MultiSteps' half-accumulated gradients): the loop, compiled
-        # once per number of micro-batches (call_sizes keeps that to two)
-        self.one_batch = make_gpt_train_step(graphdef, tx, shardings=placed.shardings)
-        self.loop = make_gpt_train_loop(graphdef, tx, shardings=placed.shardings)
+        # one call per update (the step) or per n updates (the loop), each update's
+        # micro-batches inside the call; jax compiles each once per number of updates, and
+        # call_sizes keeps that to two programs
+        acc = opts.accumulate > 1
+        self.one_update = make_gpt_train_step(graphdef, tx, accumulate=acc,
+                                              shardings=placed.shardings)
+        self.loop = make_gpt_train_loop(graphdef, tx, accumulate=acc, shardings=placed.shardings)
         self.schedule = learning_rate_schedule(opts)
         self.tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
 
     def call(self, step: int, n: int, params: Any, opt_state: Any) -> tuple[Any, Any, dict]:
-        """The ``n`` updates after ``step`` in one compiled call."""
-        opts, placed = self.opts, self.placed
-        micros = range(step * opts.accumulate, (step + n) * opts.accumulate)
-        if len(micros) == 1:
-            x, y = self.task.batch(micros[0], opts.batch_size)
-            return self.one_batch(params, opt_state, placed.place(x), placed.place(y),
-                                  step_key(opts.seed, micros[0]))
-        xs, ys = (np.stack(a) for a in zip(*(self.task.batch(i, opts.batch_size)
-                                              for i in micros), strict=True))
-        keys = jnp.stack([step_key(opts.seed, i) for i in micros])
-        return self.loop(params, opt_state, placed.place_stacked(xs), placed.place_stacked(ys), keys)
+        """The ``n`` updates after ``step`` in one compiled call: update i from the
+        ``accumulate`` micro-batches ``(step + i) · accumulate + k``, each a pure function of
+        (seed, micro-batch index), as are their dropout keys."""
+        opts, place = self.opts, self.placed.place
+        k = opts.accumulate
+        micros = np.arange(step * k, (step + n) * k).reshape(n, k)
+        # leading axes before (B, T): (N, K), (N,) or (K,) where more than one, else none
+        lead = tuple(size for size in (n, k) if size > 1)
+        batches = [self.task.batch(int(i), opts.batch_size) for i in micros.ravel()]
+        x, y = (np.stack(a).reshape(*lead, *a[0].shape) for a in zip(*batches, strict=True))
+        keys = jnp.stack([step_key(opts.seed, int(i)) for i in micros.ravel()]).reshape(lead)
+        run = self.loop if n > 1 else self.one_update  # n == 1: no updates axis
+        return run(params, opt_state, place(x, len(lead)), place(y, len(lead)), keys)
 
     def records(self, first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict]:
-        """The history records of the n updates after step ``first`` (waits for their losses).
-        The update's loss is the mean over its micro-batches; the gradient norm is that of
-        its last micro-batch."""
-        loss_rows = np.asarray(m["loss"]).reshape(n, self.opts.accumulate)
-        norm_rows = np.asarray(m["grad_norm"]).reshape(n, self.opts.accumulate)
+        """The history records of the n updates after step ``first`` (waits for their losses):
+        each update's loss (over all its micro-batches' labelled tokens) and gradient norm
+        (before clipping)."""
+        losses = np.asarray(m["loss"]).reshape(n)
+        norms = np.asarray(m["grad_norm"]).reshape(n)
         tokens_per_s = n * self.tokens_per_step / (time.perf_counter() - t0)
-        return [{"step": first + i + 1, "loss": float(loss_rows[i].mean()),
-                 "grad_norm": float(norm_rows[i, -1]), "lr": float(self.schedule(first + i)),
-                 "tokens_per_s": tokens_per_s} for i in range(n)]
+        return [{"step": first + i + 1, "loss": float(losses[i]), "grad_norm": float(norms[i]),
+                 "lr": float(self.schedule(first + i)), "tokens_per_s": tokens_per_s}
+                for i in range(n)]
 
     def run(self, start: int, end: int, params: Any, opt_state: Any, history: list[dict],
             on_step: Callable[[int, dict], None] | None) -> tuple[int, Any, Any]:
