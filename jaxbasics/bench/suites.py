@@ -10,6 +10,8 @@ from jaxbasics.bench import device
 from jaxbasics.compare.device import torch_device
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
+#: suites run only when named (not by ``--suite all``): data prepares corpora on disk
+NAMED_ONLY = ("data",)
 #: size -> settings of the small-model suites
 SMALL: dict[str, dict[str, Any]] = {
     "smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
@@ -28,16 +30,18 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
                on_update: Callable[[dict[str, Any]], Any] | None = None,
                log: Callable[[str], Any] = print) -> dict[str, Any]:
     """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...,
-    "gpt2_parts": ..., "scaling": ...}`` for the suites asked for.
+    "gpt2_parts": ..., "scaling": ..., "data": ...}`` for the suites asked for (``data``:
+    :func:`jaxbasics.bench.data.run_data`).
 
     ``variants``: name patterns choosing the gpt2 suite's variants
     (:func:`~jaxbasics.bench.gpt2.select_variants`). ``on_update`` is called with the result so
     far after each suite and each of the gpt2 suite's timing groups but its last, with
     ``meta["complete"]`` False until the return: a caller that writes it each time keeps what
     finished when a run is cut short."""
-    unknown = set(suites) - set(SUITES)
+    unknown = set(suites) - set(SUITES) - set(NAMED_ONLY)
     if unknown:
-        raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+        raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from "
+                         f"{', '.join(SUITES + NAMED_ONLY)}")
     if size not in SMALL:
         raise ValueError(f"size must be one of {', '.join(SMALL)}, got {size!r}")
     if variants is not None and "gpt2" not in suites:
@@ -113,6 +117,12 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
         log(f"scaling ({size}): data-parallel GPT-2 step on 1..{min(8, out['meta']['device_count'])}"
             " devices")
         out["scaling"] = run_scaling(size)
+        done()
+    if "data" in suites:
+        from jaxbasics.bench.data import run_data
+
+        log(f"data ({size}): prepare's throughput and memory, batch assembly vs the GPT-2 step")
+        out["data"] = run_data(size, log=log)
         done()
     out["meta"]["complete"] = True
     return out
