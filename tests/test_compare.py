@@ -1,6 +1,7 @@
 """PyTorch parity: every row of `jaxbasics compare`, weight transfer, and the no-torch path."""
 
 import json
+import logging
 import re
 
 import chex
@@ -18,7 +19,12 @@ from jaxbasics.chapter import neuron, simplenet
 from jaxbasics.cli import main
 from jaxbasics.compare import torch_reference as ref
 from jaxbasics.compare.parity import run_parity
-from jaxbasics.compare.speed import run_timings, time_simplenet
+from jaxbasics.compare.speed import (
+    DYNAMO_CONTEXT_LOGGER,
+    quiet_ignored_record_function,
+    run_timings,
+    time_simplenet,
+)
 from jaxbasics.compare.transfer import flax_to_torch, torch_named_as_flax, torch_to_flax
 from jaxbasics.params import loss_of_params, split_params
 
@@ -43,6 +49,15 @@ def test_parity_values_carry_the_chapter_numbers(parity):
     assert values["simplenet"]["max_abs_param_diff_after_100_steps"] < 1e-5
     np.testing.assert_allclose(values["bce_edges"]["torch_loss"], values["bce_edges"]["jax_loss"],
                                rtol=1e-6)
+
+
+def test_parity_compares_the_simplenet_example_tour_and_graph_show(parity):
+    """"SimpleNet, seed 0" is one model and one batch in compare, tour and graph."""
+    model, x, y = simplenet.example(0)
+    expected = float(simplenet.bce_loss(model, x, y))
+    _, values = parity
+    assert values["simplenet"]["jax_loss"] == pytest.approx(expected, rel=1e-6)
+    assert values["simplenet"]["torch_loss"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_documented_dtype_difference_is_real():
@@ -103,6 +118,27 @@ def test_timing_reports_all_four_ways_as_positive_numbers():
     for key in ("torch_eager_us", "jax_jit_us", "jax_scan_us"):
         assert t[key] > 0
     assert t["torch_compile_us"] is None
+
+
+def test_only_dynamos_ignored_record_function_notice_is_silenced():
+    """torch.compile of a step calling optimizer.step() warned "Profiler record function
+    <class 'torch.autograd.profiler.record_function'> will be ignored" on stderr through this
+    logger; that one message is dropped, any other still passes."""
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(DYNAMO_CONTEXT_LOGGER)
+    logger.addHandler(handler)
+    try:
+        quiet_ignored_record_function()
+        quiet_ignored_record_function()  # installed once
+        logger.warning("Profiler record function %s will be ignored",
+                       torch.autograd.profiler.record_function)
+        logger.warning("Graph break from %s", "something else")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["Graph break from something else"]
+    assert len(logger.filters) == 1
 
 
 def test_compare_cli_json_has_the_documented_keys(capsys):

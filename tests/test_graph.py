@@ -63,12 +63,22 @@ def test_simplenet_graphs_name_the_layers_and_collapse_chains():
     forward, grad = jgraph.simplenet_graphs()
     assert grad.labels("output") == ["dL/dfc1.bias", "dL/dfc1.kernel", "dL/dfc2.bias",
                                      "dL/dfc2.kernel"]
-    assert ("f32[4,10]" in {lab for _, _, lab in forward.edges})  # the batch, by shape
     small = jgraph.collapse_chains(grad)
     assert small.count() < grad.count()
     for kind in ("input", "param", "output"):
         assert small.labels(kind) == grad.labels(kind)
     assert any(" → " in lab for lab in small.labels("op", "reverse"))
+
+
+def test_simplenet_graphs_draw_the_example_tour_and_compare_show():
+    from jaxbasics.chapter import simplenet
+
+    model, x, y = simplenet.example(0)
+    expected = f"{float(simplenet.bce_loss(model, x, y)):.4g}"
+    forward, _ = jgraph.simplenet_graphs()
+    tg = torch_graph.simplenet_autograd_graph()
+    assert _values(forward)["L"] == expected == _values(tg)["loss"]
+    assert "f32[8,10]" in {lab for _, _, lab in forward.edges}  # the example's batch of 8
 
 
 def _dot_reader(text):

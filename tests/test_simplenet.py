@@ -28,6 +28,22 @@ def _setup(seed: int, batch: int = 8):
     return model, graphdef, params, x, y
 
 
+def test_the_shared_example_is_one_model_and_batch_per_seed():
+    """tour, compare and graph show simplenet.example(seed): one loss for "seed 0"."""
+    model, x, y = simplenet.example(0)
+    again, x2, y2 = simplenet.example(0)
+    chex.assert_trees_all_equal(split_params(model)[1], split_params(again)[1])
+    chex.assert_trees_all_equal((x, y), (x2, y2))
+    assert x.shape == (simplenet.EXAMPLE_BATCH_SIZE, 10) and y.shape == (8, 1)
+    np.testing.assert_array_equal(y, (x.sum(1, keepdims=True) > 0).astype(np.float32))
+    xs, ys = simplenet.example_batches(0, 3)
+    assert xs.shape == (3, 8, 10) and ys.shape == (3, 8, 1)
+    chex.assert_trees_all_equal((xs[0], ys[0]), (x, y))
+    assert not np.array_equal(xs[1], x)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\), got -1"):
+        simplenet.example(-1)
+
+
 def test_architecture_matches_the_chapter():
     model = simplenet.SimpleNet(rngs=nnx.Rngs(0))
     shapes = {name: v.shape for name, v in simplenet.named_parameters(model)}

@@ -392,16 +392,16 @@ def neuron_graphs() -> tuple[Graph, Graph]:
                       "reverse sweep)", **kw))
 
 
-def simplenet_graphs(seed: int = 0, batch_size: int = 4) -> tuple[Graph, Graph]:
-    """SimpleNet (Linear(10,5) → ReLU → Linear(5,1) → Sigmoid, BCE) on a toy batch: the forward
-    program and the gradient's, parameters named as in the model (``fc1.kernel``, ...)."""
-    from flax import nnx
-
+def simplenet_graphs(seed: int = 0) -> tuple[Graph, Graph]:
+    """SimpleNet (Linear(10,5) → ReLU → Linear(5,1) → Sigmoid, BCE) on
+    :func:`jaxbasics.chapter.simplenet.example`'s model and batch for ``seed`` (those tour and
+    compare show): the forward program and the gradient's, parameters named as in the model
+    (``fc1.kernel``, ...)."""
     from jaxbasics.chapter import simplenet
     from jaxbasics.params import loss_of_params, split_params
 
-    graphdef, params = split_params(simplenet.SimpleNet(rngs=nnx.Rngs(seed)))
-    x, y = simplenet.toy_batch(jax.random.key(seed + 1), batch_size)
+    model, x, y = simplenet.example(seed)
+    graphdef, params = split_params(model)
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     names = [jax.tree_util.keystr(path, simple=True, separator=".") for path, _ in flat]
     loss_fn = loss_of_params(graphdef, simplenet.bce_loss)

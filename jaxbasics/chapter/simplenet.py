@@ -31,8 +31,12 @@ from jaxbasics import checks
 from jaxbasics.losses import binary_cross_entropy
 from jaxbasics.params import named_parameters
 
-__all__ = ["SimpleNet", "bce_loss", "check_batch", "manual_gradients", "named_parameters",
-           "toy_batch", "torch_linear_init"]
+__all__ = ["EXAMPLE_BATCH_SIZE", "SimpleNet", "bce_loss", "check_batch", "example",
+           "example_batches", "manual_gradients", "named_parameters", "toy_batch",
+           "torch_linear_init"]
+
+#: the batch size of the SimpleNet example that tour, compare and graph show (:func:`example`)
+EXAMPLE_BATCH_SIZE = 8
 
 
 def torch_linear_init(fan_in: int):
@@ -118,10 +122,36 @@ def manual_gradients(params: dict, x: jax.Array, y: jax.Array) -> dict:
             "fc2": {"kernel": r.T @ d_s, "bias": d_s.sum(0)}}
 
 
-
-
 def toy_batch(key: jax.Array, batch_size: int, n_in: int = 10) -> tuple[jax.Array, jax.Array]:
     """A learnable binary task: x ~ N(0, 1)^(B, n_in), y = 1[Σ x_j > 0] of shape (B, 1)."""
     checks.positive_int(batch_size, "batch_size")
     x = jax.random.normal(key, (batch_size, n_in))
     return x, (x.sum(axis=1, keepdims=True) > 0).astype(jnp.float32)
+
+
+def example(seed: int = 0, batch_size: int = EXAMPLE_BATCH_SIZE
+            ) -> tuple[SimpleNet, jax.Array, jax.Array]:
+    """The SimpleNet example for ``seed``, the one ``jaxbasics tour``, ``compare`` and
+    ``graph`` all show (so "SimpleNet, seed 0" has one loss everywhere): the model
+    ``SimpleNet(rngs=nnx.Rngs(seed))`` and the batch
+    ``toy_batch(fold_in(key(seed), 1), batch_size)``, x (batch_size, 10) and y (batch_size, 1).
+
+    Raises ``ValueError`` unless seed is an int in [0, 2**32) and batch_size a positive int.
+    """
+    checks.uint32(seed, "seed")
+    checks.positive_int(batch_size, "batch_size")
+    x, y = toy_batch(jax.random.fold_in(jax.random.key(seed), 1), batch_size)
+    return SimpleNet(rngs=nnx.Rngs(seed)), x, y
+
+
+def example_batches(seed: int, steps: int, batch_size: int = EXAMPLE_BATCH_SIZE
+                    ) -> tuple[jax.Array, jax.Array]:
+    """``steps`` training batches stacked, xs (steps, batch_size, 10) and ys (steps,
+    batch_size, 1): the first is :func:`example`'s batch for ``seed``, the others are drawn
+    from ``fold_in(key(seed), 2)``."""
+    checks.uint32(seed, "seed")
+    checks.positive_int(steps, "steps")
+    _, x, y = example(seed, batch_size)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 2), steps - 1)
+    xs, ys = jax.vmap(lambda k: toy_batch(k, batch_size))(keys)
+    return jnp.concatenate([x[None], xs]), jnp.concatenate([y[None], ys])

@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
-from flax import nnx
 
 from jaxbasics import checks
 from jaxbasics.chapter import neuron, simplenet, tensors
 from jaxbasics.chapter.train_step import make_scan_train, sum_gradients
 from jaxbasics.compare import torch_reference as ref
-from jaxbasics.compare.transfer import torch_named_as_flax, torch_to_flax
+from jaxbasics.compare.transfer import flax_to_torch, torch_named_as_flax
 from jaxbasics.losses import binary_cross_entropy
 from jaxbasics.params import loss_of_params, split_params
 
@@ -100,14 +99,11 @@ def _neuron(values: dict) -> list[Row]:
 
 
 def _simplenet(values: dict, seed: int, steps: int, batch: int) -> list[Row]:
-    torch.manual_seed(seed)
+    j_model, _, _ = simplenet.example(seed, batch)  # tour's and graph's SimpleNet and batch
     t_model = ref.TorchSimpleNet()
-    j_model = simplenet.SimpleNet(rngs=nnx.Rngs(seed))
-    torch_to_flax(t_model, j_model)
+    flax_to_torch(j_model, t_model)
     graphdef, params = split_params(j_model)
-    rng = np.random.default_rng(seed)
-    xs = rng.normal(size=(steps, batch, 10)).astype(np.float32)
-    ys = (xs.sum(-1, keepdims=True) + rng.normal(size=(steps, batch, 1)) > 0).astype(np.float32)
+    xs, ys = (np.array(a) for a in simplenet.example_batches(seed, steps, batch))  # writable
     x, y = xs[0], ys[0]
 
     rows = []
@@ -171,9 +167,12 @@ def _bce_edges(values: dict) -> list[Row]:
             _row("bce", "dL/dp at the same p (torch clamps at 1e-12)", t_grad, j_grad)]
 
 
-def run_parity(seed: int = 0, steps: int = 100, batch: int = 16) -> tuple[list[Row], dict]:
-    """Every comparison row, and the headline values for the JSON output: ``steps`` SGD steps
-    of SimpleNet on batches of ``batch`` from ``seed``."""
+def run_parity(seed: int = 0, steps: int = 100, batch: int = simplenet.EXAMPLE_BATCH_SIZE
+               ) -> tuple[list[Row], dict]:
+    """Every comparison row, and the headline values for the JSON output: SimpleNet's
+    forward pass, loss and gradients on :func:`jaxbasics.chapter.simplenet.example` (the
+    model and batch that ``tour`` and ``graph`` show for ``seed``), then ``steps`` SGD steps
+    on :func:`~jaxbasics.chapter.simplenet.example_batches` of ``batch``."""
     checks.uint32(seed, "seed")
     checks.positive_int(steps, "steps")
     checks.positive_int(batch, "batch")

@@ -120,19 +120,17 @@ def neuron_autograd_graph() -> Graph:
                           {"w": w, "b": b})
 
 
-def simplenet_autograd_graph(seed: int = 0, batch_size: int = 4) -> Graph:
-    """SimpleNet in PyTorch (``TorchSimpleNet``, weights and batch of the JAX side's
-    :func:`jaxbasics.chapter.graph.simplenet_graphs`) with ``nn.BCELoss``."""
-    import jax
-    from flax import nnx
-
+def simplenet_autograd_graph(seed: int = 0) -> Graph:
+    """SimpleNet in PyTorch (``TorchSimpleNet``) with ``nn.BCELoss``, on the weights and batch
+    of :func:`jaxbasics.chapter.simplenet.example` (those of the JAX side's
+    :func:`jaxbasics.chapter.graph.simplenet_graphs`, of tour and of compare)."""
     from jaxbasics.chapter import simplenet
     from jaxbasics.compare.torch_reference import TorchSimpleNet
     from jaxbasics.compare.transfer import flax_to_torch
 
     model = TorchSimpleNet()
-    flax_to_torch(simplenet.SimpleNet(rngs=nnx.Rngs(seed)), model)
-    x, y = simplenet.toy_batch(jax.random.key(seed + 1), batch_size)
+    flax_model, x, y = simplenet.example(seed)
+    flax_to_torch(flax_model, model)
     xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     return autograd_graph(lambda: torch.nn.BCELoss()(model(xt), yt),
                           dict(model.named_parameters()))
