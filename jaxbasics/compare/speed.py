@@ -16,6 +16,7 @@ does not favour one of them. PyTorch runs on the device JAX runs on
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,25 @@ from jaxbasics.timing import measure_interleaved
 
 LR = 0.01
 
+#: the logger through which Dynamo reports a ``record_function`` it does not trace
+DYNAMO_CONTEXT_LOGGER = "torch._dynamo.variables.ctx_manager"
+
+
+class _IgnoredRecordFunctionNotice(logging.Filter):
+    """Drops Dynamo's "Profiler record function ... will be ignored" warning, and nothing
+    else: ``torch.optim``'s ``step()`` opens a profiler ``record_function`` on every call,
+    which ``torch.compile`` leaves out of the compiled step, as it should here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Profiler record function")
+
+
+def quiet_ignored_record_function() -> None:
+    """Install :class:`_IgnoredRecordFunctionNotice` on :data:`DYNAMO_CONTEXT_LOGGER` (once)."""
+    logger = logging.getLogger(DYNAMO_CONTEXT_LOGGER)
+    if not any(isinstance(f, _IgnoredRecordFunctionNotice) for f in logger.filters):
+        logger.addFilter(_IgnoredRecordFunctionNotice())
+
 
 def _compiled_torch(step: Callable[[], Any], compile_torch: bool
                     ) -> tuple[Callable[[], Any] | None, dict[str, Any]]:
@@ -46,6 +66,7 @@ def _compiled_torch(step: Callable[[], Any], compile_torch: bool
     reason it failed."""
     if not compile_torch:
         return None, {}
+    quiet_ignored_record_function()  # optimizer.step()'s profiler hook, left out as intended
     try:
         compiled = torch.compile(step)
         start = time.perf_counter()
