@@ -32,7 +32,7 @@ from jaxbasics.data.vocab import token_dtype
 
 MAGIC = 20240520
 #: header version -> token dtype, for :data:`MAGIC`
-VERSIONS = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
+VERSIONS: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
 #: llm.c's LLaMA-3 shards: (magic, version) of uint32 tokens, read (never written) here
 LLAMA3 = (20240801, 7)
 HEADER_INTS = 256
@@ -171,6 +171,7 @@ def read_shard(path: str | Path, *, format: str = "auto", vocab_size: int | None
                              f"{LLAMA3[0]}), this one has {shown}; a nanoGPT file without a "
                              f"header is read with format 'nanogpt'")
         version, count = int(head[1]), int(head[2])
+        dtype: np.dtype | None
         if magic == LLAMA3[0]:
             dtype = np.dtype("<u4") if version == LLAMA3[1] else None
         else:
@@ -183,9 +184,9 @@ def read_shard(path: str | Path, *, format: str = "auto", vocab_size: int | None
         if count < 0 or size != want:
             raise ValueError(f"{path}: damaged shard: its header counts {count} tokens "
                              f"({want} bytes with the header), but the file has {size} bytes")
-        tokens = np.memmap(path, dtype, mode="r", offset=HEADER_BYTES, shape=(count,)) if count \
-            else np.zeros(0, dtype)
-        shard = Shard(path, tokens, "llm.c", version)
+        mapped: np.ndarray = np.memmap(path, dtype, mode="r", offset=HEADER_BYTES,
+                                       shape=(count,)) if count else np.zeros(0, dtype)
+        shard = Shard(path, mapped, "llm.c", version)
     if check:
         if vocab_size is None:
             raise ValueError("check=True needs vocab_size")
