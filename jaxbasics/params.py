@@ -13,13 +13,15 @@ takes them out once::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 from flax import nnx
 
-# loss_fn(model, *batch) -> scalar, or (total, weight) for an accumulating step (jaxbasics.step)
-LossFn = Callable[..., jax.Array | tuple[jax.Array, jax.Array]]
+LossFn = Callable[..., jax.Array]  # loss_fn(model, *batch) -> scalar
+#: loss_fn(model, *batch) -> (summed loss, weight): the parts an accumulating step adds up
+WeightedLossFn = Callable[..., tuple[jax.Array, jax.Array]]
+_Out = TypeVar("_Out")
 
 def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     """``(graphdef, params)`` of a module whose only state is ``nnx.Param`` (e.g. SimpleNet).
@@ -36,10 +38,10 @@ def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def loss_of_params(graphdef: nnx.GraphDef, loss_fn: LossFn) -> LossFn:
+def loss_of_params(graphdef: nnx.GraphDef, loss_fn: Callable[..., _Out]) -> Callable[..., _Out]:
     """``f(params, *batch) = loss_fn(nnx.merge(graphdef, params), *batch)``: a pure function
     of the parameters, ready for ``jax.grad``."""
-    def f(params: Any, *batch: Any) -> jax.Array | tuple[jax.Array, jax.Array]:
+    def f(params: Any, *batch: Any) -> _Out:
         try:
             model = nnx.merge(graphdef, params)
         except ValueError as err:  # another model's tree, or one with leaves missing

@@ -39,7 +39,7 @@ import optax
 from flax import nnx
 
 from jaxbasics import checks
-from jaxbasics.params import LossFn, loss_of_params
+from jaxbasics.params import LossFn, WeightedLossFn, loss_of_params
 
 #: ``metrics(loss, grads) -> what the step returns`` beside the new state (default: the loss)
 Metrics = Callable[[jax.Array, Any], Any]
@@ -58,7 +58,7 @@ def _loss_only(loss: jax.Array, _grads: Any) -> jax.Array:
     return loss
 
 
-def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn | WeightedLossFn, tx: optax.GradientTransformation,
               metrics: Metrics = _loss_only, check_batch: BatchCheck | None = None,
               accumulate: bool = False) -> Callable[..., tuple[Any, Any, Any]]:
     """The pure (unjitted) update ``(params, opt_state, *batch) -> (params, opt_state,
@@ -73,7 +73,8 @@ def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
             check_batch(model, *batch)
             return plain_loss(model, *batch)
 
-    value_and_grad = (accumulated_value_and_grad(graphdef, loss_fn) if accumulate
+    value_and_grad = (accumulated_value_and_grad(graphdef, cast(WeightedLossFn, loss_fn))
+                      if accumulate
                       else jax.value_and_grad(loss_of_params(graphdef, loss_fn)))
 
     def update(params, opt_state, *batch):
@@ -86,7 +87,7 @@ def update_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransfo
     return update
 
 
-def accumulated_value_and_grad(graphdef: nnx.GraphDef, loss_fn: LossFn
+def accumulated_value_and_grad(graphdef: nnx.GraphDef, loss_fn: WeightedLossFn
                                ) -> Callable[..., tuple[jax.Array, Any]]:
     """``f(params, *micro) -> (loss, grads)`` over K micro-batches (every array of ``micro``
     has a leading K axis), one at a time in a ``jax.lax.scan`` (the memory of one)::
@@ -115,7 +116,7 @@ def accumulated_value_and_grad(graphdef: nnx.GraphDef, loss_fn: LossFn
     return f
 
 
-def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation, *,
+def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn | WeightedLossFn, tx: optax.GradientTransformation, *,
               scan: bool = False, accumulate: bool = False, unroll: int = 1,
               donate: bool = True,
               metrics: Metrics = _loss_only,

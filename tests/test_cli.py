@@ -72,9 +72,24 @@ def test_train_then_generate_from_the_run(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "held-out accuracy" in text and "loss 5." in text
     assert (out / "loss.png").stat().st_size > 10_000 and (out / "run.json").is_file()
+    assert json.loads((out / "run.json").read_text())["options"]["warmup_steps"] == 2  # 20 // 10
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in metrics] == list(range(1, 21))
     assert main(["train", "--digits", "2", "--steps", "20", "--batch-size", "16", "--out",
                  str(out), "--quiet", "--resume"]) == 0
     assert "already at step 20" in capsys.readouterr().out
+    # the same command again, without --resume: the finished run is kept, not overwritten
+    assert main(["train", "--digits", "2", "--steps", "5", "--batch-size", "16", "--out",
+                 str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"jaxbasics train: {out} already holds a run (step 20): continue it with --resume "
+        f"(resume=True), replace it with --overwrite (overwrite=True), or choose another --out\n")
+    assert json.loads((out / "run.json").read_text())["step"] == 20
+    assert main(["generate", "--run", str(out), "--prompt", "12+34="]) == 0
+    answer, note = capsys.readouterr().out.splitlines()  # 4 new tokens: 3 digits and a newline
+    assert answer.startswith("12+34=") and len(answer) == len("12+34=") + 3
+    assert note == (f"(the model writes sums least significant digit first: {answer[6:]} is "
+                    f"{answer[6:][::-1]})")
     assert main(["generate", "--run", str(out), "--prompt", "12+34=", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.startswith("12+34=")
     sidecar = json.loads((out / "run.json").read_text())
@@ -104,6 +119,53 @@ def test_train_and_generate_report_bad_input(tmp_path, capsys):
     assert "steps must be a positive integer" in capsys.readouterr().err
     assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "10", "--warmup", "50"], "--warmup 50 is longer than the run (--steps 10): the "
+                                          "learning rate would never reach its peak"),
+    (["--vocab-size", "300"], "--vocab-size and --tokenizer describe raw token files given "
+                              "with --data"),
+    (["--resume", "--out", "NOWHERE"], "no checkpoint in NOWHERE: NOWHERE/run.json does not "
+                                       "exist (train with --out NOWHERE first)"),
+])
+def test_train_refuses_settings_before_anything_is_written(tmp_path, capsys, argv, message):
+    """Nothing is created: --resume of a folder holding no run created it, then refused."""
+    none = str(tmp_path / "none")
+    argv = [a.replace("NOWHERE", none) for a in argv]
+    assert main(["train", "--quiet", "--out", none, *argv]) == 2
+    assert capsys.readouterr().err == f"jaxbasics train: {message.replace('NOWHERE', none)}\n"
+    assert not (tmp_path / "none").exists()
+
+
+def test_every_option_of_every_command_shows_its_default_in_help():
+    """--help named no default for --out, --batch-size, --max-new-tokens, ..."""
+    import argparse
+
+    from jaxbasics.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in sub.choices.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            shown = formatter._expand_help(action) if action.help else ""
+            if "default" not in shown:
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert missing == []
+
+
+def test_a_run_whose_loss_rose_is_called_diverged():
+    from jaxbasics.cli.gpt import diverged
+
+    def run(losses):
+        return [{"loss": v} for v in losses]
+
+    assert diverged(run([5.56, 9.0, 15.3, 15.34]))  # --lr 1 --warmup 0
+    assert not diverged(run([5.56, 3.0, 2.1, 2.0]))
+    assert not diverged(run([5.56]))
 
 
 def test_train_refuses_a_mesh_that_does_not_fit(capsys):

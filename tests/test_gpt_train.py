@@ -441,7 +441,7 @@ def test_resume_refuses_a_different_configuration(tmp_path, monkeypatch):
     opts = TrainOptions(steps=8, batch_size=8, warmup_steps=2, steps_per_call=4)  # as above
     train(CFG, task, opts, run_dir=tmp_path)
     monkeypatch.setattr(gpt_train, "build_model", lambda *a: pytest.fail("built a model"))
-    with pytest.raises(ValueError, match=r"cannot resume .* its options differs from this run's "
+    with pytest.raises(ValueError, match=r"cannot resume .* its options differ from this run's "
                        r"\(steps: 8 there, 9 here\)"):
         train(CFG, task, dataclasses.replace(opts, steps=9), run_dir=tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):

@@ -14,35 +14,61 @@ from jaxbasics.gpt.config import PRESETS
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``generate`` subcommands to the ``jaxbasics`` parser."""
     t = sub.add_parser(
-        "train", help="train a GPT-2 on the embedded addition task (default) or a UTF-8 text file",
+        "train", help="train a GPT-2 on the embedded addition task (default), a prepared corpus "
+                      "(--data) or a UTF-8 text file (--text)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a GPT-2 style model with AdamW, warmup + cosine schedule and gradient "
-                    "clipping. Without --text it learns 3-digit addition written as text "
-                    "(about two minutes on 2 CPU cores) and reports held-out accuracy. Writes "
-                    "OUT/loss.png and an orbax checkpoint in OUT; --resume continues from it.")
-    t.add_argument("--text", type=Path, help="UTF-8 text file to train on (byte-level tokens)")
+                    "clipping. Without --data or --text it learns 3-digit addition written as "
+                    "text (under a minute on 2 CPU cores) and reports held-out accuracy. Writes "
+                    "OUT/loss.png, OUT/metrics.jsonl, TensorBoard events in OUT/events and an "
+                    "orbax checkpoint in OUT; --resume continues from it.")
+    what = t.add_mutually_exclusive_group()
+    what.add_argument("--data", type=Path, metavar="DATA",
+                      help="a corpus written by 'jaxbasics prepare' (or a folder of nanoGPT "
+                           "train.bin/val.bin or llm.c shards, with --vocab-size or "
+                           "--tokenizer)")
+    what.add_argument("--text", type=Path, help="UTF-8 text file to train on (byte-level tokens)")
+    t.add_argument("--vocab-size", type=int, default=None,
+                   help="--data of raw token files: their vocabulary size")
+    t.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
+                   help="--data of raw token files: their tokenizer folder")
     t.add_argument("--digits", type=int, default=3, help="addition task: digits per operand")
     t.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    t.add_argument("--warmup", type=int, default=100, help="warmup steps")
-    t.add_argument("--weight-decay", type=float, default=0.1)
-    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update")
+    run = t.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out, with the options it was started with")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run that --out holds (without this, or --resume, a run "
+                          "there is refused)")
+    t.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    t.add_argument("--batch-size", type=int, default=64, help="sequences per micro-batch")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    t.add_argument("--warmup", type=int, default=None,
+                   help="linear warmup steps, at most --steps (default: 100, or a tenth of "
+                        "--steps when that is fewer)")
+    t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matrices")
+    t.add_argument("--accumulate", type=int, default=1,
+                   help="micro-batches per update (every labelled token weighs alike)")
     t.add_argument("--steps-per-call", type=int, default=1, metavar="K",
                    help="updates per compiled call, as one lax.scan (same results, less "
                         "overhead per step)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "
-                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' (default: "
-                        "'dots' on CPU, where it is fastest, 'off' elsewhere)")
+                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU, "
+                        "where it is fastest, 'off' elsewhere)")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size")
-    t.add_argument("--context", type=int, default=128, help="context length for --text")
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--save-every", type=int, default=500)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--context", type=int, default=128, help="context length for --data, --text")
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
+    t.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    t.add_argument("--eval-every", type=int, default=100,
+                   help="--data: validation loss, perplexity and bits per byte every N steps")
+    t.add_argument("--eval-batches", type=int, default=8,
+                   help="--data: fixed validation batches per evaluation")
+    t.add_argument("--sample-prompt", default="\n",
+                   help="--data: text continued by a sample at each evaluation ('' for none)")
+    t.add_argument("--seed", type=int, default=0, help="seed of weights, batches and dropout")
     t.add_argument("--mesh", default=None,
                    help="shard over devices, e.g. data=8 or data=2,fsdp=4 (axes data, fsdp, "
                         "tensor); multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
@@ -56,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser(
         "generate", help="generate text from a trained run or a Hugging Face GPT-2 directory",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Continue a prompt with greedy decoding (default) or temperature/top-k "
                     "sampling, using a KV cache. Nothing is downloaded: give --run (a directory "
                     "written by 'jaxbasics train') or --hf (config.json + model.safetensors).")
@@ -63,10 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--run", type=Path, help="run directory of 'jaxbasics train'")
     src.add_argument("--hf", type=Path, help="Hugging Face GPT-2 directory")
     g.add_argument("--prompt", required=True, help="text to continue")
-    g.add_argument("--max-new-tokens", type=int, default=50)
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens to generate (default: an addition run's answer, else 50, or "
+                        "what fits in the context after the prompt)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only "
+                                                           "(default: all)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--no-cache", action="store_true", help="recompute instead of the KV cache")
     g.add_argument("--byte-tokens", action="store_true",
                    help="with --hf: read the prompt as UTF-8 byte ids (0-255) and write bytes, "
@@ -134,13 +164,19 @@ def _fail(command: str, err: Exception) -> int:
     return 2
 
 
-def _model_config(args: argparse.Namespace, seq_len: int):
+def _model_config(args: argparse.Namespace, seq_len: int, vocab_size: int):
     from jaxbasics.gpt.config import GPTConfig
 
     base = PRESETS[args.preset] if args.preset != "tiny" else GPTConfig(
         emb_dim=128, n_heads=4, n_layers=4)
     context = max(16, 1 << (seq_len - 1).bit_length())  # next power of two
-    return base.replace(vocab_size=256, context_length=context, drop_rate=args.dropout)
+    return base.replace(vocab_size=vocab_size, context_length=context, drop_rate=args.dropout)
+
+
+def default_warmup(steps: int) -> int:
+    """``jaxbasics train``'s warmup without ``--warmup``: 100 steps, or a tenth of the run
+    when that is fewer (so that a short run still decays)."""
+    return min(100, steps // 10)
 
 
 def _start(command: str, args: argparse.Namespace) -> int | None:
@@ -162,43 +198,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxbasics.cli.paths import require_writable
     from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
-    from jaxbasics.gpt.data import AdditionTask, TextDataset
+    from jaxbasics.gpt.data import AdditionTask, PretrainData, TextDataset
     from jaxbasics.gpt.train import (
+        Evaluation,
         NonFiniteError,
         TrainOptions,
         addition_accuracy,
+        check_fresh,
+        check_resumable,
+        run_meta,
         task_seq_len,
+        task_vocab,
         train,
     )
 
     try:
+        if args.warmup is not None and args.warmup > args.steps:
+            raise ValueError(f"--warmup {args.warmup} is longer than the run (--steps "
+                             f"{args.steps}): the learning rate would never reach its peak")
+        if (args.vocab_size is not None or args.tokenizer is not None) and args.data is None:
+            raise ValueError("--vocab-size and --tokenizer describe raw token files given "
+                             "with --data")
         mesh = None
         if args.mesh:
             from jaxbasics.gpt import sharding
 
             sharding.initialize_distributed(args.peer_timeout)
             mesh = sharding.make_mesh(args.mesh)
-        task: Any = (TextDataset(args.text, args.context, seed=args.seed) if args.text
-                     else AdditionTask(args.digits, seed=args.seed))
-        cfg = _model_config(args, task_seq_len(task))
+        task: Any
+        if args.data is not None:
+            task = PretrainData(args.data, args.context, seed=args.seed,
+                                vocab_size=args.vocab_size, tokenizer_dir=args.tokenizer)
+        elif args.text is not None:
+            task = TextDataset(args.text, args.context, seed=args.seed)
+        else:
+            task = AdditionTask(args.digits, seed=args.seed)
+        cfg = _model_config(args, task_seq_len(task), task_vocab(task))
+        warmup = default_warmup(args.steps) if args.warmup is None else args.warmup
         opts = TrainOptions(steps=args.steps, batch_size=args.batch_size,
-                            learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps - 1),
+                            learning_rate=args.lr, warmup_steps=warmup,
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
                             seed=args.seed, save_every=args.save_every,
                             steps_per_call=args.steps_per_call)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        return _fail("train", err)
-    try:
-        require_writable(args.out, "--out", is_dir=True)  # before any compiling
-    except ValueError as err:
+        evaluation = None
+        if isinstance(task, PretrainData) and task.val is not None:
+            evaluation = Evaluation(every=args.eval_every, batches=args.eval_batches,
+                                    sample_prompt=args.sample_prompt or None)
+        # what the run directory holds is decided before anything is created or compiled
+        if args.resume:
+            old = check_resumable(args.out, run_meta(cfg, task, opts))
+            if old["step"] >= opts.steps:
+                print(f"nothing to do: {args.out} is already at step {old['step']} of "
+                      f"{opts.steps}")
+                return 0
+        else:
+            check_fresh(args.out, args.overwrite)
+        require_writable(args.out, "--out", is_dir=True)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail("train", err)
 
     import jax
 
     primary = jax.process_index() == 0  # of a multi-process run, only process 0 reports
     c = make_console(100, quiet=not primary)
-    what = f"text file {args.text}" if args.text else f"{args.digits}-digit addition"
+    what = (f"{args.data} ({task.train.n:,} training tokens, vocabulary {task.vocab_size:,})"
+            if args.data is not None else f"text file {args.text}" if args.text
+            else f"{args.digits}-digit addition")
     c.print(f"[bold]Training[/] a GPT ({parameter_count(cfg):,} parameters: d={cfg.emb_dim}, "
             f"{cfg.n_layers} layers, {cfg.n_heads} heads, context {cfg.context_length}) on {what}"
             f"; {opts.steps} steps of {opts.batch_size}×{task_seq_len(task)} tokens"
@@ -209,15 +275,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=c, disable=args.quiet or not primary) as progress:
         bar = progress.add_task("compiling…", total=opts.steps)
-        ran: list[int] = []
 
         def on_step(step: int, r: dict) -> None:
-            ran.append(step)
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
                                                              f"{r['tokens_per_s']:,.0f} tok/s")
+            if "val_loss" in r:
+                bpb = f", {r['val_bpb']:.3f} bits/byte" if r["val_bpb"] is not None else ""
+                progress.console.print(f"step {step}: validation loss {r['val_loss']:.4f} "
+                                       f"(perplexity {r['val_ppl']:.2f}{bpb})")
+                if r.get("sample"):
+                    progress.console.print(f"  sample: {r['sample']!r}")
         try:
-            result = train(cfg, task, opts, run_dir=args.out, resume=args.resume, on_step=on_step,
-                           mesh=mesh)
+            result = train(cfg, task, opts, run_dir=args.out, resume=args.resume,
+                           overwrite=args.overwrite, on_step=on_step, mesh=mesh,
+                           evaluation=evaluation)
         except (ValueError, FileNotFoundError) as err:
             return _fail("train", err)
         except NonFiniteError as err:
@@ -227,21 +298,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
             c.print(f"interrupted: checkpoint saved in {args.out}; continue with --resume")
             return 130
     h = result.history
-    if not ran:
-        c.print(f"nothing to do: {args.out} is already at step {result.step}")
-        return 0
     c.print(f"loss {h[0]['loss']:.4f} → {h[-1]['loss']:.4f} after {result.step} steps")
+    if diverged(h):
+        print(f"jaxbasics train: the loss rose from {h[0]['loss']:.4f} to {h[-1]['loss']:.4f}: "
+              f"training diverged (try a lower --lr, now {args.lr:g}, or a longer --warmup)",
+              file=sys.stderr)
     if isinstance(task, AdditionTask):
         acc, examples = addition_accuracy(result.model, task)
-        c.print(f"held-out accuracy (exact sum, greedy): [bold]{acc:.1%}[/]")
+        c.print(f"held-out accuracy (exact sum, greedy): [bold]{acc:.1%}[/] (sums shown in the "
+                f"usual order; the model writes them least significant digit first)")
         for prompt, want, got in examples:
-            c.print(f"  {prompt}= {got}  {'✓' if got == want else '✗ want ' + want}")
-    else:
+            c.print(f"  {prompt}= {got}  (written {got[::-1]})  "
+                    f"{'✓' if got == want else '✗ want ' + want}")
+    elif isinstance(task, TextDataset):
         _text_report(c, result.model, task)
     png = plot_loss(h, args.out / "loss.png", title=f"GPT on {what}") if primary \
         else args.out / "loss.png"
-    c.print(f"loss curve: {png}\ncheckpoint: {args.out} (step {result.step})")
+    c.print(f"loss curve: {png}\nmetrics: {args.out / 'metrics.jsonl'} (TensorBoard: "
+            f"tensorboard --logdir {args.out})\ncheckpoint: {args.out} (step {result.step})")
     return 0
+
+
+def diverged(history: list[dict]) -> bool:
+    """True when a run's loss ended above where it started (the mean of its last tenth of
+    steps against its first step's loss)."""
+    if len(history) < 2:
+        return False
+    tail = history[-max(1, len(history) // 10):]
+    return sum(r["loss"] for r in tail) / len(tail) > history[0]["loss"]
 
 
 def _text_report(c, model, task) -> None:
@@ -267,43 +351,37 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from jaxbasics.gpt.data import ByteTokenizer
     from jaxbasics.gpt.generate import encode_prompt, generate
 
+    task: dict = {}
     try:
         if args.hf:
             from jaxbasics.gpt.hf import load_gpt2, load_tokenizer
 
             # the tokenizer first: a directory without one is refused before weights are read
-            tok = ByteTokenizer() if args.byte_tokens else load_tokenizer(args.hf)
+            tok: Any = ByteTokenizer() if args.byte_tokens else load_tokenizer(args.hf)
             name = "the byte-level tokenizer (--byte-tokens)" if args.byte_tokens \
                 else f"the tokenizer of {args.hf}"
             model = load_gpt2(args.hf)
         else:
-            model, tok = _load_run(args.run)
-            name = f"the byte-level tokenizer of {args.run}"
+            from jaxbasics.gpt import checkpoint
+            from jaxbasics.gpt.runs import load_run
+
+            task = checkpoint.load_meta(args.run)["task"]
+            model, tok = load_run(args.run)
+            name = f"the tokenizer of {args.run}"
         ids = encode_prompt(tok, args.prompt, model.cfg.vocab_size, name=name)
-        out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
+        n_new = args.max_new_tokens
+        if n_new is None:  # the answer of an addition run; else 50, or what the context holds
+            n_new = (int(task["digits"]) + 2 if task.get("kind") == "addition"
+                     else min(50, model.cfg.context_length - ids.shape[1]))
+        out = generate(model, ids, n_new, temperature=args.temperature,
                        top_k=args.top_k, rng=jax.random.key(args.seed),
                        use_cache=not args.no_cache)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail("generate", err)
-    print(tok.decode(list(np.asarray(out[0]))))
+    text = tok.decode(list(np.asarray(out[0])))
+    print(text, end="" if text.endswith("\n") else "\n")
+    if task.get("kind") == "addition" and "=" in args.prompt:
+        written = text[len(args.prompt):].split("\n")[0]
+        print(f"(the model writes sums least significant digit first: {written} is "
+              f"{written[::-1]})")
     return 0
-
-
-def _load_run(run_dir: Path):
-    """(model, tokenizer) from a 'jaxbasics train' run directory."""
-    import jax
-    from flax import nnx
-
-    from jaxbasics.gpt import checkpoint
-    from jaxbasics.gpt.data import ByteTokenizer
-    from jaxbasics.gpt.model import parameter_table
-    from jaxbasics.gpt.train import TrainOptions, build_model, make_optimizer
-    from jaxbasics.params import split_params
-
-    meta = checkpoint.load_meta(run_dir)
-    cfg, opts = checkpoint.config_of(meta), TrainOptions(**meta["options"])
-    abstract = nnx.eval_shape(lambda: build_model(cfg, opts))
-    graphdef, params_like = split_params(abstract)
-    opt_like = jax.eval_shape(make_optimizer(opts, parameter_table(abstract)).init, params_like)
-    _, params, _ = checkpoint.restore(run_dir, params_like, opt_like)
-    return nnx.merge(graphdef, params), ByteTokenizer()

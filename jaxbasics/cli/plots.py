@@ -6,7 +6,9 @@ from pathlib import Path
 
 
 def plot_loss(history: list[dict], path: str | Path, title: str = "training loss") -> Path:
-    """Save the loss (log scale) and learning rate of ``history`` records against step."""
+    """Save the training loss (log scale), the validation loss where the records have one
+    (``val_loss``, with bits per byte in the legend) and the learning rate of ``history``
+    records against step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,7 +17,16 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
     steps = [r["step"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     (loss_line,) = ax.plot(steps, [r["loss"] for r in history], lw=1, color="tab:blue",
-                           label="loss")
+                           label="training loss")
+    handles = [loss_line]
+    evals = [r for r in history if r.get("val_loss") is not None]
+    if evals:
+        last = evals[-1]
+        bpb = f", {last['val_bpb']:.3f} bits/byte" if last.get("val_bpb") is not None else ""
+        (val_line,) = ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals],
+                              "o-", ms=3, lw=1.5, color="tab:green",
+                              label=f"validation loss (last {last['val_loss']:.3f}{bpb})")
+        handles.append(val_line)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
@@ -24,7 +35,7 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
     (lr_line,) = lr_ax.plot(steps, [r["lr"] for r in history], lw=1, color="tab:orange",
                             label="learning rate")
     lr_ax.set_ylabel("learning rate")
-    ax.legend(handles=[loss_line, lr_line], loc="upper right", fontsize=8)
+    ax.legend(handles=[*handles, lr_line], loc="upper right", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     path = Path(path)

@@ -6,6 +6,8 @@ Layout of a run directory::
     run/
       checkpoints/<step>/...    orbax StandardSave of {"params", "opt_state"}
       run.json                  {"config", "options", "task", "history", "step"}
+      tokenizer/                the data's tokenizer (runs on a prepared corpus)
+      metrics.jsonl, events/    the history again, for reading and TensorBoard (gpt.metrics)
 
 ``run.json`` is the commit point: a checkpoint is complete once the sidecar names its step.
 Orbax writes each step into a temporary directory that it renames when the step is whole, and
@@ -32,6 +34,8 @@ import orbax.checkpoint as ocp
 from jaxbasics import checks
 from jaxbasics.gpt.config import GPTConfig
 
+#: a run's tokenizer folder (a copy of its data's, for runs trained on a prepared corpus)
+TOKENIZER_FOLDER = "tokenizer"
 #: what every sidecar holds (:func:`save` is given the first four by ``train``)
 SIDECAR_KEYS = ("config", "options", "task", "history", "step")
 

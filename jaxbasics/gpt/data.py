@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -127,3 +128,81 @@ def step_key(seed: int, step: int) -> jax.Array:
     checks.uint32(seed, "seed")
     checks.uint32(step, "step")
     return jax.random.fold_in(jax.random.key(seed), step)
+
+
+@dataclass
+class PretrainData:
+    """A prepared corpus (``jaxbasics prepare``, or nanoGPT/llm.c token files) as GPT training
+    data: windows of ``context_length`` tokens of the training split, a pure function of
+    ``(seed, step)`` reaching every start (:meth:`jaxbasics.data.batches.TokenData.batch`), and
+    fixed windows of the validation split for evaluation.
+
+    ``path``: a DATA folder written by ``prepare`` (vocabulary and tokenizer from its manifest),
+    or raw token files (a folder holding nanoGPT's ``train.bin``/``val.bin`` or llm.c shards
+    ``*train_*.bin``/``*val_*.bin``), which need ``vocab_size`` or ``tokenizer_dir``.
+    Attributes: ``train``, ``val`` (a :class:`~jaxbasics.data.batches.TokenData`; ``val`` None
+    when there is no validation split), ``tokenizer`` (None for raw files without one),
+    ``vocab_size``.
+
+    Raises ``FileNotFoundError``/``ValueError`` from
+    :meth:`~jaxbasics.data.batches.TokenData.open` (what is missing or damaged), and
+    ``ValueError`` when a split is too short for one window of ``context_length``.
+    """
+
+    path: str | Path
+    context_length: int
+    seed: int = 0
+    vocab_size: int | None = None
+    tokenizer_dir: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        from jaxbasics.data.batches import TokenData
+
+        checks.uint32(self.seed, "seed")
+        checks.positive_int(self.context_length, "context_length")
+        self.train = TokenData.open(self.path, "train", vocab_size=self.vocab_size,
+                                    tokenizer=self.tokenizer_dir)
+        self.train.batch_starts(0, 1, self.context_length)  # its error for a split too short
+        self.val: Any = None
+        if self._has_val_split():
+            self.val = TokenData.open(self.path, "val", vocab_size=self.train.vocab_size,
+                                      tokenizer=self.tokenizer_dir)
+        if self.val is not None:
+            self.val.eval_starts(1, self.context_length)
+        self.tokenizer = self.train.tokenizer
+        self.vocab_size = self.train.vocab_size
+
+    def _has_val_split(self) -> bool:
+        path = Path(self.path)
+        if self.train.manifest is not None:
+            return "val" in self.train.manifest["splits"]
+        return path.is_dir() and ((path / "val.bin").is_file() or any(path.glob("*val_*.bin")))
+
+    def batch(self, step: int, batch_size: int, rows: range | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` int32 (rows, context_length) of training step ``step`` (all rows, or only
+        ``rows`` of the batch: every process reads its own devices' rows of one batch)."""
+        return self.train.batch(step, batch_size, self.context_length, seed=self.seed,
+                                rows=None if rows is None else slice(rows.start, rows.stop))
+
+    def describe(self) -> dict:
+        """What a run's sidecar records of its data (compared on resume)."""
+        return {"kind": "data", "path": str(Path(self.path).absolute()),
+                "context_length": self.context_length, "seed": self.seed,
+                "vocab_size": self.vocab_size}
+
+    def fingerprint(self) -> str:
+        """A digest of the data: the manifest of a DATA folder (it holds each source's digest),
+        else each token file's name, size and first and last MiB."""
+        import hashlib
+        import json
+
+        if self.train.manifest is not None:
+            return hashlib.sha256(json.dumps(self.train.manifest, sort_keys=True,
+                                             default=str).encode()).hexdigest()
+        h = hashlib.sha256()
+        for shard in [*self.train.shards, *(self.val.shards if self.val is not None else [])]:
+            tokens = np.asarray(shard.tokens)
+            h.update(f"{Path(shard.path).name}:{tokens.size}".encode())
+            h.update(tokens[: 1 << 19].tobytes() + tokens[-(1 << 19):].tobytes())
+        return h.hexdigest()

@@ -14,8 +14,7 @@ from jaxbasics.gpt.model import GPT, parameter_table
 from jaxbasics.gpt.train import TrainOptions, build_model, make_optimizer
 from jaxbasics.params import split_params
 
-#: the run's tokenizer folder (a copy of the DATA folder's, for runs trained on prepared data)
-TOKENIZER_FOLDER = "tokenizer"
+TOKENIZER_FOLDER = checkpoint.TOKENIZER_FOLDER
 
 
 def load_run(run_dir: str | Path) -> tuple[GPT, ByteTokenizer | HFTokenizer]:

@@ -31,12 +31,16 @@ from flax import nnx
 from jaxbasics import checks
 from jaxbasics.gpt import checkpoint
 from jaxbasics.gpt.config import GPTConfig
-from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
+from jaxbasics.gpt.data import IGNORE, AdditionTask, PretrainData, TextDataset, step_key
 from jaxbasics.gpt.generate import generate
 from jaxbasics.gpt.model import GPT, parameter_table, remat_policy
 from jaxbasics.losses import cross_entropy
 from jaxbasics.params import split_params
 from jaxbasics.step import make_step
+
+#: what :func:`train` learns from: each has ``batch(step, batch_size) -> (x, y)``, a pure
+#: function of (seed, step), and a ``tokenizer``
+Task = AdditionTask | TextDataset | PretrainData
 
 
 @dataclass(frozen=True)
@@ -281,7 +285,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def run_meta(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions) -> dict:
+def run_meta(cfg: GPTConfig, task: Task, opts: TrainOptions) -> dict:
     """What a run's sidecar records of it (:mod:`.checkpoint`): config, options, task."""
     return {"config": cfg.to_dict(), "options": dataclasses.asdict(opts),
             "task": describe_task(task)}
@@ -298,68 +302,124 @@ def check_resumable(run_dir: str | Path, meta: dict) -> dict:
         if ours != theirs:
             fields = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
             diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in fields)
-            raise ValueError(f"cannot resume {run_dir}: its {key} differs from this run's ({diff})")
+            raise ValueError(f"cannot resume {run_dir}: its {key} "
+                             f"{'differ' if key == 'options' else 'differs'} from this run's "
+                             f"({diff}); --resume continues a run with what it was started "
+                             f"with: to train with other settings, start a new run (another "
+                             f"--out, or --overwrite)")
     return old
 
 
 @dataclass
 class _Placement:
-    """How a batch reaches the devices: ``place(batch, leading)`` for a numpy batch with
-    ``leading`` axes before its rows; ``shardings`` for the step makers (None: one device)."""
-    place: Callable[[np.ndarray, int], jax.Array]
+    """How a batch reaches the devices: ``place(rows_of, shape, leading)`` for the batch of
+    global ``shape`` whose rows (after ``leading`` axes) ``rows_of(range)`` reads;
+    ``shardings`` for the step makers (None: one device)."""
+    place: Callable[[Callable[[range], np.ndarray], tuple[int, ...], int], jax.Array]
     shardings: tuple | None = None
 
 
 def _place_on(mesh: Any, params: Any, opt_state: Any, tx: optax.GradientTransformation,
               table: Any, batch_size: int) -> tuple[Any, Any, _Placement]:
     """``params`` and ``opt_state`` sharded over ``mesh`` and the batch placement, each
-    device given the rows its shard holds (:func:`jaxbasics.gpt.sharding.global_batch`);
-    unchanged with a single-device placement when ``mesh`` is None."""
+    process reading only the rows its devices hold
+    (:func:`jaxbasics.gpt.sharding.global_batch`); unchanged with a single-device placement
+    when ``mesh`` is None."""
     if mesh is None:
-        return params, opt_state, _Placement(lambda batch, _leading: jnp.asarray(batch))
+        def whole(rows_of, shape, leading):
+            return jnp.asarray(rows_of(range(shape[leading])))
+        return params, opt_state, _Placement(whole)
     from jaxbasics.gpt import sharding
 
     sharding.check_batch_divides(batch_size, mesh)
     params, opt_state, shardings = sharded_state(params, opt_state, tx, mesh, table)
     return params, opt_state, _Placement(
-        lambda batch, leading: sharding.global_batch(batch, mesh, leading=leading), shardings)
+        lambda rows_of, shape, leading: sharding.global_batch(rows_of, mesh, leading=leading,
+                                                              shape=shape), shardings)
 
 
-def call_sizes(start: int, end: int, opts: TrainOptions) -> list[int]:
+def task_rows(task: Task, step: int, batch_size: int, rows: range
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of ``task``'s batch of step ``step``: read alone where the task can
+    (:class:`PretrainData`: a memory-mapped corpus), cut from the whole batch otherwise."""
+    if isinstance(task, PretrainData):
+        return task.batch(step, batch_size, rows=rows)
+    x, y = task.batch(step, batch_size)
+    return x[rows.start:rows.stop], y[rows.start:rows.stop]
+
+
+def call_sizes(start: int, end: int, opts: TrainOptions, eval_every: int = 0) -> list[int]:
     """Updates per compiled call from step ``start`` to ``end``: ``steps_per_call`` where a
     whole call fits between multiples of it (so a resumed run calls the same programs on the
-    same steps) and before the next checkpoint, else 1. Only two programs are ever compiled
-    for a run: the K-update loop and the single update."""
+    same steps) and before the next checkpoint (and evaluation, every ``eval_every`` steps
+    when > 0), else 1. Only two programs are ever compiled for a run: the K-update loop and
+    the single update."""
     k, sizes, step = opts.steps_per_call, [], start
+    stops = [e for e in (opts.save_every, eval_every) if e > 0]
     while step < end:
-        whole = k > 1 and step % k == 0 and step + k <= end and (
-            step // opts.save_every == (step + k - 1) // opts.save_every)
+        whole = k > 1 and step % k == 0 and step + k <= end and all(
+            step // e == (step + k - 1) // e for e in stops)
         sizes.append(k if whole else 1)
         step += sizes[-1]
     return sizes
 
 
-def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, *,
-          run_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
-          on_step: Callable[[int, dict], None] | None = None, mesh: Any = None) -> TrainResult:
+@dataclass(frozen=True)
+class Evaluation:
+    """Evaluation while training on a corpus with a validation split (:class:`PretrainData`):
+    every ``every`` steps and at the end, the loss over the same ``batches`` batches of fixed
+    validation windows (:meth:`~jaxbasics.data.batches.TokenData.eval_batches`), as
+    ``val_loss`` (nats per token), ``val_ppl`` (exp of it) and ``val_bpb`` (bits per byte of
+    the text scored: total nats / ln 2 / UTF-8 bytes), added to that step's record; with a
+    ``sample_prompt``, ``sample``: ``sample_tokens`` tokens continuing it (temperature 0.8,
+    top-k 40, a fixed key: one process only)."""
+
+    every: int = 100
+    batches: int = 8
+    sample_prompt: str | None = None
+    sample_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("every", "batches", "sample_tokens"):
+            checks.positive_int(getattr(self, name), name)
+
+
+def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
+          run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          stop_after: int | None = None, on_step: Callable[[int, dict], None] | None = None,
+          mesh: Any = None, evaluation: Evaluation | None = None) -> TrainResult:
     """Train a fresh (or, with ``resume``, the checkpointed) model on ``task``.
 
     Batches and dropout keys are pure functions of ``(seed, step)``, so a resumed run ends
     with the same parameters as an uninterrupted one. ``stop_after`` ends the run after that
     many steps *of this call* (saving a checkpoint); Ctrl-C also saves before stopping.
     ``on_step(step, record)`` is called after each optimizer update with
-    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}``. With a ``mesh``
-    (:func:`jaxbasics.gpt.sharding.make_mesh`) parameters, optimizer state and batches are
-    sharded over it and each host feeds its own rows of every batch.
+    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}`` (and, at evaluations, the keys of
+    :class:`Evaluation`). With a ``mesh`` (:func:`jaxbasics.gpt.sharding.make_mesh`)
+    parameters, optimizer state and batches are sharded over it and each process reads only
+    the rows of every batch that its devices hold. ``evaluation``: validation loss, perplexity
+    and bits per byte while training on a :class:`PretrainData` with a validation split.
+
+    With a ``run_dir``, checkpoints, ``run.json``, ``metrics.jsonl`` and TensorBoard events
+    (:mod:`jaxbasics.gpt.metrics`) go there, and a :class:`PretrainData`'s tokenizer is copied
+    into ``run_dir/tokenizer``. A ``run_dir`` that already holds a run is continued with
+    ``resume`` or replaced with ``overwrite`` (its checkpoints, sidecar, metrics and tokenizer
+    are deleted first, nothing else); without either it is refused.
 
     Raises ``ValueError`` before any model is built for a task whose tokens do not fit
-    ``cfg.vocab_size``, with ``resume`` for a run directory whose sidecar differs, and in a
+    ``cfg.vocab_size``, a ``run_dir`` holding a run without ``resume`` or ``overwrite``, with
+    ``resume`` for a run directory whose sidecar differs (``FileNotFoundError`` where it holds
+    no run), for an ``evaluation`` of a task without a validation split, and in a
     multi-process run when the processes disagree on the output directory, configuration,
     options, task, data or mesh (:func:`jaxbasics.gpt.sharding.check_processes_agree`).
     """
     if task_vocab(task) > cfg.vocab_size:
         raise ValueError(f"the task's tokenizer has {task_vocab(task)} ids but "
                          f"cfg.vocab_size={cfg.vocab_size}")
+    if evaluation is not None and (not isinstance(task, PretrainData) or task.val is None):
+        raise ValueError(f"evaluation needs data with a validation split (a prepared corpus "
+                         f"with --val-fraction > 0), got {describe_task(task)['kind']} data "
+                         f"without one")
     meta = run_meta(cfg, task, opts)
     if jax.process_count() > 1:  # processes that disagree would wait for each other forever
         from jaxbasics.gpt import sharding
@@ -374,7 +434,12 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs run_dir")
+        if overwrite:
+            raise ValueError("resume=True continues the run in run_dir, overwrite=True replaces "
+                             "it: choose one")
         old = check_resumable(run_dir, meta)
+    elif run_dir is not None:
+        check_fresh(run_dir, overwrite)
     model = build_model(cfg, opts)
     graphdef, params = split_params(model)
     table = parameter_table(model)
@@ -386,19 +451,117 @@ def train(cfg: GPTConfig, task: AdditionTask | TextDataset, opts: TrainOptions, 
         # each process reads its own shards (no array moves between hosts)
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
         history = old["history"]
-    loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir)
+    elif run_dir is not None and overwrite:
+        clear_run(run_dir)
+    if run_dir is not None and jax.process_index() == 0 and isinstance(task, PretrainData) \
+            and task.tokenizer is not None:
+        task.tokenizer.save(Path(run_dir) / checkpoint.TOKENIZER_FOLDER)
+    evaluator = None if evaluation is None or not isinstance(task, PretrainData) \
+        else _Evaluator(graphdef, task, opts, placed, evaluation)
+    loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir, evaluator)
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
     step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
     return TrainResult(nnx.merge(graphdef, params), params, opt_state, step, history)
+
+
+def check_fresh(run_dir: str | Path, overwrite: bool) -> None:
+    """Raise ``ValueError`` when ``run_dir`` holds a run (its ``run.json``) and ``overwrite``
+    is False, naming the run's step and the two ways on: a finished run is never replaced by
+    accident."""
+    sidecar = Path(run_dir) / "run.json"
+    if sidecar.is_file() and not overwrite:
+        try:
+            held = f" (step {checkpoint.load_meta(run_dir)['step']})"
+        except (ValueError, OSError):
+            held = ""
+        raise ValueError(f"{run_dir} already holds a run{held}: continue it with --resume "
+                         f"(resume=True), replace it with --overwrite (overwrite=True), or "
+                         f"choose another --out")
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Delete what a run wrote in ``run_dir`` (checkpoints, sidecar, metrics, tokenizer, loss
+    plot) and nothing else; in a multi-process run process 0 deletes and the others wait."""
+    import shutil
+
+    from jaxbasics.gpt import metrics
+
+    run_dir = Path(run_dir)
+    if jax.process_index() == 0:
+        for name in ("checkpoints", metrics.EVENTS, checkpoint.TOKENIZER_FOLDER):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("run.json", "run.json.partial", metrics.JSONL, "loss.png"):
+            (run_dir / name).unlink(missing_ok=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxbasics: old run cleared")
+
+
+def _rows_of(batch: np.ndarray) -> Callable[[range], np.ndarray]:
+    return lambda rows: batch[rows.start:rows.stop]
+
+
+class _Evaluator:
+    """The validation metrics of :class:`Evaluation`: one compiled program summing the labelled
+    tokens' loss of a batch (:func:`lm_loss_sum`, placed like the training batches), the bytes
+    of text they stand for counted on the host."""
+
+    def __init__(self, graphdef: nnx.GraphDef, task: PretrainData, opts: TrainOptions,
+                 placed: _Placement, evaluation: Evaluation):
+        self.graphdef, self.task, self.opts, self.placed = graphdef, task, opts, placed
+        self.every, self.evaluation = evaluation.every, evaluation
+        kwargs: dict[str, Any] = {}
+        if placed.shardings is not None:
+            p_sh, _, b_sh, rep = placed.shardings
+            kwargs = {"in_shardings": (p_sh, b_sh, b_sh), "out_shardings": (rep, rep)}
+        self.total = jax.jit(lambda params, x, y: lm_loss_sum(nnx.merge(graphdef, params), x, y,
+                                                              None), **kwargs)
+        self.batches = list(task.val.eval_batches(evaluation.batches, opts.batch_size,
+                                                  task.context_length))
+        self.tokenizer = tok = task.tokenizer
+        self.bytes = (sum(int(task.val.target_bytes(y).sum()) for _, y in self.batches)
+                      if tok is not None else None)
+        self.prompt = None
+        if evaluation.sample_prompt is not None and tok is not None and jax.process_count() == 1:
+            from jaxbasics.gpt.generate import encode_prompt
+
+            self.prompt = encode_prompt(tok, evaluation.sample_prompt, task.train.vocab_size,
+                                        name=f"the tokenizer of {task.path}")
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        """``{"val_loss", "val_ppl", "val_bpb", "sample"}`` of ``params`` (``val_bpb`` and
+        ``sample`` None where unknown or not asked for)."""
+        import math
+
+        nll, count = 0.0, 0.0
+        for x, y in self.batches:
+            t, c = self.total(params, *(self.placed.place(_rows_of(a), a.shape, 0) for a in (x, y)))
+            nll, count = nll + float(t), count + float(c)
+        loss = nll / max(count, 1.0)
+        out: dict[str, Any] = {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
+                               "val_bpb": nll / math.log(2) / self.bytes if self.bytes else None,
+                               "sample": None}
+        if self.prompt is not None and self.tokenizer is not None:
+            model = nnx.merge(self.graphdef, params)
+            room = model.cfg.context_length - self.prompt.shape[1]
+            new = min(self.evaluation.sample_tokens, room)
+            if new > 0:
+                ids = generate(model, self.prompt, new, temperature=0.8, top_k=40,
+                               rng=jax.random.key(self.opts.seed))
+                out["sample"] = self.tokenizer.decode(
+                    [int(i) for i in np.asarray(ids[0])[self.prompt.shape[1]:]])
+        return out
 
 
 class _TrainLoop:
     """The update calls of :func:`train`, their history records and checkpoints."""
 
     def __init__(self, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                 task: AdditionTask | TextDataset, opts: TrainOptions, placed: _Placement,
-                 meta: dict, run_dir: str | Path | None):
+                 task: Task, opts: TrainOptions, placed: _Placement,
+                 meta: dict, run_dir: str | Path | None, evaluator: _Evaluator | None = None):
         self.task, self.opts, self.placed, self.meta, self.run_dir = task, opts, placed, meta, run_dir
+        self.evaluator = evaluator
         # one call per update (the step) or per n updates (the loop), each update's
         # micro-batches inside the call; jax compiles each once per number of updates, and
         # call_sizes keeps that to two programs
@@ -418,11 +581,20 @@ class _TrainLoop:
         micros = np.arange(step * k, (step + n) * k).reshape(n, k)
         # leading axes before (B, T): (N, K), (N,) or (K,) where more than one, else none
         lead = tuple(size for size in (n, k) if size > 1)
-        batches = [self.task.batch(int(i), opts.batch_size) for i in micros.ravel()]
-        x, y = (np.stack(a).reshape(*lead, *a[0].shape) for a in zip(*batches, strict=True))
+        shape = (*lead, opts.batch_size, task_seq_len(self.task))
+        read: dict[range, tuple[np.ndarray, np.ndarray]] = {}
+
+        def rows_of(rows: range) -> tuple[np.ndarray, np.ndarray]:  # x and y read together
+            if rows not in read:
+                parts = [task_rows(self.task, int(i), opts.batch_size, rows) for i in micros.ravel()]
+                read[rows] = tuple(np.stack(a).reshape(*lead, len(rows), -1)
+                                   for a in zip(*parts, strict=True))  # type: ignore[assignment]
+            return read[rows]
+
         keys = jnp.stack([step_key(opts.seed, int(i)) for i in micros.ravel()]).reshape(lead)
         run = self.loop if n > 1 else self.one_update  # n == 1: no updates axis
-        return run(params, opt_state, place(x, len(lead)), place(y, len(lead)), keys)
+        return run(params, opt_state, place(lambda r: rows_of(r)[0], shape, len(lead)),
+                   place(lambda r: rows_of(r)[1], shape, len(lead)), keys)
 
     def records(self, first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict]:
         """The history records of the n updates after step ``first`` (waits for their losses):
@@ -441,6 +613,12 @@ class _TrainLoop:
         every ``save_every`` steps, at the end and on Ctrl-C (re-raised after saving); a
         non-finite loss or gradient norm raises :class:`NonFiniteError` and saves nothing."""
         step = saved = start
+        log = None
+        if self.run_dir is not None and jax.process_index() == 0:
+            from jaxbasics.gpt.metrics import MetricsLog
+
+            log = MetricsLog(self.run_dir, history)
+        every = 0 if self.evaluator is None else self.evaluator.every
 
         def save() -> None:
             nonlocal saved
@@ -448,11 +626,13 @@ class _TrainLoop:
                 with checkpoint.interrupts_deferred():  # a Ctrl-C comes once this step is saved
                     checkpoint.save(self.run_dir, step, params, opt_state,
                                     {**self.meta, "history": history})
+                    if log is not None:
+                        log.write([r for r in history if r["step"] > saved])
                     saved = step
 
         in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
         try:
-            for n in call_sizes(start, end, self.opts):
+            for n in call_sizes(start, end, self.opts, every):
                 t0 = time.perf_counter()
                 params, opt_state, m = self.call(step, n, params, opt_state)
                 # params and opt_state now hold these n updates: the step count follows at
@@ -463,6 +643,8 @@ class _TrainLoop:
                 if (bad := _first_non_finite(done)) is not None:  # nothing of it is saved
                     raise NonFiniteError(bad[0], bad[1], bad[2], saved if saved else None,
                                          self.run_dir)
+                if self.evaluator is not None and (step % every == 0 or step == end):
+                    done[-1].update(self.evaluator(params))
                 history.extend(done)
                 in_flight = None
                 for record in done:
@@ -470,6 +652,7 @@ class _TrainLoop:
                         on_step(record["step"], record)
                 if step % self.opts.save_every == 0:
                     save()
+            save()
         except KeyboardInterrupt:
             # interrupted between the call's return and its records joining the history: add
             # them (the wait for its losses is short: it is already running), so that the
@@ -481,7 +664,9 @@ class _TrainLoop:
                 history.extend(late)
             save()
             raise
-        save()
+        finally:
+            if log is not None:
+                log.close()
         return step, params, opt_state
 
 
@@ -518,30 +703,37 @@ def _resume_view(key: str, value: dict) -> dict:
     return {k: v for k, v in value.items() if k != "steps_per_call"} if key == "options" else value
 
 
-def data_fingerprint(task: AdditionTask | TextDataset) -> str:
-    """A digest of the training data: of the text file's bytes, or of the addition task's
-    settings (its examples are a function of them)."""
+def data_fingerprint(task: Task) -> str:
+    """A digest of the training data: of the text file's bytes, a corpus's
+    (:meth:`PretrainData.fingerprint`), or of the addition task's settings (its examples are a
+    function of them)."""
     import hashlib
     import json
 
+    if isinstance(task, PretrainData):
+        return task.fingerprint()
     if isinstance(task, TextDataset):
         return hashlib.sha256(task.train.tobytes() + task.val.tobytes()).hexdigest()
     return hashlib.sha256(json.dumps(describe_task(task), sort_keys=True).encode()).hexdigest()
 
 
-def task_vocab(task: AdditionTask | TextDataset) -> int:
-    """Number of token ids the task's tokenizer produces."""
+def task_vocab(task: Task) -> int:
+    """Number of token ids the task holds (its tokenizer's, or a corpus's vocabulary)."""
+    if isinstance(task, PretrainData):
+        return task.train.vocab_size
     return task.tokenizer.vocab_size
 
 
-def task_seq_len(task: AdditionTask | TextDataset) -> int:
+def task_seq_len(task: Task) -> int:
     """Tokens per training sequence (T of the (B, T) batches)."""
     return task.seq_len - 1 if isinstance(task, AdditionTask) else task.context_length
 
 
-def describe_task(task: AdditionTask | TextDataset) -> dict:
+def describe_task(task: Task) -> dict:
     """JSON description of the task, stored with checkpoints and compared on resume."""
     if isinstance(task, AdditionTask):
         return {"kind": "addition", "digits": task.digits, "seed": task.seed}
+    if isinstance(task, PretrainData):
+        return task.describe()
     return {"kind": "text", "path": str(Path(task.path).absolute()),
             "context_length": task.context_length, "seed": task.seed}

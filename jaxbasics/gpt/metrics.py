@@ -1,0 +1,69 @@
+"""A training run's metrics on disk, beside its checkpoints (:mod:`jaxbasics.gpt.checkpoint`)::
+
+    run/
+      metrics.jsonl     one JSON object a line: every record of the history (step, loss,
+                        grad_norm, lr, tokens_per_s; val_loss, val_ppl, val_bpb and sample at
+                        evaluations)
+      events/           TensorBoard event files of the same scalars (``tensorboard --logdir run``)
+
+Both hold exactly the steps the latest checkpoint holds: they are written when a checkpoint is
+saved, and a resumed run first rewrites ``metrics.jsonl`` from the checkpoint's history and
+tells TensorBoard to drop the steps after it (``purge_step``). The event files are written with
+``tensorboardX`` (no TensorFlow); without it only ``metrics.jsonl`` is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+#: the scalars of a record that go to TensorBoard, under these tags
+SCALARS = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
+           "tokens_per_s": "train/tokens_per_s", "val_loss": "val/loss", "val_ppl": "val/perplexity",
+           "val_bpb": "val/bits_per_byte"}
+JSONL = "metrics.jsonl"
+EVENTS = "events"
+
+
+class MetricsLog:
+    """Appends history records to ``run_dir/metrics.jsonl`` and TensorBoard event files.
+
+    ``history``: the records the run starts from (a resumed run's; ``[]`` for a new one):
+    ``metrics.jsonl`` is rewritten to hold exactly them, and TensorBoard drops what an earlier
+    attempt wrote after them."""
+
+    def __init__(self, run_dir: str | Path, history: list[dict]):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        partial = self.dir / (JSONL + ".partial")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in history))
+        os.replace(partial, self.dir / JSONL)
+        self.writer: Any = None
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return
+        last = history[-1]["step"] if history else 0
+        self.writer = SummaryWriter(str(self.dir / EVENTS), purge_step=last + 1,
+                                    flush_secs=3600)
+
+    def write(self, records: list[dict]) -> None:
+        """Append ``records`` (and flush them to disk)."""
+        with open(self.dir / JSONL, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        if self.writer is None:
+            return
+        for r in records:
+            for key, tag in SCALARS.items():
+                if r.get(key) is not None:
+                    self.writer.add_scalar(tag, float(r[key]), r["step"])
+            if r.get("sample") is not None:
+                self.writer.add_text("val/sample", r["sample"], r["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Close the event file."""
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,127 @@
+"""Training on a prepared corpus (jaxbasics train --data): windows of the shards, evaluation
+on fixed validation windows (loss, perplexity, bits per byte) checked against an independent
+computation, metrics.jsonl and TensorBoard events read back with TensorBoard's own reader, a
+resumed run equal to an uninterrupted one, the tokenizer travelling into the run."""
+
+import json
+import math
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxbasics.data.prepare import PrepareOptions, prepare
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import PretrainData
+from jaxbasics.gpt.train import Evaluation, TrainOptions, train
+
+CFG = GPTConfig(vocab_size=300, context_length=16, emb_dim=32, n_heads=2, n_layers=1,
+                drop_rate=0.0)
+OPTS = TrainOptions(steps=6, batch_size=4, warmup_steps=1, save_every=3)
+DOCS = ["Der schnelle braune Fuchs springt über den faulen Hund. " * 3,
+        "El veloz murciélago hindú comía feliz cardillo y kiwi. " * 3,
+        "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 2,
+        "The quick brown fox jumps over the lazy dog; 1234567890. " * 3,
+        "いろはにほへと ちりぬるを わかよたれそ つねならむ " * 3] * 4
+pytestmark = pytest.mark.xdist_group("pretrain")  # one worker shares the prepared corpus
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for i, text in enumerate(DOCS):
+        (root / f"doc{i:02d}.txt").write_text(f"{i}: {text}", encoding="utf-8")
+    out = root.parent / "data"
+    prepare([root], out, train_vocab=300, options=PrepareOptions(val_fraction=0.3, context=16),
+            log=lambda _msg: None)
+    return out
+
+
+def _val_reference(params_model, data: PretrainData, batches: int, batch_size: int):
+    """Validation loss and bits per byte computed apart from the library: optax's cross-entropy
+    of the model's logits over the same fixed windows, bytes from the tokenizer's decoding."""
+    nll, count, nbytes = 0.0, 0, 0
+    starts = np.linspace(0, data.val.n - 17, batches * batch_size).round().astype(int)
+    tokens = np.concatenate([np.asarray(s.tokens) for s in data.val.shards]).astype(np.int32)
+    tok = data.tokenizer
+    for s in starts:
+        x, y = tokens[s:s + 16], tokens[s + 1:s + 17]
+        logits = params_model(x[None])[0]
+        nll += float(optax.softmax_cross_entropy_with_integer_labels(logits, y).sum())
+        count += 16
+        nbytes += sum(len(tok.decode([int(t)]).encode("utf-8")) if int(t) != tok.eot_id else 0
+                      for t in y)
+    return nll / count, nll / math.log(2) / nbytes
+
+
+@pytest.mark.slow
+def test_training_on_a_prepared_corpus_evaluates_logs_and_resumes_exactly(data_dir, tmp_path):
+    data = PretrainData(data_dir, 16, seed=3)
+    assert data.vocab_size == 300 and data.val is not None
+    evaluation = Evaluation(every=3, batches=2, sample_prompt="The ", sample_tokens=5)
+    whole = train(CFG, data, OPTS, run_dir=tmp_path / "whole", evaluation=evaluation)
+    evals = [r for r in whole.history if "val_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    loss, bpb = _val_reference(whole.model, data, 2, OPTS.batch_size)
+    assert evals[-1]["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert evals[-1]["val_ppl"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert evals[-1]["val_bpb"] == pytest.approx(bpb, rel=1e-5)
+    assert isinstance(evals[-1]["sample"], str) and evals[-1]["sample"]
+    # the run holds the data's tokenizer, and its metrics as JSON lines and TensorBoard events
+    assert (tmp_path / "whole" / "tokenizer" / "tokenizer.json").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == json.loads(json.dumps(whole.history))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "whole" / "events"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))
+    np.testing.assert_allclose([e.value for e in events.Scalars("train/loss")],
+                               [r["loss"] for r in whole.history], rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in events.Scalars("val/bits_per_byte")],
+                               [r["val_bpb"] for r in evals], rtol=1e-6)
+    # stopped after 3 steps, resumed: the parameters and history of the uninterrupted run
+    train(CFG, data, OPTS, run_dir=tmp_path / "part", stop_after=3, evaluation=evaluation)
+    resumed = train(CFG, data, OPTS, run_dir=tmp_path / "part", resume=True,
+                    evaluation=evaluation)
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, 7))
+
+
+def test_a_corpus_without_a_validation_split_cannot_be_evaluated(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "a.txt").write_text("abcdefgh " * 20)
+    prepare([root], tmp_path / "d", byte_level=True, options=PrepareOptions(val_fraction=0.0),
+            log=lambda _m: None)
+    data = PretrainData(tmp_path / "d", 16)
+    assert data.val is None and data.vocab_size == 257
+    x, y = data.batch(0, 4)
+    assert x.shape == y.shape == (4, 16)
+    with pytest.raises(ValueError, match="evaluation needs data with a validation split"):
+        train(CFG.replace(vocab_size=257), data, OPTS, evaluation=Evaluation())
+
+
+@pytest.mark.slow
+def test_train_data_cli_then_generate_and_eval_read_the_run(data_dir, tmp_path, capsys):
+    """jaxbasics train --data prints the evaluations and their sample; generate writes text
+    through the run's BPE tokenizer; eval --run scores the split as the run's last evaluation
+    would on the same windows."""
+    from jaxbasics.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--context", "16", "--steps", "4",
+                 "--batch-size", "4", "--eval-every", "2", "--eval-batches", "2",
+                 "--sample-prompt", "The", "--out", str(out), "--quiet",
+                 "--no-compile-cache"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("validation loss") == 2 and "bits/byte" in text and "sample:" in text
+    assert (out / "loss.png").stat().st_size > 10_000
+    assert main(["generate", "--run", str(out), "--prompt", "Der schnelle", "--max-new-tokens",
+                 "3", "--no-compile-cache"]) == 0
+    assert capsys.readouterr().out.startswith("Der schnelle")
+    assert jax.device_count() >= 1
