@@ -1,19 +1,25 @@
-"""Computational graphs as data, from JAX's jaxprs (the PyTorch side, the tape that
-``loss.backward()`` walks, is :mod:`jaxbasics.compare.torch_graph`), drawn with matplotlib
-and written as Graphviz DOT or Mermaid text.
+"""Computational graphs as data, from JAX's jaxprs (the PyTorch side, the graph recorded
+during the forward pass that ``loss.backward()`` walks, is :mod:`jaxbasics.compare.torch_graph`),
+drawn with matplotlib and written as Graphviz DOT or Mermaid text.
 
-A :class:`Graph` has nodes of five kinds: ``"input"`` (data, e.g. x and y), ``"param"``
-(what is differentiated, e.g. w and b), ``"op"`` (an operation of the forward pass),
-``"reverse"`` (an operation of the backward pass) and ``"output"`` (the loss, or a gradient),
-and edges labelled with the shape and dtype of what flows along them.
+A :class:`Graph` has nodes of six kinds (:data:`KINDS`): ``"input"`` (data, e.g. x and y),
+``"param"`` (what is differentiated, e.g. w and b), ``"op"`` (an operation of the forward
+pass), ``"residual"`` (an operation of a gradient program computed on the way forward whose
+value the reverse sweep reads), ``"reverse"`` (a step of the reverse sweep, or of PyTorch's
+backward pass) and ``"output"`` (the loss, or a gradient), and edges labelled with the shape
+and dtype of what flows along them.
 
 JAX's graphs are programs: :func:`jaxpr_graph` turns the jaxpr of a function into a graph,
-one node per equation, with the value each equation computes when it is a scalar (the
-chapter's z = 2.42, a = 0.9183, ...). For the gradient, :func:`vjp_graph` traces the
-function *and* its vector-Jacobian product with the output's cotangent as an input: the
-equations that depend on that cotangent are the reverse sweep that JAX derived by
-transforming the forward program, before anything ran; the rest recompute the forward values
-the sweep needs (residuals).
+one node per equation, named as the chapter would name it (``matmul``, ``ReLU mask [h > 0]``,
+``broadcast fc1.bias``; :func:`op_label`), with the value each equation computes when it is a
+scalar (the chapter's z = 2.42, a = 0.9183, ...), and keeps the jaxpr as text with the
+chapter's names for its inputs and a comment on each unfamiliar line (``Graph.listing``). For
+the gradient, :func:`vjp_graph` traces the function *and* its vector-Jacobian product with the
+output's cotangent as an input: the equations that depend on that cotangent are the reverse
+sweep that JAX derived by transforming the forward program, before anything ran; the rest
+recompute the forward values the sweep needs, and those it reads are its residuals.
+:func:`program_size` counts a program's equations and nodes, the one count that
+``jaxbasics graph`` and ``jaxbasics tour`` both print.
 """
 
 from __future__ import annotations
@@ -29,26 +35,41 @@ import jax.extend.core as jcore
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("input", "param", "op", "reverse", "output")
+KINDS = ("input", "param", "op", "residual", "reverse", "output")
+
+#: what each kind is, as the pictures' legend says it
+KIND_NAMES = {
+    "param": "parameter",
+    "input": "data (and dL/dL = 1, the seed of the reverse sweep)",
+    "op": "forward operation",
+    "residual": "residual: computed on the way forward, kept for the reverse sweep",
+    "reverse": "reverse sweep: passes a gradient on (PyTorch: a backward node)",
+    "output": "loss / gradient",
+}
 
 
 @dataclass
 class Node:
     """One node: ``id`` (unique in its graph), ``label`` (the operation or variable name),
-    ``kind`` (one of :data:`KINDS`), ``value`` (text of its value where known and scalar)."""
+    ``kind`` (one of :data:`KINDS`), ``value`` (text of its value where known and scalar) and
+    ``detail`` (lines drawn under the label instead of ``= value``, e.g. the gradient a
+    PyTorch backward node passes on and, labelled, the forward value it recorded)."""
     id: str
     label: str
     kind: str
     value: str | None = None
+    detail: str | None = None
 
 
 @dataclass
 class Graph:
     """A directed graph; ``edges`` are ``(source id, target id, label)`` in the direction
-    the data (or, on the PyTorch tape, the gradient) flows."""
+    the data (or, on the PyTorch tape, the gradient) flows. ``listing``: for a graph made from
+    a jaxpr, that jaxpr as text (:func:`jaxpr_listing`)."""
     title: str
     nodes: list[Node] = field(default_factory=list)
     edges: list[tuple[str, str, str]] = field(default_factory=list)
+    listing: str = ""
 
     def add(self, node: Node) -> Node:
         if node.kind not in KINDS:
@@ -65,6 +86,18 @@ class Graph:
         return [n.label for n in self.nodes if not kinds or n.kind in kinds]
 
 
+OPERATION_KINDS = ("op", "residual", "reverse")
+
+
+def program_size(graph: Graph) -> dict[str, int]:
+    """``{"equations", "reverse", "nodes"}``: the operations of ``graph`` (for a jaxpr, its
+    equations that reach an output, a ``custom_jvp_call`` counted once), those of its reverse
+    sweep, and all its nodes (operations, inputs and outputs). ``jaxbasics graph`` and
+    ``jaxbasics tour`` both count with this."""
+    return {"equations": graph.count(*OPERATION_KINDS), "reverse": graph.count("reverse"),
+            "nodes": graph.count()}
+
+
 def _short(aval: Any) -> str:
     return aval.str_short(short_dtypes=True) if hasattr(aval, "str_short") else str(aval)
 
@@ -76,17 +109,138 @@ def _value_text(value: Any) -> str | None:
     return f"{float(arr.reshape(())):.4g}"
 
 
-def _op_label(eqn: Any) -> str:
-    name = eqn.primitive.name
-    inner = eqn.params.get("call_jaxpr") or eqn.params.get("jaxpr")  # custom_jvp_call, pjit
+def _literal(v: Any) -> str | None:
+    """The text of a scalar literal operand (``1``, ``-100``, ``1e-12``), else None."""
+    if isinstance(v, jcore.Literal) and np.asarray(v.val).size == 1:
+        return f"{float(np.asarray(v.val)):g}"
+    return None
+
+
+def _called(eqn: Any) -> str | None:
+    """The name of the function a call equation (``custom_jvp_call``, ``pjit``) calls."""
+    inner = eqn.params.get("call_jaxpr") or eqn.params.get("jaxpr")
     info = getattr(getattr(inner, "jaxpr", inner), "debug_info", None)
     called = eqn.params.get("name") if isinstance(eqn.params.get("name"), str) \
         else getattr(info, "func_name", None)
+    return called.strip("_").removesuffix("_elementwise") if called else None
+
+
+_SYMBOL = {"add": "+", "sub": "−", "mul": "×", "div": "÷"}
+_WORD = {"dot_general": "matmul", "logistic": "sigmoid σ", "reduce_sum": "sum",
+         "transpose": "transpose ᵀ", "convert_element_type": "cast", "log1p": "log(1 + ·)",
+         "neg": "negate"}
+_CALLED = {"bce": "BCE", "relu": "ReLU"}
+
+
+def op_label(eqn: Any, names: dict[Any, str] | None = None) -> str:
+    """The chapter's name for one jaxpr equation: arithmetic as symbols with its literal
+    operands (``1 − ·``, ``· ÷ 8``, ``max(·, -100)``), ``matmul`` for ``dot_general``,
+    ``ReLU mask [h > 0]`` for ``gt · 0`` and ``× ReLU mask (select_n)`` for the select that
+    applies it, ``broadcast fc1.bias`` for a broadcast of a named input (``names``: variable
+    -> name), ``zeros`` for a broadcast constant 0, and a called function by its name
+    (``BCE (custom_jvp_call)``)."""
+    name = eqn.primitive.name
+    lits = [_literal(v) for v in eqn.invars]
+    called = _called(eqn)
     if called:
-        name = f"{called.strip('_').removesuffix('_elementwise')} ({name})"
-    literals = [f"{float(np.asarray(v.val)):g}" for v in eqn.invars
-                if isinstance(v, jcore.Literal) and np.asarray(v.val).size == 1]
-    return f"{name} {', '.join(literals)}" if literals else name
+        return f"{_CALLED.get(called, called)} ({name})"
+    if name in _SYMBOL and len(lits) == 2:
+        a, b = (lit if lit is not None else "·" for lit in lits)
+        return _SYMBOL[name] if (a, b) == ("·", "·") else f"{a} {_SYMBOL[name]} {b}"
+    if name == "max" and any(lits):
+        return f"max(·, {next(lit for lit in lits if lit is not None)})"
+    if name == "gt" and lits[1:] == ["0"]:
+        return "ReLU mask [h > 0]"
+    if name == "select_n":
+        return "× ReLU mask (select_n)"
+    if name == "reshape" and names and eqn.invars[0] in names:
+        return f"reshape {names[eqn.invars[0]]}"
+    if name == "broadcast_in_dim":
+        src = eqn.invars[0]
+        if lits[0] is not None:
+            return "zeros" if lits[0] == "0" else f"fill {lits[0]}"
+        return f"broadcast {names[src]}" if names and src in names else "broadcast"
+    word = _WORD.get(name, name)
+    extra = [lit for lit in lits if lit is not None]
+    return f"{word} {', '.join(extra)}" if extra else word
+
+
+#: comments for unfamiliar lines of a listing, by op_label's result or primitive name
+_EXPLAIN = {
+    "custom_jvp_call": "calls a function that carries its own derivative rule (jax.custom_jvp)",
+    "BCE (custom_jvp_call)": "BCE as PyTorch computes it, with PyTorch's derivative "
+                             "(p - y) / max(p(1 - p), 1e-12); its body:",
+    "ReLU (custom_jvp_call)": "ReLU, max(h, 0), with its derivative [h > 0]; its body:",
+    "max(·, -100)": "PyTorch's BCE clamps each log at -100 (log 0 gives 100, not inf)",
+    "max(·, 1e-12)": "PyTorch's BCE backward divides by max(p(1 - p), 1e-12)",
+    "log1p": "log(1 + v) accurate for small v: here log(1 - p)",
+    "logistic": "the sigmoid σ",
+    "convert_element_type": "a dtype change (float32 stays float32): no arithmetic",
+    "reduce_sum": "sum over the batch",
+    "dot_general": "matrix product",
+    "gt": "ReLU's mask [h > 0]",
+    "select_n": "ReLU's derivative: the gradient where the mask holds, 0 elsewhere",
+    "broadcast_in_dim": "broadcast (a bias over the batch, or a constant)",
+    "transpose": "ᵀ",
+}
+
+
+def _explain(eqn: Any) -> str:
+    label = op_label(eqn)
+    if eqn.primitive.name == "div" and _literal(eqn.invars[1]) is not None:
+        return (f"÷ {_literal(eqn.invars[1])}, the number of elements: the mean (in a reverse "
+                "sweep, its derivative)")
+    return _EXPLAIN.get(label) or _EXPLAIN.get(eqn.primitive.name, "")
+
+
+def jaxpr_listing(jaxpr: Any, in_names: Sequence[str], out_names: Sequence[str], *,
+                  keep: Sequence[Any] | None = None) -> str:
+    """A jaxpr as text, like ``print(jaxpr)``, but with its inputs and outputs named as the
+    chapter names them (``w b x y`` ... ``L``), the other values ``t1, t2, ...`` (so that no
+    temporary takes the name of a weight), the body of a function with its own derivative
+    rule printed below its call, and a ``#`` comment on each unfamiliar line. ``keep``: the
+    top-level equations to list (default all)."""
+    names: dict[Any, str] = {}
+    counter = [0]
+
+    def name(v: Any) -> str:
+        if isinstance(v, jcore.Literal):
+            return f"{np.asarray(v.val).item():g}"
+        if isinstance(v, jcore.DropVar):
+            return "_"
+        if v not in names:
+            counter[0] += 1
+            names[v] = f"t{counter[0]}"
+        return names[v]
+
+    def typed(v: Any) -> str:
+        return f"{name(v)}:{_short(v.aval)}"
+
+    lines: list[str] = []
+
+    def body(jx: Any, ins: Sequence[str] | None, outs: Sequence[str] | None, indent: str,
+             eqns: Sequence[Any]) -> None:
+        if ins is not None:
+            names.update(zip(jx.invars, ins, strict=True))
+        if outs is not None:
+            names.update((v, n) for v, n in zip(jx.outvars, outs, strict=True)
+                         if isinstance(v, jcore.Var) and v not in names)
+        lines.append(f"{indent}{{ lambda ; {' '.join(typed(v) for v in jx.invars)}. let")
+        for eqn in eqns:
+            outs_text = " ".join(typed(v) for v in eqn.outvars)
+            called = _called(eqn)
+            prim = f"{eqn.primitive.name}[{called}]" if called else eqn.primitive.name
+            call = f"{outs_text} = {prim} {' '.join(name(v) for v in eqn.invars)}"
+            comment = _explain(eqn)
+            lines.append((f"{indent}    {call:<34}" + (f"  # {comment}" if comment else "")).rstrip())
+            inner = eqn.params.get("call_jaxpr")
+            if inner is not None:
+                inner = getattr(inner, "jaxpr", inner)
+                body(inner, None, None, indent + "        ", inner.eqns)
+        lines.append(f"{indent}  in ({', '.join(name(v) for v in jx.outvars)}) }}")
+
+    body(jaxpr, in_names, out_names, "", jaxpr.eqns if keep is None else keep)
+    return "\n".join(lines)
 
 
 def jaxpr_graph(closed: jcore.ClosedJaxpr, args: Sequence[Any], *,
@@ -102,10 +256,12 @@ def jaxpr_graph(closed: jcore.ClosedJaxpr, args: Sequence[Any], *,
         its node.
       title: the graph's title.
       reverse_from: index of the input whose dependants are the reverse sweep (their kind is
-        ``"reverse"``); None: every equation is ``"op"``.
+        ``"reverse"``; the other equations that feed one of them are ``"residual"``); None:
+        every equation is ``"op"``.
 
-    Equations whose results reach no output (dead code the tracer left) are not drawn;
-    literal operands are written into the operation's label.
+    Equations whose results reach no output (dead code the tracer left) are neither drawn nor
+    listed nor counted; each node is labelled by :func:`op_label`; ``listing`` is
+    :func:`jaxpr_listing` of the equations drawn.
     """
     jaxpr = closed.jaxpr
     if not (len(in_names) == len(in_kinds) == len(jaxpr.invars) == len(args)):
@@ -129,7 +285,8 @@ def jaxpr_graph(closed: jcore.ClosedJaxpr, args: Sequence[Any], *,
         jaxpr.replace(outvars=inner), closed.consts))(*args) if inner else []
     value_of = dict(zip(inner, values, strict=True))
 
-    g = Graph(title)
+    g = Graph(title, listing=jaxpr_listing(jaxpr, in_names, out_names, keep=kept))
+    var_names = dict(zip(jaxpr.invars, in_names, strict=True))
     producer: dict[Any, str] = {}
     seeds: set[Any] = set()
     for i, (var, name, kind) in enumerate(zip(jaxpr.invars, in_names, in_kinds, strict=True)):
@@ -145,7 +302,7 @@ def jaxpr_graph(closed: jcore.ClosedJaxpr, args: Sequence[Any], *,
         outs = [v for v in eqn.outvars if not isinstance(v, jcore.DropVar)]
         if reverse:
             seeds.update(outs)
-        node = g.add(Node(f"op{j}", _op_label(eqn), "reverse" if reverse else "op",
+        node = g.add(Node(f"op{j}", op_label(eqn, var_names), "reverse" if reverse else "op",
                           _value_text(value_of[outs[0]]) if len(outs) == 1 else None))
         for v in eqn.invars:
             if isinstance(v, jcore.Var) and v in producer:
@@ -158,6 +315,11 @@ def jaxpr_graph(closed: jcore.ClosedJaxpr, args: Sequence[Any], *,
                           None if value is None else _value_text(value)))
         if isinstance(var, jcore.Var) and var in producer:
             g.edges.append((producer[var], node.id, _short(var.aval)))
+    kind_of = {n.id: n.kind for n in g.nodes}
+    read_by_sweep = {s for s, t, _ in g.edges if kind_of[t] == "reverse"}
+    for n in g.nodes:
+        if n.kind == "op" and n.id in read_by_sweep:
+            n.kind = "residual"
     return g
 
 
@@ -203,7 +365,7 @@ def collapse_chains(graph: Graph) -> Graph:
     head: dict[str, str] = {}  # node -> the first node of its chain
     for n in graph.nodes:
         prev = ins[n.id][0] if len(set(ins[n.id])) == 1 else None
-        if (n.kind in ("op", "reverse") and prev is not None and kind[prev] == n.kind
+        if (n.kind in OPERATION_KINDS and prev is not None and kind[prev] == n.kind
                 and len(set(outs[prev])) == 1):
             head[n.id] = head.get(prev, prev)
     merged = Graph(graph.title)
@@ -230,17 +392,21 @@ def _quote(text: str) -> str:
 
 
 def node_text(n: Node) -> str:
-    """The text drawn in a node: its label, and its value on a second line where known."""
+    """The text drawn in a node: its label, then its ``detail`` lines, or else its value
+    (``= 2.42``) on a second line where known."""
+    if n.detail:
+        return f"{n.label}\n{n.detail}"
     return n.label if n.value is None else f"{n.label}\n= {n.value}"
 
 
 def to_dot(graphs: Sequence[Graph]) -> str:
     """Graphviz DOT text: one cluster per graph; leaves are ellipses, operations boxes (the
-    reverse sweep's red), outputs double octagons; edges carry their labels."""
-    shape = {"input": "ellipse", "param": "ellipse", "op": "box", "reverse": "box",
-             "output": "doubleoctagon"}
-    color = {"input": "gray", "param": "orange", "op": "steelblue", "reverse": "firebrick",
-             "output": "darkgreen"}
+    reverse sweep's red, residuals purple), outputs double octagons; edges carry their
+    labels."""
+    shape = {"input": "ellipse", "param": "ellipse", "op": "box", "residual": "box",
+             "reverse": "box", "output": "doubleoctagon"}
+    color = {"input": "gray", "param": "orange", "op": "steelblue", "residual": "purple",
+             "reverse": "firebrick", "output": "darkgreen"}
     lines = ["digraph computational_graphs {", "  rankdir=TB;"]
     for k, g in enumerate(graphs):
         lines.append(f'  subgraph cluster_{k} {{')
@@ -269,7 +435,8 @@ def to_mermaid(graphs: Sequence[Graph]) -> str:
             lines.append(f'    g{k}_{s} -->|"{esc(label)}"| g{k}_{t}')
         lines.append("  end")
     lines += ["  classDef input fill:#eeeeee", "  classDef param fill:#ffd8a8",
-              "  classDef op fill:#d0e4f5", "  classDef reverse fill:#f5c2c2",
+              "  classDef op fill:#d0e4f5", "  classDef residual fill:#e1d5f0",
+              "  classDef reverse fill:#f5c2c2",
               "  classDef output fill:#c8e6c9"]
     return "\n".join(lines) + "\n"
 
@@ -290,83 +457,172 @@ def layers(graph: Graph) -> dict[str, int]:
     return depth
 
 
-#: inches per layer and per node in a row, and the drawing's resolution
-LAYER_IN, SLOT_IN, DPI = 0.75, 1.55, 100
+#: font sizes (points) of node text, edge labels and titles; the PNG's pixels per inch. A
+#: figure at most 10 inches wide shown 900 px wide (GitHub's width) keeps 7.5 pt text at
+#: about 9 px.
+FONT_PT, EDGE_PT, TITLE_PT, DPI = 7.5, 6.0, 9.0, 200
+_CHAR_IN, _LINE_IN, _GAP_IN, _LAYER_GAP_IN, _CUT = 0.056, 0.135, 0.14, 0.34, 48
 
 
-def _slot(graph: Graph) -> float:
-    """Inches per node in a row: room for the longest label (cut at 44 characters)."""
-    longest = max((min(44, len(line)) for n in graph.nodes for line in node_text(n).split("\n")),
-                  default=1)
-    return max(SLOT_IN, 0.25 + 0.058 * longest)
+def _box_text(n: Node) -> str:
+    return "\n".join(line if len(line) <= _CUT else line[:_CUT - 1] + "…"
+                      for line in node_text(n).split("\n"))
 
 
-def _panel_width(graph: Graph, depth: dict[str, int]) -> float:
-    rows: dict[int, int] = {}
-    for d in depth.values():
-        rows[d] = rows.get(d, 0) + 1
-    return max(3.2, _slot(graph) * max(rows.values(), default=1))
+def _box_size(n: Node) -> tuple[float, float]:
+    lines = _box_text(n).split("\n")
+    return 0.2 + _CHAR_IN * max(len(line) for line in lines), 0.1 + _LINE_IN * len(lines)
 
 
-def figure_size(graphs: Sequence[Graph]) -> tuple[float, float]:
-    """The (width, height) in inches that :func:`draw` gives ``graphs`` side by side."""
-    width = height = 0.0
-    for g in graphs:
-        depth = layers(g)
-        width += _panel_width(g, depth)
-        height = max(height, 1.2 + LAYER_IN * (max(depth.values(), default=0) + 1))
-    return round(width, 2), round(height, 2)
+@dataclass
+class _Layout:
+    pos: dict[str, tuple[float, float]]  # node centre (x, y), inches from the panel's top left
+    size: dict[str, tuple[float, float]]
+    width: float
+    height: float
 
 
-def draw(graphs: Sequence[Graph], path: str | Path, *, subtitle: str = "") -> dict[str, Any]:
-    """Draw ``graphs`` side by side (layered, top to bottom, edges labelled with shapes) into
-    ``path``'s PNG and SVG (``path`` without suffix, or with either). Returns
-    ``{"png", "svg", "size_px"}``: the files and the PNG's (width, height) in pixels."""
+def layout(graph: Graph, min_width: float = 0.0) -> _Layout:
+    """Place ``graph``'s nodes top to bottom by :func:`layers`: the first layer spread over
+    the panel (at least ``min_width`` inches wide), each later node under the mean position
+    of the nodes that feed it, pushed aside as little as needed to keep the boxes apart."""
+    depth = layers(graph)
+    size = {n.id: _box_size(n) for n in graph.nodes}
+    rows: dict[int, list[str]] = {}
+    for n in graph.nodes:
+        rows.setdefault(depth[n.id], []).append(n.id)
+    preds: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
+    for s, t, _ in graph.edges:
+        preds[t].append(s)
+    width = max(2.2, min_width, 0.3 + 0.078 * len(graph.title),
+                max(sum(size[i][0] for i in ids) + _GAP_IN * (len(ids) + 1)
+                    for ids in rows.values()))
+    x: dict[str, float] = {}
+
+    def place(ids: list[str], want: dict[str, float]) -> None:
+        ids.sort(key=lambda i: want[i])
+        for k, i in enumerate(ids):  # left to right: no overlap, nothing past the left edge
+            low = _GAP_IN + size[i][0] / 2 if k == 0 else (
+                x[ids[k - 1]] + (size[ids[k - 1]][0] + size[i][0]) / 2 + _GAP_IN)
+            x[i] = max(want[i], low)
+        for k in range(len(ids) - 1, -1, -1):  # right to left: nothing past the right edge
+            i = ids[k]
+            high = width - _GAP_IN - size[i][0] / 2 if k == len(ids) - 1 else (
+                x[ids[k + 1]] - (size[ids[k + 1]][0] + size[i][0]) / 2 - _GAP_IN)
+            x[i] = min(x[i], high)
+
+    for d in sorted(rows):
+        ids = rows[d]
+        spread = {i: (k + 0.5) * width / len(ids) for k, i in enumerate(ids)}
+        place(ids, {i: sum(x[p] for p in preds[i]) / len(preds[i]) if preds[i] else spread[i]
+                    for i in ids})
+    pos, top = {}, 0.45  # room for the title
+    for d in sorted(rows):
+        height = max(size[i][1] for i in rows[d])
+        for i in rows[d]:
+            pos[i] = (x[i], top + height / 2)
+        top += height + _LAYER_GAP_IN
+    return _Layout(pos, size, width, top - _LAYER_GAP_IN + 0.15)
+
+
+#: the narrowest figure (inches), so that legend and subtitle fit
+MIN_WIDTH_IN = 8.0
+
+
+def figure_size(graphs: Sequence[Graph], rows: Sequence[Sequence[int]] | None = None,
+                subtitle: str = "") -> tuple[float, float]:
+    """The (width, height) in inches that :func:`draw` gives ``graphs`` arranged in ``rows``,
+    legend and subtitle included."""
+    return _arrange(_layouts(graphs, rows), rows, len(graphs), subtitle)[1]
+
+
+def _layouts(graphs: Sequence[Graph], rows: Sequence[Sequence[int]] | None) -> list[_Layout]:
+    alone = {r[0] for r in rows or [] if len(r) == 1}  # a panel alone in its row: full width
+    return [layout(g, MIN_WIDTH_IN if k in alone else 0.0) for k, g in enumerate(graphs)]
+
+
+def _subtitle_lines(subtitle: str, width: float) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(subtitle, int(width / 0.052)) if subtitle else []
+
+
+def _arrange(layouts: Sequence[_Layout], rows: Sequence[Sequence[int]] | None, n: int,
+             subtitle: str) -> tuple[dict[int, tuple[float, float]], tuple[float, float]]:
+    rows = [list(range(n))] if rows is None else rows
+    if sorted(i for r in rows for i in r) != list(range(n)):
+        raise ValueError(f"rows must place each of the {n} graphs once, got {rows}")
+    width = max(MIN_WIDTH_IN, *(sum(layouts[i].width for i in r) for r in rows))
+    offset, top = {}, 0.0
+    for r in rows:
+        left = (width - sum(layouts[i].width for i in r)) / 2  # each row centred
+        for i in r:
+            offset[i] = (left, top)
+            left += layouts[i].width
+        top += max(layouts[i].height for i in r)
+    bottom = 0.75 + 0.12 * len(_subtitle_lines(subtitle, width))  # legend, subtitle
+    return offset, (round(width, 2), round(top + bottom, 2))
+
+
+def draw(graphs: Sequence[Graph], path: str | Path, *, subtitle: str = "",
+         rows: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
+    """Draw ``graphs`` (layered top to bottom, edges labelled with the shapes of arrays, those
+    of scalars left unlabelled) into ``path``'s PNG
+    and SVG (``path`` without suffix, or with either), in ``rows`` of panels (lists of indices
+    into ``graphs``; default: all side by side), with a legend naming each kind of node drawn
+    and ``subtitle`` under it. Returns ``{"png", "svg", "size_px"}``: the files and the PNG's
+    (width, height) in pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
+    from matplotlib.patches import FancyBboxPatch, Patch
 
-    face = {"input": "#eeeeee", "param": "#ffd8a8", "op": "#d0e4f5", "reverse": "#f5c2c2",
-            "output": "#c8e6c9"}
-    size = figure_size(graphs)
+    face = {"input": "#eeeeee", "param": "#ffd8a8", "op": "#d0e4f5", "residual": "#e1d5f0",
+            "reverse": "#f5c2c2", "output": "#c8e6c9"}
+    layouts = _layouts(graphs, rows)
+    offset, size = _arrange(layouts, rows, len(graphs), subtitle)
     fig = plt.figure(figsize=size, dpi=DPI)
-    left = 0.0
-    for g in graphs:
-        depth = layers(g)
-        rows: dict[int, list[str]] = {}
-        for n in g.nodes:
-            rows.setdefault(depth[n.id], []).append(n.id)
-        width, slot = _panel_width(g, depth), _slot(g)
-        ax = fig.add_axes((left / size[0], 0.0, width / size[0], 1.0))
-        left += width
-        ax.set_xlim(0, width)
-        ax.set_ylim(-(size[1] - 0.9), 0.6)
-        ax.axis("off")
-        ax.set_title(g.title, fontsize=9, y=1.0, pad=-14)
-        pos = {}
-        for d, ids in rows.items():
-            for k, node_id in enumerate(ids):
-                pos[node_id] = ((k + 0.5) * width / len(ids), -LAYER_IN * d - 0.2)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_xlim(0, size[0])
+    ax.set_ylim(-size[1], 0)
+    ax.axis("off")
+    for k, (g, lay) in enumerate(zip(graphs, layouts, strict=True)):
+        ox, oy = offset[k]
+        ax.text(ox + lay.width / 2, -(oy + 0.2), g.title, fontsize=TITLE_PT, ha="center",
+                va="center", weight="bold")
+
+        def at(node_id: str, lay: _Layout = lay, ox: float = ox, oy: float = oy
+               ) -> tuple[float, float]:
+            px, py = lay.pos[node_id]
+            return ox + px, -(oy + py)
+
         for s, t, label in g.edges:
-            (x0, y0), (x1, y1) = pos[s], pos[t]
-            ax.annotate("", xy=(x1, y1 + 0.17), xytext=(x0, y0 - 0.17),
-                        arrowprops={"arrowstyle": "-|>", "color": "#555555", "lw": 0.8})
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, fontsize=5.5, color="#444444",
-                    ha="center", va="center", bbox={"fc": "white", "ec": "none", "pad": 0.3})
+            (x0, y0), (x1, y1) = at(s), at(t)
+            y0 -= lay.size[s][1] / 2
+            y1 += lay.size[t][1] / 2
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                        arrowprops={"arrowstyle": "-|>", "color": "#666666", "lw": 0.6,
+                                    "shrinkA": 0, "shrinkB": 0})
+            if label and not label.endswith(("[]", "[1]")):  # scalars' edges need no shape
+                ax.text(x0 + (x1 - x0) * 0.55, y0 + (y1 - y0) * 0.55, label, fontsize=EDGE_PT,
+                        color="#555555", ha="center", va="center",
+                        bbox={"fc": "white", "ec": "none", "pad": 0.2, "alpha": 0.85})
         for n in g.nodes:
-            x, y = pos[n.id]
-            text = node_text(n)
-            if len(text) > 44:
-                text = text[:42] + "…"
-            w = min(slot - 0.1, 0.12 + 0.058 * max(len(line) for line in text.split("\n")))
-            box = "round,pad=0.05" if n.kind in ("input", "param", "output") else "square,pad=0.05"
-            ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.15), w, 0.3, boxstyle=box,
-                                        fc=face[n.kind], ec="#333333", lw=0.6))
-            ax.text(x, y, text, fontsize=6, ha="center", va="center")
-    if subtitle:
-        fig.text(0.5, 0.005, subtitle, ha="center", va="bottom", fontsize=7)
+            (x, y), (w, h) = at(n.id), lay.size[n.id]
+            box = "round,pad=0.02" if n.kind in ("input", "param", "output") else "square,pad=0.02"
+            ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle=box,
+                                        fc=face[n.kind], ec="#333333", lw=0.5))
+            ax.text(x, y, _box_text(n), fontsize=FONT_PT, ha="center", va="center")
+    drawn = [k for k in KINDS if any(g.count(k) for g in graphs)]
+    lines = _subtitle_lines(subtitle, size[0])
+    fig.legend(handles=[Patch(fc=face[k], ec="#333333", lw=0.5, label=KIND_NAMES[k])
+                        for k in drawn], loc="lower center",
+               bbox_to_anchor=(0.5, (0.1 + 0.12 * len(lines)) / size[1]), ncol=2,
+               fontsize=FONT_PT, frameon=False, handlelength=1.5, columnspacing=1.5)
+    if lines:
+        fig.text(0.5, 0.06 / size[1], "\n".join(lines), ha="center", va="bottom",
+                 fontsize=EDGE_PT + 0.5, linespacing=1.3)
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".png", ".svg") else base
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -388,8 +644,7 @@ def neuron_graphs() -> tuple[Graph, Graph]:
     data = [jnp.float32(ex.x), jnp.float32(ex.y)]
     kw = {"param_names": ["w", "b"], "data_names": ["x", "y"]}
     return (forward_graph(neuron.loss, params, data, title="JAX: jaxpr of the loss", **kw),
-            vjp_graph(neuron.loss, params, data, title="JAX: jaxpr of its gradient (red: "
-                      "reverse sweep)", **kw))
+            vjp_graph(neuron.loss, params, data, title="JAX: jaxpr of its gradient", **kw))
 
 
 def simplenet_graphs(seed: int = 0) -> tuple[Graph, Graph]:
@@ -413,5 +668,4 @@ def simplenet_graphs(seed: int = 0) -> tuple[Graph, Graph]:
     kw = {"param_names": names, "data_names": ["x", "y"]}
     leaves = [v for _, v in flat]
     return (forward_graph(loss, leaves, [x, y], title="JAX: jaxpr of the loss", **kw),
-            vjp_graph(loss, leaves, [x, y], title="JAX: jaxpr of its gradient (red: reverse "
-                      "sweep)", **kw))
+            vjp_graph(loss, leaves, [x, y], title="JAX: jaxpr of its gradient", **kw))

@@ -24,11 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(loss.grad_fn and its next_functions) and the jaxprs of the loss and of "
                     "jax.grad of it, the reverse sweep in red; values where known. Writes "
                     "MODEL.png, MODEL.svg, MODEL.dot (Graphviz) and MODEL.mmd (Mermaid). "
-                    "Needs the 'compare' extra (PyTorch, matplotlib).")
+                    "Needs the 'compare' extra (PyTorch, matplotlib).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="neuron",
-                   help="the chapter's single neuron (default) or SimpleNet")
-    p.add_argument("--out", type=Path, default=Path("graphs"),
-                   help="folder for the files (default ./graphs)")
+                   help="the chapter's single neuron, or SimpleNet (the example tour and compare "
+                        "show for seed 0)")
+    p.add_argument("--out", type=Path, default=Path("graphs"), help="folder for the files")
     p.add_argument("--full", action="store_true",
                    help="draw every JAX equation as its own node (SimpleNet collapses chains)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
@@ -63,10 +64,13 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     n, d = result["nodes"], result["drawn_nodes"]
-    print(f"{args.model}: PyTorch's autograd graph {n['torch']} nodes, JAX's forward jaxpr "
-          f"{n['jax_forward']}, its gradient's {n['jax_grad']}"
-          + (f" (drawn as {d['jax_forward']} and {d['jax_grad']}: chains collapsed; --full "
-             f"draws all)" if d != n else ""))
+    e = result["equations"]
+    print(f"{args.model}: PyTorch's autograd graph {e['torch']} backward nodes ({n['torch']} "
+          f"nodes with the loss and parameters); JAX's forward jaxpr {e['jax_forward']} "
+          f"equations ({n['jax_forward']} nodes), its gradient's {e['jax_grad']} equations "
+          f"({n['jax_grad']} nodes), counted as jaxbasics tour counts them"
+          + (f" (drawn as {d['jax_forward']} and {d['jax_grad']} nodes: chains collapsed; "
+             f"--full draws all)" if d != n else ""))
     for key in ("png", "svg", "dot", "mermaid"):
         print(f"  {key:8} {result[key]}")
     return 0

@@ -1,30 +1,80 @@
 """``jaxbasics tour``: the whole chapter, section by section, computed live.
 
+:func:`register` adds the subcommand (this module imports no JAX until it runs);
 :func:`run_tour` computes every number and returns them as a nested dict (the ``--json``
 output); :func:`print_tour` renders that dict for a person.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from rich.console import Console
-from rich.table import Table
-
-from jaxbasics.chapter import neuron, simplenet, tensors
-from jaxbasics.chapter.train_step import make_scan_train, make_train_step
-from jaxbasics.cli.console import make_console
-from jaxbasics.gpt.config import GPT_CONFIG_124M, parameter_count
-from jaxbasics.params import loss_of_params, split_params
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 LEARNING_RATE = 0.01  # the chapter's SGD learning rate
 
 
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``tour`` subcommand to the ``jaxbasics`` parser."""
+    p = sub.add_parser(
+        "tour", help="walk the chapter section by section, computing every number (tensors → "
+                     "autodiff → graph → backprop → GPT-2)",
+        description="Walk the chapter: tensors, the single-neuron gradient (jax.grad vs hand "
+                    "formula vs finite differences), its jaxpr, SimpleNet backprop and one SGD "
+                    "step, GPT-2 config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print all values as JSON instead")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the SimpleNet example (its weights and batch, the ones "
+                        "compare and graph show for the same seed), in [0, 2**32)")
+    p.add_argument("--graph-out", type=Path, default=None, metavar="DIR",
+                   help="also draw section 3's graph beside PyTorch's (jaxbasics graph) into "
+                        "DIR")
+    p.set_defaults(func=cmd_tour)
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    """Run the tour for parsed ``args``; a bad ``--seed`` or ``--graph-out`` exits 2 before
+    anything is computed, a missing extra for ``--graph-out`` 3."""
+    from jaxbasics import checks
+
+    try:
+        checks.uint32(args.seed, "--seed")
+        if args.graph_out is not None:
+            from jaxbasics.cli.paths import require_writable
+
+            require_writable(args.graph_out, "--graph-out", is_dir=True)
+    except ValueError as err:
+        print(f"jaxbasics tour: {err}", file=sys.stderr)
+        return 2
+    result = run_tour(seed=args.seed)
+    if args.graph_out is not None:
+        from jaxbasics.cli.graph import write
+
+        try:
+            result["graph"]["picture"] = write("neuron", args.graph_out)
+        except (ImportError, ValueError) as err:
+            print(f"jaxbasics tour: --graph-out: {err}", file=sys.stderr)
+            return 3 if isinstance(err, ImportError) else 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_tour(result)
+    return 0
+
+
 def _tensor_section() -> dict[str, Any]:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxbasics.chapter import tensors
+
     examples = {name: {"value": np.asarray(x).tolist(), **tensors.describe(x)}
                 for name, x in tensors.chapter_tensors().items()}
     t2 = tensors.shape_example()
@@ -43,6 +93,8 @@ def _tensor_section() -> dict[str, Any]:
 
 
 def _neuron_section() -> dict[str, Any]:
+    from jaxbasics.chapter import neuron
+
     ex = neuron.CHAPTER_EXAMPLE
     values = {"x": ex.x, "w": ex.w, "b": ex.b, "y": ex.y}
     value, (gw, gb) = neuron.value_and_gradients(**values)
@@ -55,19 +107,37 @@ def _neuron_section() -> dict[str, Any]:
             "numerical_grad_w": float(nw), "numerical_grad_b": float(nb)}
 
 
-def _graph_section() -> dict[str, Any]:
-    forward, backward = neuron.graph(of="loss"), neuron.graph(of="grad")
-    return {"forward_jaxpr": str(forward), "grad_jaxpr": str(backward),
-            "forward_equations": len(forward.jaxpr.eqns), "grad_equations": len(backward.jaxpr.eqns)}
+def graph_section() -> dict[str, Any]:
+    """The programs ``jaxbasics graph`` draws, listed with the chapter's names and counted
+    by the same function (:func:`jaxbasics.chapter.graph.program_size`)."""
+    from jaxbasics.chapter import graph as jgraph
+
+    forward, grad = jgraph.neuron_graphs()
+    fs, gs = jgraph.program_size(forward), jgraph.program_size(grad)
+    return {"forward_jaxpr": forward.listing, "grad_jaxpr": grad.listing,
+            "forward_equations": fs["equations"], "forward_nodes": fs["nodes"],
+            "grad_equations": gs["equations"], "grad_reverse_equations": gs["reverse"],
+            "grad_nodes": gs["nodes"]}
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:
     """Largest |a - b| over all leaves of two pytrees of the same structure."""
+    import jax
+    import jax.numpy as jnp
+
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in
                zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def _simplenet_section(seed: int) -> dict[str, Any]:
+    import jax
+    import numpy as np
+    import optax
+
+    from jaxbasics.chapter import simplenet
+    from jaxbasics.chapter.train_step import make_scan_train, make_train_step
+    from jaxbasics.params import loss_of_params, split_params
+
     model, x, y = simplenet.example(seed)  # the model and batch compare and graph show
     graphdef, params = split_params(model)
     loss_fn = loss_of_params(graphdef, simplenet.bce_loss)
@@ -113,6 +183,8 @@ def _simplenet_section(seed: int) -> dict[str, Any]:
 
 
 def _gpt_section() -> dict[str, Any]:
+    from jaxbasics.gpt.config import GPT_CONFIG_124M, parameter_count
+
     cfg = GPT_CONFIG_124M
     return {"GPT_CONFIG_124M": cfg.to_dict(),
             "parameters_untied": parameter_count(cfg, tie_embeddings=False),
@@ -121,13 +193,18 @@ def _gpt_section() -> dict[str, Any]:
 
 def run_tour(seed: int = 0) -> dict[str, Any]:
     """Compute every section; returns ``{"device", "tensors", "neuron", "graph", "simplenet",
-    "gpt2"}`` with plain Python values (JSON-serialisable)."""
+    "gpt2"}`` with plain Python values (JSON-serialisable). ``seed``: of the SimpleNet
+    example (:func:`jaxbasics.chapter.simplenet.example`), an int in [0, 2**32)."""
+    import jax
+
     return {"device": str(jax.devices()[0]), "jax_version": jax.__version__,
-            "tensors": _tensor_section(), "neuron": _neuron_section(), "graph": _graph_section(),
+            "tensors": _tensor_section(), "neuron": _neuron_section(), "graph": graph_section(),
             "simplenet": _simplenet_section(seed), "gpt2": _gpt_section()}
 
 
 def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="cyan")
     table.add_column()
@@ -138,6 +215,10 @@ def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
     """Render :func:`run_tour`'s result section by section."""
+    import numpy as np
+
+    from jaxbasics.cli.console import make_console
+
     c = console or make_console(100)
     c.rule(f"[bold]jaxbasics tour[/] — JAX {r['jax_version']} on {r['device']}")
 
@@ -171,11 +252,16 @@ def print_tour(r: dict[str, Any], console: Console | None = None) -> None:
         ("finite differences", f"{n['numerical_grad_w']:.6f}, {n['numerical_grad_b']:.6f}")]))
 
     g = r["graph"]
-    c.print("\n[bold]3. The computational graph[/] — jax.make_jaxpr of the loss "
-            f"({g['forward_equations']} equations):")
+    c.print("\n[bold]3. The computational graph[/] — jax.make_jaxpr of the loss: "
+            f"{g['forward_equations']} equations ({g['forward_nodes']} nodes with its inputs "
+            "and output, as jaxbasics graph counts them). Inputs named as in section 2 (w, b, "
+            "x, y), the output L, every other value t1, t2, …; # says what a line is:")
     c.print(g["forward_jaxpr"], markup=False, highlight=False)
-    c.print(f"…and of its gradient ({g['grad_equations']} equations), which JAX derives by "
-            "transforming that graph instead of recording a tape.")
+    c.print(f"…and of its gradient: {g['grad_equations']} equations ({g['grad_nodes']} "
+            f"nodes), which JAX derives by transforming that program instead of recording a "
+            f"tape: {g['grad_reverse_equations']} of them are the reverse sweep (they depend "
+            "on dL/dL = 1); the others compute on the way forward the values the sweep reads, "
+            "its residuals.")
     if "picture" in g:
         c.print(f"Drawn beside PyTorch's autograd graph: {g['picture']['png']} (also .svg, "
                 ".dot, .mmd)")
