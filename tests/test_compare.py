@@ -165,6 +165,28 @@ def test_parity_refuses_bad_sizes_and_seeds_before_running(kwargs, fragment):
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("command", ["tour", "graph", "compare", "bench"])
+def test_help_shows_every_options_default(command):
+    import argparse
+
+    from jaxbasics.cli import build_parser, tour
+
+    parser = build_parser()
+    if command == "tour":  # registered by jaxbasics.cli.tour.register
+        parser = argparse.ArgumentParser(prog="jaxbasics")
+        tour.register(parser.add_subparsers())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices[command]
+    text = p.format_help()
+    for action in p._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{command} {action.option_strings} has no help"
+        assert "(default" not in action.help.replace("%(default)", ""), action.help
+        assert f"(default: {action.default})" in " ".join(text.split()), action.option_strings
+    assert text.count("(default") == len(p._actions) - 1  # once each, none written by hand
+
+
 def test_compare_cli_names_a_bad_seed(capsys):
     assert main(["compare", "--no-timing", "--seed", "-1"]) == 2
     assert "jaxbasics compare: seed must be an integer in [0, 2**32), got -1" in capsys.readouterr().err

@@ -28,6 +28,20 @@ def _setup(seed: int, batch: int = 8):
     return model, graphdef, params, x, y
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_tour_refuses_a_seed_out_of_range_by_name(seed, capsys):
+    import argparse
+
+    from jaxbasics.cli import tour
+
+    parser = argparse.ArgumentParser(prog="jaxbasics")
+    tour.register(parser.add_subparsers())
+    args = parser.parse_args(["tour", "--seed", seed])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err == (
+        f"jaxbasics tour: --seed must be an integer in [0, 2**32), got {seed}\n")
+
+
 def test_the_shared_example_is_one_model_and_batch_per_seed():
     """tour, compare and graph show simplenet.example(seed): one loss for "seed 0"."""
     model, x, y = simplenet.example(0)

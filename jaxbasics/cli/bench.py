@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "PyTorch, on CPU/GPU/TPU; write JSON",
         description="Median-of-repeats timings after warm-up, with device sync. smoke: seconds, "
                     "for CI; cpu: about a minute on 2 CPU cores; full: GPT-2 124M, "
-                    "for accelerators.")
+                    "for accelerators.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
@@ -31,18 +32,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "optimizer update, then its matmul kernels and attention's batched "
                         "products, timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, "
                         "8 devices")
-    p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu")
+    p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu",
+                   help="smoke: tiny, seconds (CI); cpu: small problems for a laptop's CPU; "
+                        "full: GPT-2 124M, for accelerators")
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
-                   help="JAX platform to run on (default: JAX's default device)")
+                   help="JAX platform to run on (None: JAX's default device)")
     p.add_argument("--variants", type=_patterns, default=None, metavar="PATTERNS",
                    help="gpt2 suite: only the variants whose names match one of these "
                         "comma-separated shell patterns, e.g. '*fp32*' or "
                         "'jax_bf16*,torch_*_bf16' (to split a long accelerator run; join the "
-                        "files with benchmarks/plot.py)")
+                        "files with benchmarks/plot.py; None: all)")
     p.add_argument("--out", type=Path, default=None,
                    help="write the results JSON here, after each suite and GPT-2 timing group "
-                        "as well (meta.complete false until the run ends)")
-    p.add_argument("--plot", type=Path, default=None, help="also draw PNG charts into this folder")
+                        "as well (meta.complete false until the run ends; None: no file)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="also draw PNG charts into this folder (None: no charts)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
 
 

@@ -23,27 +23,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the chapter's PyTorch programs and their JAX counterparts from the "
                     "same inputs and weights; print each quantity on both sides with its "
                     "difference, then time one SGD step four ways (torch eager, torch.compile, "
-                    "JAX jit, JAX lax.scan). Needs the 'compare' extra (PyTorch).")
+                    "JAX jit, JAX lax.scan). Needs the 'compare' extra (PyTorch).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-timing", action="store_true", help="only the numerical comparison")
     p.add_argument("--no-compile", action="store_true",
                    help="skip torch.compile (it takes ~10 s per case to compile)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and batches")
-    p.add_argument("--steps", type=int, default=100, help="SGD steps compared (default 100)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for weights and batches: SimpleNet's example is the one tour and "
+                        "graph show for the same seed")
+    p.add_argument("--steps", type=int, default=100, help="SGD steps compared")
     p.add_argument("--repeats", type=int, default=15, help="timing samples per case")
     p.add_argument("--gpt2", action="store_true",
                    help="instead: the chapter's GPT-2 both ways on identical weights (logits, "
                         "every gradient by name, an AdamW run, memory kept for backward, "
                         "time to first step); about a minute at the default size")
     p.add_argument("--gpt2-size", default="small", metavar="SIZE",
-                   help="small (4 layers, 256 wide, vocab 1024, context 128; the default), a "
-                        "GPT-2 preset, or e.g. emb=64,layers=2,heads=4,vocab=128,context=16")
-    p.add_argument("--gpt2-steps", type=int, default=50, help="AdamW steps (default 50)")
-    p.add_argument("--gpt2-batch", type=int, default=4, help="batch size (default 4)")
+                   help="small (4 layers, 256 wide, vocab 1024, context 128), a GPT-2 preset, "
+                        "or e.g. emb=64,layers=2,heads=4,vocab=128,context=16")
+    p.add_argument("--gpt2-steps", type=int, default=50, help="AdamW steps")
+    p.add_argument("--gpt2-batch", type=int, default=4, help="batch size")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the memory measurements (one compile per remat policy)")
     p.add_argument("--out", type=Path, default=Path("graphs"),
-                   help="folder for the AdamW loss curves (gpt2-adamw.png; default ./graphs)")
+                   help="folder for the AdamW loss curves (gpt2-adamw.png)")
     p.set_defaults(func=_cmd_compare)
 
 
