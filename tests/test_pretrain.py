@@ -39,20 +39,31 @@ def data_dir(tmp_path_factory):
     return out
 
 
-def _val_reference(params_model, data: PretrainData, batches: int, batch_size: int):
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE writes byte b as one character: itself for the printable Latin-1
+    bytes, chr(256 + k) for the k-th of the others (the scheme of GPT-2's encoder.py)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in keep]
+    return {**{chr(b): b for b in keep}, **{chr(256 + k): b for k, b in enumerate(others)}}
+
+
+def _val_reference(model, data: PretrainData, batches: int, batch_size: int):
     """Validation loss and bits per byte computed apart from the library: optax's cross-entropy
-    of the model's logits over the same fixed windows, bytes from the tokenizer's decoding."""
+    of the model's logits over the same fixed windows (spread evenly, first and last window
+    included), the bytes of each label from its token's byte-level spelling (end-of-text: 0)."""
     nll, count, nbytes = 0.0, 0, 0
     starts = np.linspace(0, data.val.n - 17, batches * batch_size).round().astype(int)
     tokens = np.concatenate([np.asarray(s.tokens) for s in data.val.shards]).astype(np.int32)
-    tok = data.tokenizer
+    alphabet = _byte_level_alphabet()
+    spelled = {i: t for t, i in data.tokenizer.tok.get_vocab(with_added_tokens=True).items()}
     for s in starts:
         x, y = tokens[s:s + 16], tokens[s + 1:s + 17]
-        logits = params_model(x[None])[0]
+        logits = model(x[None])[0]
         nll += float(optax.softmax_cross_entropy_with_integer_labels(logits, y).sum())
         count += 16
-        nbytes += sum(len(tok.decode([int(t)]).encode("utf-8")) if int(t) != tok.eot_id else 0
-                      for t in y)
+        nbytes += sum(0 if int(t) == data.tokenizer.eot_id
+                      else len(bytes(alphabet[c] for c in spelled[int(t)])) for t in y)
     return nll / count, nll / math.log(2) / nbytes
 
 
