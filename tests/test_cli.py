@@ -112,6 +112,12 @@ def test_train_on_a_text_file(tmp_path, capsys):
     assert "validation loss" in text and "sample:" in text
 
 
+def test_tour_refuses_a_seed_out_of_range_through_main(capsys):
+    assert main(["tour", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == ("jaxbasics tour: --seed must be an integer in [0, 2**32), "
+                                       "got -1\n")
+
+
 def test_train_and_generate_report_bad_input(tmp_path, capsys):
     assert main(["train", "--text", str(tmp_path / "nope.txt"), "--quiet"]) == 2
     assert "text file not found" in capsys.readouterr().err

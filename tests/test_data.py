@@ -230,3 +230,18 @@ def test_a_long_document_cut_into_pieces_gives_the_ids_of_the_whole(bpe, tmp_pat
     assert sum(p.nbytes for p in pieces) == len(text.encode()) == files[0].bytes
     assert bpe.splits_at_line_breaks
     assert [i for ids in bpe.encode_batch([p.text for p in pieces]) for i in ids] == bpe.encode(text)
+
+
+def test_a_folder_walk_leaves_out_the_excluded_paths(tmp_path):
+    """prepare --exclude 'site-packages/*' (the README's standard-library corpus): fnmatch's *
+    crosses folders; a walk left with nothing names the patterns."""
+    from jaxbasics.data.sources import find_files
+
+    for rel in ("a.py", "pkg/b.py", "site-packages/x/c.py", "site-packages/d.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("pass\n")
+    found = [f.path.relative_to(tmp_path).as_posix()
+             for f in find_files([tmp_path], "**/*.py", ("site-packages/*",))]
+    assert found == ["a.py", "pkg/b.py"]
+    with pytest.raises(ValueError, match=r"matches no file under .* outside --exclude \*\.py"):
+        find_files([tmp_path], "**/*.py", ("*.py",))

@@ -27,11 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
     p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "gpt2-parts", "scaling",
-                                       "all"], default="all",
+                                       "data", "all"], default="all",
                    help="gpt2-parts: the GPT-2 step's blocks, attention, head + loss and "
                         "optimizer update, then its matmul kernels and attention's batched "
                         "products, timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, "
-                        "8 devices")
+                        "8 devices; data: prepare's throughput and memory, batch assembly "
+                        "(run only when named: 'all' leaves it out)")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu",
                    help="smoke: tiny, seconds (CI); cpu: small problems for a laptop's CPU; "
                         "full: GPT-2 124M, for accelerators")
@@ -136,6 +137,15 @@ def print_tables(result: dict[str, Any]) -> None:
                       _f(e["jax_jit_us"], ",.2f"), _f(e["jax_scan_us"], ",.3f"),
                       _f(e.get("speedup_jax_jit_vs_torch_eager"), ".1f"),
                       _f(e.get("speedup_jax_scan_vs_torch_eager"), ".0f"))
+        c.print(t)
+    if "data" in result:
+        from jaxbasics.bench.data import summary_rows
+
+        t = Table(title="data pipeline: prepare and batches", title_justify="left")
+        for col in ("figure", "measured", "goal", "met"):
+            t.add_column(col)
+        for row in summary_rows(result["data"]):
+            t.add_row(*row)
         c.print(t)
     if "gpt2" in result:
         g = result["gpt2"]

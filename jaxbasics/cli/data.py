@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output folder (new, empty, or an unfinished prepare's)")
     p.add_argument("--glob", default=None,
                    help="which files of a folder, e.g. '**/*.py' (default: all but hidden)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="leave out a folder's files whose path below it matches, e.g. "
+                        "'site-packages/*' (repeatable; default: none)")
     p.add_argument("--jsonl-field", default="text", metavar="FIELD",
                    help="the text field of .jsonl records (default text)")
     tok = p.add_mutually_exclusive_group(required=True)
@@ -90,7 +93,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             else "--vocab-size goes with --train-tokenizer (the other tokenizers have theirs)"))
     try:
         opts = PrepareOptions(val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
-                              skip_bad=args.skip_bad, glob=args.glob,
+                              skip_bad=args.skip_bad, glob=args.glob, exclude=tuple(args.exclude),
                               jsonl_field=args.jsonl_field, context=args.context)
     except ValueError as err:
         return _fail("prepare", ValueError(_as_option(str(err))))
@@ -149,6 +152,8 @@ def _command(args: argparse.Namespace) -> list[str]:
                  "shard_tokens", "context"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    for pattern in args.exclude:
+        argv += ["--exclude", pattern]
     for flag in ("train_tokenizer", "bytes", "skip_bad"):
         if getattr(args, flag):
             argv.append(f"--{flag.replace('_', '-')}")

@@ -66,15 +66,17 @@ class PrepareOptions:
     ``val_fraction``: expected share of documents in the validation split, in [0, 1) (0: no
     validation split); ``shard_tokens``: tokens per shard (llm.c: 100M); ``skip_bad``: leave out
     files (JSON Lines: records) that are not UTF-8, counted in the manifest, instead of
-    refusing them; ``glob``: which files of a folder (default all); ``jsonl_field``: the text
-    field of ``.jsonl`` records; ``context``: the validation split must hold one window of
-    ``context + 1`` tokens; ``batch_bytes``: text handed to the encoder at once;
+    refusing them; ``glob``: which files of a folder (default all); ``exclude``: patterns of
+    the paths below a folder to leave out (:func:`~jaxbasics.data.sources.find_files`);
+    ``jsonl_field``: the text field of ``.jsonl`` records; ``context``: the validation split
+    must hold one window of ``context + 1`` tokens; ``batch_bytes``: text handed to the encoder at once;
     ``min_frequency``: of a BPE merge, when training."""
 
     val_fraction: float = 0.01
     shard_tokens: int = 100_000_000
     skip_bad: bool = False
     glob: str | None = None
+    exclude: tuple[str, ...] = ()
     jsonl_field: str = "text"
     context: int = 128
     batch_bytes: int = 4 << 20  # smaller: less memory, but cores idle at each batch's end
@@ -215,7 +217,7 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
     elif byte_level:
         tok = ByteTokenizer(end_of_text=True)
 
-    files = find_files(sources, opts.glob)
+    files = find_files(sources, opts.glob, opts.exclude)
     counts = {"train": [0, 0], "val": [0, 0]}  # documents, bytes
     total = sum(f.path.stat().st_size for f in files)
     done = [0]

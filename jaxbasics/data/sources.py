@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -78,8 +79,12 @@ def document_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def find_files(sources: Sequence[str | Path], glob: str | None = None) -> list[SourceFile]:
-    """The files of ``sources`` (files, and folders walked with ``glob``), in order, each once.
+def find_files(sources: Sequence[str | Path], glob: str | None = None,
+               exclude: Sequence[str] = ()) -> list[SourceFile]:
+    """The files of ``sources`` (files, and folders walked with ``glob``), in order, each once;
+    a folder's files whose path below it matches one of the ``exclude`` patterns
+    (``fnmatch``, whose ``*`` crosses ``/``: ``site-packages/*`` leaves out everything under
+    ``site-packages``) are left out.
 
     Raises ``FileNotFoundError`` naming a source that does not exist, ``ValueError`` when a
     folder holds no file matching ``glob`` (naming both) or when ``sources`` is empty."""
@@ -92,10 +97,13 @@ def find_files(sources: Sequence[str | Path], glob: str | None = None) -> list[S
         if source.is_dir():
             root = source
             paths = sorted(p for p in root.glob(pattern) if p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                           and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                           and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), e)
+                                       for e in exclude))
             if not paths:
                 raise ValueError(f"--glob {pattern!r} matches no file under {source}"
-                                 + ("" if glob else " (the folder is empty)"))
+                                 + (f" outside --exclude {' '.join(exclude)}" if exclude else "")
+                                 + ("" if glob or exclude else " (the folder is empty)"))
         elif source.is_file():
             paths = [source]
         else:
