@@ -258,3 +258,27 @@ def test_ctrl_c_before_a_command_handles_it_exits_130_without_a_traceback(monkey
     monkeypatch.setattr(cli_gpt, "_start", interrupted)
     assert main(["generate", "--run", "nowhere", "--prompt", "a"]) == 130
     assert capsys.readouterr().err == "jaxbasics generate: interrupted\n"
+
+
+def test_plot_draws_runs_side_by_side_and_names_what_is_not_a_run(tmp_path, capsys):
+    runs = []
+    for name, bpb in (("bpe", 1.9), ("bytes", 2.4)):
+        run = tmp_path / name
+        run.mkdir()
+        records = [{"step": s, "loss": 5.0 / s, "val_bpb": bpb / s if s % 2 == 0 else None}
+                   for s in range(1, 7)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        runs.append(str(run))
+    assert main(["plot", *runs, "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.jsonl").write_text('{"step": 1, "loss": 2}\nnot json\n')
+    cases = [(tmp_path / "none", f"{tmp_path / 'none'} holds no metrics.jsonl (a run directory "
+                                 f"of 'jaxbasics train')"),
+             (tmp_path / "bad", f"{tmp_path / 'bad' / 'metrics.jsonl'} line 2 is not JSON: not a "
+                                f"metrics file of 'jaxbasics train', or a damaged one")]
+    capsys.readouterr()
+    for run, message in cases:
+        assert main(["plot", runs[0], str(run), "--out", str(tmp_path / "q.png")]) == 2
+        assert capsys.readouterr().err == f"jaxbasics plot: {message}\n"
+    assert not (tmp_path / "q.png").exists()

@@ -34,7 +34,11 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
     """One compiled optimisation step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
 
     ``params ← params + tx(∇_params loss_fn(model, *batch))``. With ``donate=True`` the input
-    ``params``/``opt_state`` buffers are reused for the outputs: do not touch them afterwards.
+    ``params``/``opt_state`` buffers are reused for the outputs: do not touch them afterwards,
+    nor the module they were split from (``split_params`` shares its arrays, so calling it
+    raises "Array has been deleted"). Unlike PyTorch's ``optimizer.step()``, nothing is
+    changed in place: ``nnx.merge(graphdef, params)`` makes a module of the returned
+    parameters (or ``nnx.update(model, params)`` puts them back into one).
     The loss reported is the one *before* the update. The batch's values are not checked
     inside ``jax.jit``; ``checked=True`` compiles in ``check_batch`` (for SimpleNet:
     :func:`~jaxbasics.chapter.simplenet.staged_batch_checks`) and finite loss and gradient

@@ -105,6 +105,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_cache_flag(g)
     g.set_defaults(func=_cmd_generate)
 
+    p = sub.add_parser(
+        "plot", help="draw the validation bits per byte and training loss of runs side by side",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Read RUN/metrics.jsonl of each run (written by 'jaxbasics train') and draw "
+                    "their validation bits per byte, which compares runs whose tokenizers "
+                    "differ, and their training losses into one PNG.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.set_defaults(func=_cmd_plot)
+
 
 CACHE_ENV = "JAXBASICS_COMPILE_CACHE"  # "0" (or off/false/no) turns the compilation cache off
 
@@ -340,6 +350,41 @@ def _text_report(c, model, task) -> None:
     n_new = min(100, model.cfg.context_length - prompt.shape[1])
     out = generate(model, prompt, n_new, temperature=0.8, top_k=40, rng=jax.random.key(0))
     c.print("sample:", repr(task.tokenizer.decode(list(out[0]))))
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import json
+
+    if (missing := _missing_train_extra()) is not None:
+        print(f"jaxbasics plot: {missing}", file=sys.stderr)
+        return 3
+
+    from jaxbasics.cli.paths import require_writable
+    from jaxbasics.cli.plots import plot_runs
+
+    histories = {}
+    try:
+        for run in args.runs:
+            path = run / "metrics.jsonl"
+            if not path.is_file():
+                raise FileNotFoundError(f"{run} holds no metrics.jsonl (a run directory of "
+                                        f"'jaxbasics train')")
+            records = []
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path} line {number} is not JSON: not a metrics file of "
+                                     f"'jaxbasics train', or a damaged one") from err
+            if not records or not all(isinstance(r, dict) and "step" in r and "loss" in r
+                                      for r in records):
+                raise ValueError(f"{path} holds no records with a step and a loss")
+            histories[str(run)] = records
+        require_writable(args.out, "--out", is_dir=False)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail("plot", err)
+    print(f"plot: {plot_runs(histories, args.out)}")
+    return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -43,3 +43,39 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_runs(histories: dict[str, list[dict]], path: str | Path) -> Path:
+    """Save the validation bits per byte (left) and the training loss (right) of several runs
+    against step, one line each, labelled by the keys of ``histories`` (their records as in
+    ``metrics.jsonl``). Bits per byte compares runs whose tokenizers differ; the training loss
+    (nats per token) does not, and is shown for each run's own progress."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bpb_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for label, history in histories.items():
+        evals = [r for r in history if r.get("val_bpb") is not None]
+        last = f" ({evals[-1]['val_bpb']:.3f})" if evals else ""
+        bpb_ax.plot([r["step"] for r in evals], [r["val_bpb"] for r in evals], "o-", ms=3,
+                    lw=1.5, label=f"{label}{last}")
+        loss_ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8,
+                     label=label)
+    bpb_ax.set_title("validation: bits per byte of text")
+    bpb_ax.set_ylabel("bits per byte (lower is better)")
+    loss_ax.set_title("training loss (per token: not comparable across tokenizers)")
+    loss_ax.set_ylabel("nats per token")
+    loss_ax.set_yscale("log")
+    for ax in (bpb_ax, loss_ax):
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    loss_ax.title.set_fontsize(9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
