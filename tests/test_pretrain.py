@@ -94,11 +94,16 @@ def test_training_on_a_prepared_corpus_evaluates_logs_and_resumes_exactly(data_d
     np.testing.assert_allclose([e.value for e in events.Scalars("val/bits_per_byte")],
                                [r["val_bpb"] for r in evals], rtol=1e-6)
     # stopped after 3 steps, resumed: the parameters and history of the uninterrupted run
-    train(CFG, data, OPTS, run_dir=tmp_path / "part", stop_after=3, evaluation=evaluation)
+    train(CFG, data, OPTS, run_dir=tmp_path / "part", stop_after=2, evaluation=evaluation)
     resumed = train(CFG, data, OPTS, run_dir=tmp_path / "part", resume=True,
                     evaluation=evaluation)
     chex.assert_trees_all_equal(resumed.params, whole.params)
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+
+    def timeless(history):
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history]
+
+    # the same records, evaluations and samples included (none at the step it stopped at)
+    assert timeless(resumed.history) == timeless(whole.history)
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 7))
 

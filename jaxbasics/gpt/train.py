@@ -643,7 +643,7 @@ class _TrainLoop:
                 if (bad := _first_non_finite(done)) is not None:  # nothing of it is saved
                     raise NonFiniteError(bad[0], bad[1], bad[2], saved if saved else None,
                                          self.run_dir)
-                if self.evaluator is not None and (step % every == 0 or step == end):
+                if self.evaluator is not None and (step % every == 0 or step == self.opts.steps):
                     done[-1].update(self.evaluator(params))
                 history.extend(done)
                 in_flight = None
