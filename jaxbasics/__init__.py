@@ -4,10 +4,13 @@ Where things live (each folder names a role; imports run down this list, never u
 
 * shared basics ...... :mod:`jaxbasics.checks`, :mod:`jaxbasics.params` (``split_params``),
   :mod:`jaxbasics.losses`, :mod:`jaxbasics.step` (the one step factory), :mod:`jaxbasics.timing`
+* the data pipeline .. :mod:`jaxbasics.data`: ``sources``, ``vocab`` (tokenizers), ``shards``,
+  ``manifest``, ``prepare``, ``batches``
 * the chapter ........ :mod:`jaxbasics.chapter`: ``tensors``, ``neuron``, ``finite_diff``,
-  ``simplenet``, ``train_step``
+  ``simplenet``, ``train_step``, ``graph``
 * GPT-2 .............. :mod:`jaxbasics.gpt`: ``config``, ``model``, ``attention``, ``matmul``,
-  ``data``, ``train``, ``generate``, ``checkpoint``, ``hf``, ``sharding``
+  ``data``, ``train``, ``evaluate``, ``generate``, ``checkpoint``, ``metrics``, ``runs``, ``hf``,
+  ``sharding``
 * PyTorch side ....... :mod:`jaxbasics.compare` (the ``compare`` extra); benchmarks:
   :mod:`jaxbasics.bench`
 * command line ....... :mod:`jaxbasics.cli`
