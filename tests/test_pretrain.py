@@ -1,5 +1,6 @@
-"""Training on a prepared corpus (jaxbasics train --data): windows of the shards, evaluation
-on fixed validation windows (loss, perplexity, bits per byte) checked against an independent
+"""Training on a prepared corpus (train(PretrainData); the CLI's `train --data`, `generate`
+and `eval` of a run are tests/test_readme.py's pretraining commands): windows of the shards,
+evaluation on fixed validation windows (loss, perplexity, bits per byte) checked against an independent
 computation, metrics.jsonl and TensorBoard events read back with TensorBoard's own reader, a
 resumed run equal to an uninterrupted one, the tokenizer travelling into the run."""
 
@@ -7,7 +8,6 @@ import json
 import math
 
 import chex
-import jax
 import numpy as np
 import optax
 import pytest
@@ -120,24 +120,3 @@ def test_a_corpus_without_a_validation_split_cannot_be_evaluated(tmp_path):
     assert x.shape == y.shape == (4, 16)
     with pytest.raises(ValueError, match="evaluation needs data with a validation split"):
         train(CFG.replace(vocab_size=257), data, OPTS, evaluation=Evaluation())
-
-
-@pytest.mark.slow
-def test_train_data_cli_then_generate_and_eval_read_the_run(data_dir, tmp_path, capsys):
-    """jaxbasics train --data prints the evaluations and their sample; generate writes text
-    through the run's BPE tokenizer; eval --run scores the split as the run's last evaluation
-    would on the same windows."""
-    from jaxbasics.cli import main
-
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(data_dir), "--context", "16", "--steps", "4",
-                 "--batch-size", "4", "--eval-every", "2", "--eval-batches", "2",
-                 "--sample-prompt", "The", "--out", str(out), "--quiet",
-                 "--no-compile-cache"]) == 0
-    text = capsys.readouterr().out
-    assert text.count("validation loss") == 2 and "bits/byte" in text and "sample:" in text
-    assert (out / "loss.png").stat().st_size > 10_000
-    assert main(["generate", "--run", str(out), "--prompt", "Der schnelle", "--max-new-tokens",
-                 "3", "--no-compile-cache"]) == 0
-    assert capsys.readouterr().out.startswith("Der schnelle")
-    assert jax.device_count() >= 1
