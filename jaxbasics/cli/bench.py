@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="benchmark the chapter's problems (neuron, SimpleNet, GPT-2 step), JAX vs "
                       "PyTorch, on CPU/GPU/TPU; write JSON",
         description="Median-of-repeats timings after warm-up, with device sync. smoke: seconds, "
-                    "for CI; cpu: about a minute on 2 CPU cores; full: GPT-2 124M, "
+                    "for CI; cpu: about two minutes on 2 CPU cores; full: GPT-2 124M, "
                     "for accelerators.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(p)

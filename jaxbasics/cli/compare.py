@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpt2", action="store_true",
                    help="instead: the chapter's GPT-2 both ways on identical weights (logits, "
                         "every gradient by name, an AdamW run, memory kept for backward, "
-                        "time to first step); about a minute at the default size")
+                        "time to first step); under a minute on 2 CPU cores at the default size")
     p.add_argument("--gpt2-size", default="small", metavar="SIZE",
                    help="small (4 layers, 256 wide, vocab 1024, context 128), a GPT-2 preset, "
                         "or e.g. emb=64,layers=2,heads=4,vocab=128,context=16")

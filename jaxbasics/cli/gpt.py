@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a GPT-2 style model with AdamW, warmup + cosine schedule and gradient "
                     "clipping. Without --data or --text it learns 3-digit addition written as "
-                    "text (under a minute on 2 CPU cores) and reports held-out accuracy. Writes "
+                    "text (a minute or two on 2 CPU cores) and reports held-out accuracy. Writes "
                     "OUT/loss.png, OUT/metrics.jsonl, TensorBoard events in OUT/events and an "
                     "orbax checkpoint in OUT; --resume continues from it.")
     what = t.add_mutually_exclusive_group()
