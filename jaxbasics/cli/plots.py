@@ -9,10 +9,7 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
     """Save the training loss (log scale), the validation loss where the records have one
     (``val_loss``, with bits per byte in the legend) and the learning rate of ``history``
     records against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     steps = [r["step"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
@@ -37,12 +34,7 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
     lr_ax.set_ylabel("learning rate")
     ax.legend(handles=[*handles, lr_line], loc="upper right", fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_runs(histories: dict[str, list[dict]], path: str | Path) -> Path:
@@ -50,10 +42,7 @@ def plot_runs(histories: dict[str, list[dict]], path: str | Path) -> Path:
     against step, one line each, labelled by the keys of ``histories`` (their records as in
     ``metrics.jsonl``). Bits per byte compares runs whose tokenizers differ; the training loss
     (nats per token) does not, and is shown for each run's own progress."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (bpb_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
     for label, history in histories.items():
@@ -73,9 +62,24 @@ def plot_runs(histories: dict[str, list[dict]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     loss_ax.title.set_fontsize(9)
+    return _save(fig, path)
+
+
+def _pyplot():
+    """matplotlib's pyplot, headless."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write (folders made) and close ``fig``; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
