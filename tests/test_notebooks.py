@@ -1,0 +1,83 @@
+"""The notebooks (notebooks/): each runs top to bottom at its small size, in a kernel of its own
+(nbclient), and fails on any error, its own checks included; the stored copies, which GitHub
+shows, hold the chapter's numbers, come from one full-size run of every cell in order and stay
+small.
+
+The kernels inherit this process's environment: the small-size switch set here and the
+persistent XLA compilation cache that conftest.py sets up for the whole session.
+"""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NAMES = ["01_tensors_and_autodiff", "02_backprop_simplenet", "03_functional_vs_oop", "04_gpt2"]
+#: what the stored outputs must show: the chapter's numbers, and that they ran at full size
+STORED = {
+    "01_tensors_and_autodiff": ["dL/dw = -0.0898", "dL/db = -0.0817", "100,000 per-example"],
+    "02_backprop_simplenet": ["2000 steps of 32 examples"],
+    "03_functional_vs_oop": ["4 layers, 256 wide", "49 gradients, 49 within 0.001 relative"],
+    "04_gpt2": ["163,009,536 untied", "124,412,160 with the head tied",
+                "GPT(GPT_CONFIG_124M): 163,009,536 parameters; tied: 124,412,160",
+                "1500 updates of 64 sums"],
+}
+MAX_BYTES = 1_000_000
+
+
+def _read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+def _text(output: dict) -> str:
+    """The text an output shows: a stream, or the plain/HTML form of a result or display."""
+    if output["output_type"] == "stream":
+        return output["text"]
+    data = output.get("data", {})
+    return "\n".join(data.get(kind, "") for kind in ("text/plain", "text/html"))
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_top_to_bottom_at_its_small_size(name, monkeypatch):
+    monkeypatch.setenv("JAXBASICS_NOTEBOOK_SMALL", "1")
+    nb = _read(name)
+    for cell in _code_cells(nb):
+        cell.outputs, cell.execution_count = [], None
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    cells = _code_cells(nb)
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1))
+    assert all(c.outputs for c in cells), "a code cell showed nothing"
+    assert "size: small" in _text(cells[0].outputs[0])  # the switch reached the kernel
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_notebook_holds_the_chapters_numbers_from_one_full_run(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size:,} bytes"
+    nb = _read(name)
+    nbformat.validate(nb)
+    cells = _code_cells(nb)
+    # every code cell run once, in order, in one session, and showing something
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1))
+    for i, cell in enumerate(cells):
+        assert cell.outputs, f"code cell {i} of {name} has no stored output"
+        assert not [o for o in cell.outputs if o["output_type"] == "error"], \
+            f"code cell {i} of {name} stored an error"
+    text = "\n".join(_text(o) for c in cells for o in c.outputs)
+    assert "size: full" in text
+    for expected in STORED[name]:
+        assert expected in text, f"{name}'s stored outputs lack {expected!r}"
+    if name == "03_functional_vs_oop":  # every row of the comparison table within tolerance
+        assert re.search(r"\b(\d+) of \1 rows within tolerance", text)
+    # the pictures are inside the notebook, as PNG
+    pictures = [o for c in cells for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) >= 1
