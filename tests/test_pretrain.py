@@ -120,3 +120,21 @@ def test_a_corpus_without_a_validation_split_cannot_be_evaluated(tmp_path):
     assert x.shape == y.shape == (4, 16)
     with pytest.raises(ValueError, match="evaluation needs data with a validation split"):
         train(CFG.replace(vocab_size=257), data, OPTS, evaluation=Evaluation())
+
+
+def test_nanogpt_token_files_train_with_their_vocabulary_size(tmp_path):
+    """train.bin/val.bin as nanoGPT's prepare.py writes them (headerless uint16): read with
+    the vocabulary size given, windows from train.bin, validation from val.bin; without a size
+    they are refused by name."""
+    rng = np.random.default_rng(0)
+    tokens = {"train": rng.integers(0, 300, 500), "val": rng.integers(0, 300, 100)}
+    for split, ids in tokens.items():
+        ids.astype(np.uint16).tofile(tmp_path / f"{split}.bin")
+    data = PretrainData(tmp_path, 16, vocab_size=300)
+    assert data.vocab_size == 300 and data.tokenizer is None and data.val.n == 100
+    x, y = data.batch(3, 4)
+    starts = data.train.batch_starts(3, 4, 16)
+    np.testing.assert_array_equal(x, np.stack([tokens["train"][s:s + 16] for s in starts]))
+    np.testing.assert_array_equal(y, np.stack([tokens["train"][s + 1:s + 17] for s in starts]))
+    with pytest.raises(ValueError, match="raw token files do not record their vocabulary size"):
+        PretrainData(tmp_path, 16)
