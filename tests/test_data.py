@@ -245,3 +245,16 @@ def test_a_folder_walk_leaves_out_the_excluded_paths(tmp_path):
     assert found == ["a.py", "pkg/b.py"]
     with pytest.raises(ValueError, match=r"matches no file under .* outside --exclude \*\.py"):
         find_files([tmp_path], "**/*.py", ("*.py",))
+
+
+def test_a_tokenizer_folder_that_does_not_exist_is_named_as_missing(tmp_path, capsys):
+    """generate --hf path/to/gpt2 (the README's placeholder) said the folder had no tokenizer."""
+    from jaxbasics.cli import main
+    from jaxbasics.data.vocab import load_tokenizer
+
+    with pytest.raises(FileNotFoundError, match=r"nope does not exist \(or is not a folder\)"):
+        load_tokenizer(tmp_path / "nope")
+    assert main(["generate", "--hf", str(tmp_path / "nope"), "--prompt", "a"]) == 2
+    assert capsys.readouterr().err == (f"jaxbasics generate: {tmp_path / 'nope'} does not exist "
+                                       f"(or is not a folder): give the folder that holds the "
+                                       f"tokenizer's files\n")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxbasics.cli.help import DefaultsFormatter
 from jaxbasics.cli.paths import require_writable
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Median-of-repeats timings after warm-up, with device sync. smoke: seconds, "
                     "for CI; cpu: about two minutes on 2 CPU cores; full: GPT-2 124M, "
                     "for accelerators.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxbasics.cli.help import DefaultsFormatter
 from jaxbasics.compare import MissingTorchError, require_torch
 
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "same inputs and weights; print each quantity on both sides with its "
                     "difference, then time one SGD step four ways (torch eager, torch.compile, "
                     "JAX jit, JAX lax.scan). Needs the 'compare' extra (PyTorch).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-timing", action="store_true", help="only the numerical comparison")
     p.add_argument("--no-compile", action="store_true",

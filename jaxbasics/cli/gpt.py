@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxbasics.cli.help import DefaultsFormatter
 from jaxbasics.gpt.config import PRESETS
 
 
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train", help="train a GPT-2 on the embedded addition task (default), a prepared corpus "
                       "(--data) or a UTF-8 text file (--text)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Train a GPT-2 style model with AdamW, warmup + cosine schedule and gradient "
                     "clipping. Without --data or --text it learns 3-digit addition written as "
                     "text (a minute or two on 2 CPU cores) and reports held-out accuracy. Writes "
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser(
         "generate", help="generate text from a trained run or a Hugging Face GPT-2 directory",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Continue a prompt with greedy decoding (default) or temperature/top-k "
                     "sampling, using a KV cache. Nothing is downloaded: give --run (a directory "
                     "written by 'jaxbasics train') or --hf (config.json + model.safetensors).")
@@ -107,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "plot", help="draw the validation bits per byte and training loss of runs side by side",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Read RUN/metrics.jsonl of each run (written by 'jaxbasics train') and draw "
                     "their validation bits per byte, which compares runs whose tokenizers "
                     "differ, and their training losses into one PNG.")

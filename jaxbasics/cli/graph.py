@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxbasics.cli.help import DefaultsFormatter
 from jaxbasics.compare import MissingTorchError, require_torch
 
 MODELS = ("neuron", "simplenet")  # those of jaxbasics.compare.torch_graph.side_by_side
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "jax.grad of it, the reverse sweep in red; values where known. Writes "
                     "MODEL.png, MODEL.svg, MODEL.dot (Graphviz) and MODEL.mmd (Mermaid). "
                     "Needs the 'compare' extra (PyTorch, matplotlib).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     p.add_argument("--model", choices=MODELS, default="neuron",
                    help="the chapter's single neuron, or SimpleNet (the example tour and compare "
                         "show for seed 0)")

@@ -25,6 +25,7 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
                               label=f"validation loss (last {last['val_loss']:.3f}{bpb})")
         handles.append(val_line)
     ax.set_yscale("log")
+    _plain_numbers(ax)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
@@ -57,6 +58,7 @@ def plot_runs(histories: dict[str, list[dict]], path: str | Path) -> Path:
     loss_ax.set_title("training loss (per token: not comparable across tokenizers)")
     loss_ax.set_ylabel("nats per token")
     loss_ax.set_yscale("log")
+    _plain_numbers(loss_ax)
     for ax in (bpb_ax, loss_ax):
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
@@ -83,3 +85,11 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path)
     _pyplot().close(fig)
     return path
+
+
+def _plain_numbers(ax) -> None:
+    """Label a log-scale y axis 4, 5, 6 rather than 4×10⁰, 5×10⁰, 6×10⁰."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))

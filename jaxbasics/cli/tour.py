@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jaxbasics.cli.help import DefaultsFormatter
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Walk the chapter: tensors, the single-neuron gradient (jax.grad vs hand "
                     "formula vs finite differences), its jaxpr, SimpleNet backprop and one SGD "
                     "step, GPT-2 config.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     p.add_argument("--json", action="store_true", help="print all values as JSON instead")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the SimpleNet example (its weights and batch, the ones "

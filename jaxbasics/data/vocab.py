@@ -192,13 +192,17 @@ def load_tokenizer(directory: str | Path, *, byte_fallback: bool = False,
     """The tokenizer saved in ``directory``: ``tokenizer.json``, or ``vocab.json`` +
     ``merges.txt`` (GPT-2's files), read with the ``tokenizers`` package; or ``bytes.json``.
 
-    A directory without those files raises ``FileNotFoundError`` naming them, then
+    A directory that does not exist raises ``FileNotFoundError`` saying so; one without those
+    files raises ``FileNotFoundError`` naming them, then
     ``advice`` (by default, why a model's prompt must not silently become raw UTF-8 bytes:
     ids that mean other tokens to a GPT-2 vocabulary). ``byte_fallback=True`` asks for those
     byte ids (:class:`ByteTokenizer`) on purpose. Tokenizer files without the ``tokenizers``
     package raise ``ImportError`` with the pip command; a file the package cannot read raises
     ``ValueError`` naming it."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist (or is not a folder): give the "
+                                f"folder that holds the tokenizer's files")
     has_json = (directory / "tokenizer.json").is_file()
     has_bpe = (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
     if (directory / "bytes.json").is_file() and not (has_json or has_bpe):
