@@ -15,7 +15,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_tensors_and_autodiff", "02_backprop_simplenet", "03_functional_vs_oop", "04_gpt2"]
+NAMES = ["01_tensors_and_autodiff", "02_backprop_simplenet", "03_functional_vs_oop", "04_gpt2",
+         "05_pretraining"]
 #: what the stored outputs must show: the chapter's numbers, and that they ran at full size
 STORED = {
     "01_tensors_and_autodiff": ["dL/dw = -0.0898", "dL/db = -0.0817", "100,000 per-example"],
@@ -24,6 +25,8 @@ STORED = {
     "04_gpt2": ["163,009,536 untied", "124,412,160 with the head tied",
                 "GPT(GPT_CONFIG_124M): 163,009,536 parameters; tied: 124,412,160",
                 "1500 updates of 64 sums"],
+    "05_pretraining": ["corpus: the whole standard library", "300 steps of 32×128 tokens",
+                       "the whole validation split, stride 64"],
 }
 MAX_BYTES = 1_000_000
 
@@ -78,6 +81,17 @@ def test_stored_notebook_holds_the_chapters_numbers_from_one_full_run(name):
         assert expected in text, f"{name}'s stored outputs lack {expected!r}"
     if name == "03_functional_vs_oop":  # every row of the comparison table within tolerance
         assert re.search(r"\b(\d+) of \1 rows within tolerance", text)
+    if name == "05_pretraining":  # BPE beats bytes per byte, while training and on the whole split
+        for pattern in (r"validation bits per byte at step 300: BPE ([\d.]+), bytes ([\d.]+)",
+                        r"per byte of held-out text: BPE ([\d.]+) bits, bytes ([\d.]+) bits"):
+            found = re.search(pattern, text)
+            assert found, f"{name}'s stored outputs lack {pattern!r}"
+            bpe, byte_level = map(float, found.groups())
+            assert 0 < bpe < byte_level < 8, (pattern, bpe, byte_level)
+        for run in ("BPE", "bytes"):  # each run's last sample printed, and not blank
+            sample = re.search(rf"--- sample \({run}, from 'def ', step 300\):\ndef (.*?)\n\n", text,
+                               re.DOTALL)
+            assert sample and sample.group(1).strip(), f"{name}'s stored outputs lack the {run} sample"
     # the pictures are inside the notebook, as PNG
     pictures = [o for c in cells for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(pictures) >= 1
