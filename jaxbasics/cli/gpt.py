@@ -354,33 +354,18 @@ def _text_report(c, model, task) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    import json
-
     if (missing := _missing_train_extra()) is not None:
         print(f"jaxbasics plot: {missing}", file=sys.stderr)
         return 3
 
     from jaxbasics.cli.paths import require_writable
     from jaxbasics.cli.plots import plot_runs
+    from jaxbasics.gpt import metrics
 
     histories = {}
     try:
         for run in args.runs:
-            path = run / "metrics.jsonl"
-            if not path.is_file():
-                raise FileNotFoundError(f"{run} holds no metrics.jsonl (a run directory of "
-                                        f"'jaxbasics train')")
-            records = []
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {number} is not JSON: not a metrics file of "
-                                     f"'jaxbasics train', or a damaged one") from err
-            if not records or not all(isinstance(r, dict) and "step" in r and "loss" in r
-                                      for r in records):
-                raise ValueError(f"{path} holds no records with a step and a loss")
-            histories[str(run)] = records
+            histories[str(run)] = metrics.read(run)
         require_writable(args.out, "--out", is_dir=False)
     except (ValueError, FileNotFoundError) as err:
         return _fail("plot", err)

@@ -218,14 +218,20 @@ def _raw_paths(path: str | Path | Sequence[str | Path], split: str) -> list[Path
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
-    if (path / f"{split}.bin").is_file():
-        return [path / f"{split}.bin"]
-    found = sorted(path.glob(f"*{split}_*.bin"))
+    found = raw_split_files(path, split)
     if not found:
         raise FileNotFoundError(f"{path} holds no {manifest_file.NAME} (a folder written by "
                                 f"jaxbasics prepare), no nanoGPT {split}.bin and no llm.c shards "
                                 f"*{split}_*.bin")
     return found
+
+
+def raw_split_files(folder: Path, split: str) -> list[Path]:
+    """The token files of ``split`` in a folder without a manifest: nanoGPT's ``{split}.bin``,
+    else the llm.c shards ``*{split}_*.bin`` in name order; ``[]`` when it has neither."""
+    if (folder / f"{split}.bin").is_file():
+        return [folder / f"{split}.bin"]
+    return sorted(folder.glob(f"*{split}_*.bin"))
 
 
 def _raw_vocab(vocab_size: int | None, tok: ByteTokenizer | HFTokenizer | None) -> int:

@@ -167,16 +167,17 @@ class PretrainData:
         if self._has_val_split():
             self.val = TokenData.open(self.path, "val", vocab_size=self.train.vocab_size,
                                       tokenizer=self.tokenizer_dir)
-        if self.val is not None:
             self.val.eval_starts(1, self.context_length)
         self.tokenizer = self.train.tokenizer
         self.vocab_size = self.train.vocab_size
 
     def _has_val_split(self) -> bool:
-        path = Path(self.path)
+        from jaxbasics.data.batches import raw_split_files
+
         if self.train.manifest is not None:
             return "val" in self.train.manifest["splits"]
-        return path.is_dir() and ((path / "val.bin").is_file() or any(path.glob("*val_*.bin")))
+        path = Path(self.path)
+        return path.is_dir() and bool(raw_split_files(path, "val"))
 
     def batch(self, step: int, batch_size: int, rows: range | None = None
               ) -> tuple[np.ndarray, np.ndarray]:

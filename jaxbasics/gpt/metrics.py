@@ -67,3 +67,24 @@ class MetricsLog:
         """Close the event file."""
         if self.writer is not None:
             self.writer.close()
+
+
+def read(run_dir: str | Path) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl``. ``FileNotFoundError`` when the folder has
+    none, ``ValueError`` naming the first line that is not JSON, or a file whose records lack a
+    step and a loss (not this module's file, or a damaged one)."""
+    path = Path(run_dir) / JSONL
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {JSONL} (a run directory of "
+                                f"'jaxbasics train')")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {number} is not JSON: not a metrics file of "
+                             f"'jaxbasics train', or a damaged one") from err
+    if not records or not all(isinstance(r, dict) and "step" in r and "loss" in r
+                              for r in records):
+        raise ValueError(f"{path} holds no records with a step and a loss")
+    return records
