@@ -115,12 +115,23 @@ def score(model: GPT, batches: Iterable[tuple[np.ndarray, ...]], *,
     if width == 0:
         raise ValueError("no batch to score")
     total += sum(float(np.asarray(p, np.float64).sum()) for p in pending)
-    loss = total / count if count else float("nan")
-    bpb = total / math.log(2) / nbytes if token_bytes is not None and nbytes else None
-    return EvalResult(loss=loss, perplexity=math.exp(loss) if count else float("nan"),
-                      bits_per_byte=bpb, tokens=count,
-                      bytes=nbytes if token_bytes is not None else None, nll=total,
-                      windows=windows, context=width, stride=stride)
+    return summarize(total, count, nbytes if token_bytes is not None else None,
+                     windows=windows, context=width, stride=stride)
+
+
+def summarize(nll: float, tokens: int, nbytes: int | None, *, windows: int, context: int,
+              stride: int | None) -> EvalResult:
+    """The :class:`EvalResult` of ``nll`` nats summed over ``tokens`` scored labels that stand
+    for ``nbytes`` bytes of text (None: unknown): loss = nll / tokens, perplexity = exp(loss),
+    bits per byte = nll / ln 2 / nbytes (NaN loss and perplexity when nothing was scored;
+    perplexity inf where exp overflows)."""
+    loss = nll / tokens if tokens else float("nan")
+    # exp overflows a float past 709.78 (a diverged model): its perplexity is inf
+    perplexity = float("nan") if not tokens else math.inf if loss > 709 else math.exp(loss)
+    return EvalResult(loss=loss, perplexity=perplexity,
+                      bits_per_byte=nll / math.log(2) / nbytes if nbytes else None,
+                      tokens=tokens, bytes=nbytes, nll=nll, windows=windows, context=context,
+                      stride=stride)
 
 
 def split_batches(data: TokenData, context: int, stride: int, batch_size: int

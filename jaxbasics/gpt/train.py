@@ -532,16 +532,16 @@ class _Evaluator:
     def __call__(self, params: Any) -> dict[str, Any]:
         """``{"val_loss", "val_ppl", "val_bpb", "sample"}`` of ``params`` (``val_bpb`` and
         ``sample`` None where unknown or not asked for)."""
-        import math
+        from jaxbasics.gpt.evaluate import summarize
 
-        nll, count = 0.0, 0.0
+        nll, count = 0.0, 0
         for x, y in self.batches:
             t, c = self.total(params, *(self.placed.place(_rows_of(a), a.shape, 0) for a in (x, y)))
-            nll, count = nll + float(t), count + float(c)
-        loss = nll / max(count, 1.0)
-        out: dict[str, Any] = {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
-                               "val_bpb": nll / math.log(2) / self.bytes if self.bytes else None,
-                               "sample": None}
+            nll, count = nll + float(t), count + int(c)
+        r = summarize(nll, count, self.bytes, windows=sum(len(x) for x, _ in self.batches),
+                      context=self.task.context_length, stride=None)
+        out: dict[str, Any] = {"val_loss": r.loss, "val_ppl": r.perplexity,
+                               "val_bpb": r.bits_per_byte, "sample": None}
         if self.prompt is not None and self.tokenizer is not None:
             model = nnx.merge(self.graphdef, params)
             room = model.cfg.context_length - self.prompt.shape[1]
