@@ -144,6 +144,25 @@ def test_a_run_directory_scores_as_its_model_and_mismatches_are_named(tiny, tmp_
         assert main(["eval", "--hf", str(root / "hf"), "--data", str(root / "data"), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("jaxbasics eval: ") and message in err and err.count("\n") == 1
+    # data of another tokenizer (bytes: ids that mean other text to the model), and a model
+    # folder that does not say which tokenizer it was trained with, are refused by name
+    assert main(["prepare", str(root / "corpus"), "--out", str(tmp_path / "bytes"), "--bytes",
+                 "--val-fraction", "0.4", "--context", str(CONTEXT), "--quiet"]) == 0
+    (tmp_path / "bare").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "bare" / name).write_bytes((root / "hf" / name).read_bytes())
+    capsys.readouterr()
+    for args, message in (
+            (["--run", str(tmp_path / "run"), "--data", str(tmp_path / "bytes")],
+             f"--run {tmp_path / 'run'} was trained with another tokenizer (BPE, "),
+            (["--hf", str(root / "hf"), "--data", str(tmp_path / "bytes")],
+             f"than --data {tmp_path / 'bytes'} was prepared with (byte ids + end-of-text, 257 "
+             f"ids"),
+            (["--hf", str(tmp_path / "bare"), "--data", str(root / "data")],
+             "has no tokenizer (tokenizer.json, or vocab.json and merges.txt): without them")):
+        assert main(["eval", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
     small = dataclasses.replace(hf_model.cfg, vocab_size=200)
     with pytest.raises(ValueError, match=r"vocabulary of \d+ ids, the model only 200"):
         evaluate(build_model(small, opts), TokenData.open(root / "data", "val"))

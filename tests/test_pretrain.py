@@ -106,6 +106,14 @@ def test_training_on_a_prepared_corpus_evaluates_logs_and_resumes_exactly(data_d
     assert timeless(resumed.history) == timeless(whole.history)
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 7))
+    # the same corpus prepared with another tokenizer (bytes: 257 ids, within the model's 300)
+    # cannot continue the run: the run records its tokenizer's digest
+    other = tmp_path / "bytes"
+    prepare([next(data_dir.parent.glob("corpus*"))], other, byte_level=True,
+            options=PrepareOptions(val_fraction=0.3, context=16), log=lambda _msg: None)
+    with pytest.raises(ValueError, match=r"cannot resume .*tokenizer: '[0-9a-f]{64}' there, "
+                                         r"'[0-9a-f]{64}' here"):
+        train(CFG, PretrainData(other, 16, seed=3), OPTS, run_dir=tmp_path / "part", resume=True)
 
 
 def test_a_corpus_without_a_validation_split_cannot_be_evaluated(tmp_path):

@@ -177,16 +177,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got "
                                  f"{value}")
+        from jaxbasics.data.vocab import check_same_tokenizer, load_tokenizer
+
         if args.hf:
             from jaxbasics.gpt.hf import load_gpt2
 
+            model_tok = load_tokenizer(args.hf, advice="without them nothing says which text "
+                                       "its ids stand for, so its scores on --data cannot be "
+                                       "judged; give the folder with its tokenizer files")
             model = load_gpt2(args.hf)
-            what = str(args.hf)
+            what, flag = str(args.hf), f"--hf {args.hf}"
         else:
             from jaxbasics.gpt.runs import load_run
 
-            model, _ = load_run(args.run)
-            what = str(args.run)
+            model, model_tok = load_run(args.run)
+            what, flag = str(args.run), f"--run {args.run}"
+        if data.tokenizer is None:
+            raise ValueError(f"--data {args.data} has no tokenizer: give a folder written by "
+                             f"jaxbasics prepare")
+        check_same_tokenizer(model_tok, data.tokenizer, model=flag, data=f"--data {args.data}")
         from jaxbasics.gpt.evaluate import evaluate
 
         result = evaluate(model, data, context=args.context, stride=args.stride,

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxbasics import checks
 from jaxbasics.data import manifest as manifest_file
-from jaxbasics.data.shards import Shard, read_shard
+from jaxbasics.data.shards import Shard, check_ids, read_shard
 from jaxbasics.data.vocab import ByteTokenizer, HFTokenizer, check_vocab_size, load_tokenizer
 
 #: an integer index, a slice or a sequence of indices into a batch's rows
@@ -65,13 +65,18 @@ class TokenData:
         * a shard file, or a list of them (``split`` unused).
 
         Raw shards need ``vocab_size``, or a ``tokenizer`` folder that gives it (both: they
-        must agree, the tokenizer's not above it). ``format`` and ``check`` are
-        :func:`~jaxbasics.data.shards.read_shard`'s (``check``: every id read once and
-        compared with the vocabulary).
+        must agree, the tokenizer's not above it). ``format`` is
+        :func:`~jaxbasics.data.shards.read_shard`'s. ``check``: every id read once and compared
+        with the vocabulary; raw shards are always checked (nothing recorded their vocabulary:
+        an id beyond it would index past the embedding table, silently), a DATA folder's only
+        when asked (``prepare`` checked every id it wrote). A DATA folder's shard names must be
+        plain file names inside it, and each shard must hold the tokens its manifest counts.
 
         Raises ``FileNotFoundError`` naming what is missing, ``ValueError`` for a split the
-        manifest does not have, a vocabulary size that is unknown or disagrees, and every
-        damaged shard (:func:`~jaxbasics.data.shards.read_shard`)."""
+        manifest does not have, a vocabulary size that is unknown or disagrees, a shard name
+        that leaves the folder, a shard whose token count disagrees with the manifest, every
+        damaged shard (:func:`~jaxbasics.data.shards.read_shard`), and an id outside the
+        vocabulary (naming the largest)."""
         tok = None if tokenizer is None else load_tokenizer(
             tokenizer, advice="give the tokenizer's folder (tokenizer.json, or vocab.json and "
                               "merges.txt), or the vocabulary size alone")
@@ -86,13 +91,29 @@ class TokenData:
             if vocab_size is not None and vocab_size != vocab:
                 raise ValueError(f"vocab_size {vocab_size} disagrees with {folder}'s manifest "
                                  f"({vocab})")
-            tok = tok or load_tokenizer(folder / manifest_file.TOKENIZER_FOLDER)
-            shards = [read_shard(folder / name, format="llm.c", vocab_size=vocab, check=check)
-                      for name in meta["splits"][split]["shards"]]
+            if tok is None:
+                tok = load_tokenizer(folder / manifest_file.TOKENIZER_FOLDER)
+                recorded = meta["tokenizer"].get("digest")
+                if recorded is not None and recorded != tok.digest():
+                    raise ValueError(f"{folder / manifest_file.TOKENIZER_FOLDER} is not the "
+                                     f"tokenizer the shards were written with (digest "
+                                     f"{tok.digest()[:12]}, the manifest records "
+                                     f"{str(recorded)[:12]}): the folder is damaged")
+            entry = meta["splits"][split]
+            shards = [read_shard(manifest_file.shard_path(folder, name), format="llm.c",
+                                 vocab_size=vocab, check=check) for name in entry["shards"]]
+            counted = sum(len(s) for s in shards)
+            if counted != entry.get("tokens"):
+                raise ValueError(f"{folder}: the {split} shards hold {counted:,} tokens, its "
+                                 f"{manifest_file.NAME} counts {entry.get('tokens')!r}: the "
+                                 f"folder is damaged (prepare it again)")
             return cls(shards, vocab, tokenizer=tok, source=f"{folder} ({split})", manifest=meta)
         paths = _raw_paths(path, split)
         vocab = _raw_vocab(vocab_size, tok)
-        shards = [read_shard(p, format=format, vocab_size=vocab, check=check) for p in paths]
+        shards = [read_shard(p, format=format, vocab_size=vocab) for p in paths]
+        for shard in shards:
+            check_ids(shard, vocab, name="vocab_size (--vocab-size)" if vocab_size is not None
+                      else "the tokenizer's vocabulary size")
         return cls(shards, vocab, tokenizer=tok,
                    source=str(path) if isinstance(path, str | Path) else f"{len(paths)} files")
 

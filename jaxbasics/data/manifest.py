@@ -55,6 +55,17 @@ def write(folder: str | Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def shard_path(folder: str | Path, name: Any) -> Path:
+    """``folder/name`` for a shard ``name`` read from a manifest: ``ValueError`` unless it is a
+    plain file name (no folder part, no ``..``, not absolute), so that a manifest cannot send a
+    reader to files outside its folder."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..") \
+            or "\\" in name:
+        raise ValueError(f"{Path(folder) / NAME}: shard name {name!r} is not a file name inside "
+                         f"the folder: the manifest is damaged or not prepare's")
+    return Path(folder) / name
+
+
 def read(folder: str | Path) -> dict[str, Any]:
     """The manifest of the DATA folder ``folder``: ``FileNotFoundError`` when there is none
     (an unfinished ``prepare``, or not a DATA folder), ``ValueError`` naming the file when it

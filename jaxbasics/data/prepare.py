@@ -6,13 +6,17 @@ moment leaves no manifest:
 
 1. the output folder is checked: new or empty, or an unfinished ``prepare`` of ours (cleared,
    and said so); one that holds a finished data set or anything else is refused;
-2. the tokenizer folder is read (``tokenizer``), and the sources found and scanned: every
-   byte read once, checked (UTF-8, JSON Lines records), counted and digested;
+2. the tokenizer folder is read (``tokenizer``) and tried on a test text (it must give the text
+   back, its tokens' bytes adding up to the text's: :func:`~jaxbasics.data.vocab.check_round_trip`),
+   and the sources found and scanned: every byte read once, checked (UTF-8, JSON Lines
+   records), counted and digested;
 3. the tokenizer is trained if asked (``train_vocab``: byte-level BPE on the training split's
    documents, streamed), and saved in ``DATA/tokenizer``;
 4. documents are streamed to the batch encoder (``encode_batch``: all cores) in batches of
-   about ``batch_bytes`` of text, each preceded by the end-of-text id (llm.c: every document
-   starts with it), and appended to ``train_NNNNNN.bin`` / ``val_NNNNNN.bin`` shards of at
+   about ``batch_bytes`` of text as ordinary text (a literal ``<|endoftext|>`` in a document is
+   text), each preceded by the end-of-text id (llm.c: every document starts with it), every
+   batch decoded again and checked as in 2 (so the manifest's bytes are the bytes the tokens
+   stand for: bits per byte is exact), and appended to ``train_NNNNNN.bin`` / ``val_NNNNNN.bin`` shards of at
    most ``shard_tokens`` tokens;
 5. ``manifest.json`` is written last.
 
@@ -44,8 +48,10 @@ from jaxbasics.data import manifest as manifest_file
 from jaxbasics.data.shards import ShardWriter
 from jaxbasics.data.sources import PIECE_BYTES, SourceFile, find_files, iter_pieces, scan
 from jaxbasics.data.vocab import (
+    PROBE_TEXT,
     ByteTokenizer,
     HFTokenizer,
+    check_round_trip,
     check_vocab_size,
     load_tokenizer,
     token_dtype,
@@ -214,6 +220,8 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
         if tok.eot_id is None:
             raise ValueError(f"--tokenizer {tokenizer} has no end-of-text token (one of "
                              f"<|endoftext|>, </s>, <eos>) to separate documents with")
+        check_round_trip(tok, [PROBE_TEXT], tok.encode_batch([PROBE_TEXT]),
+                         name=f"--tokenizer {tokenizer}", where=["a test text"])
     elif byte_level:
         tok = ByteTokenizer(end_of_text=True)
 
@@ -318,9 +326,14 @@ def _encode(files: list[SourceFile], tok: ByteTokenizer | HFTokenizer, writing: 
     eot = np.array([tok.eot_id], np.uint32)
     batch: list[Any] = []
     held = [0, 0, 0]  # bytes in the batch, bytes done, tokens done
+    table = tok.token_bytes()
+    who = "--train-tokenizer's BPE" if isinstance(tok, HFTokenizer) and tok.source.startswith(
+        "trained") else f"--tokenizer {getattr(tok, 'source', '')}"
 
     def flush() -> None:
-        ids = tok.encode_batch([p.text for p in batch])
+        texts = [p.text for p in batch]
+        ids = tok.encode_batch(texts)
+        check_round_trip(tok, texts, ids, name=who, where=[p.source for p in batch], table=table)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in writing}
         for piece, a in zip(batch, ids, strict=True):
             name = "val" if in_val(piece.digest, opts.val_fraction) else "train"

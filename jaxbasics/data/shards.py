@@ -194,12 +194,19 @@ def read_shard(path: str | Path, *, format: str = "auto", vocab_size: int | None
     return shard
 
 
-def check_ids(shard: Shard, vocab_size: int) -> None:
-    """Raise ``ValueError`` naming the shard, the position and the value of the first id not
-    below ``vocab_size`` (read in chunks: memory stays flat)."""
+def check_ids(shard: Shard, vocab_size: int, *, name: str = "vocab_size") -> None:
+    """Raise ``ValueError`` naming the shard, its largest id, the vocabulary size (``name``:
+    the argument that gave it, e.g. ``--vocab-size``) and the position of the first id not
+    below ``vocab_size`` (read once, in chunks: memory stays flat)."""
+    largest, first = -1, None
     for start in range(0, len(shard), _CHECK_CHUNK):
         chunk = np.asarray(shard.tokens[start: start + _CHECK_CHUNK])
-        if int(chunk.max()) >= vocab_size:
-            i = int(np.argmax(chunk >= vocab_size))
-            raise ValueError(f"{shard.path}: token {int(chunk[i])} at position {start + i} is "
-                             f"outside the vocabulary [0, {vocab_size})")
+        top = int(chunk.max())
+        largest = max(largest, top)
+        if first is None and top >= vocab_size:
+            first = start + int(np.argmax(chunk >= vocab_size))
+    if first is not None:
+        raise ValueError(f"{shard.path}: token ids go up to {largest}, outside the vocabulary "
+                         f"of {name} {vocab_size} (ids 0 to {vocab_size - 1}; the first one at "
+                         f"position {first}): give the vocabulary size the file was written "
+                         f"with")

@@ -4,8 +4,15 @@ trained on a corpus the way GPT-2's was: byte-level BPE), behind one small inter
 Every tokenizer here has ``encode(text) -> list[int]``, ``decode(ids) -> str``,
 ``encode_batch(texts) -> list[np.ndarray]`` (the ``tokenizers`` batch encoder: all cores),
 ``vocab_size``, ``eot_id`` (the end-of-text id that separates documents, or None),
-``token_bytes()`` (UTF-8 bytes of each id's text, for bits per byte) and ``save(folder)``;
-:func:`load_tokenizer` reads back what ``save`` wrote.
+``token_bytes()`` (UTF-8 bytes of each id's text, for bits per byte), ``digest()`` (what
+identifies the mapping from text to ids: a data set and a model trained on it must share it)
+and ``save(folder)``; :func:`load_tokenizer` reads back what ``save`` wrote.
+
+Text is encoded as ordinary text (tiktoken's ``encode_ordinary``, as nanoGPT and llm.c prepare
+their data): a special token's string inside a document, such as a literal ``<|endoftext|>``,
+is encoded as the characters it is, never as the special id; end-of-text ids go only where
+``prepare`` puts them, between documents. :func:`check_round_trip` says whether a tokenizer
+gives each text back and counts its bytes exactly, which bits per byte relies on.
 
 A tokenizer folder holds one of:
 
@@ -17,6 +24,7 @@ A tokenizer folder holds one of:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -87,6 +95,15 @@ class ByteTokenizer:
             out[self.eot_id] = 0
         return out
 
+    def decode_batch(self, ids: Sequence[np.ndarray]) -> list[str]:
+        """The text of each array of ids (:meth:`decode`)."""
+        return [self.decode(a) for a in ids]
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of ``{"kind": "bytes", "end_of_text": ...}``: byte ids with and without
+        the end-of-text id are different tokenizers."""
+        return _sha256_json({"kind": "bytes", "end_of_text": self.end_of_text})
+
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/bytes.json``; returns its path."""
         path = Path(folder) / "bytes.json"
@@ -96,21 +113,30 @@ class ByteTokenizer:
 
     def describe(self) -> dict:
         """``{"kind": "bytes", "vocab_size", "end_of_text"}`` (the manifest's entry)."""
-        return {"kind": "bytes", "vocab_size": self.vocab_size, "end_of_text": self.eot_id}
+        return {"kind": "bytes", "vocab_size": self.vocab_size, "end_of_text": self.eot_id,
+                "digest": self.digest()}
 
 
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` (BPE or any model the library reads) behind this module's
-    interface. Encoding never adds a post-processor's special tokens (``[CLS]`` and the like):
-    documents are separated by :attr:`eot_id` where ``prepare`` puts it.
+    interface. Encoding never adds a post-processor's special tokens (``[CLS]`` and the like)
+    and reads special tokens' strings in the text as ordinary text (the library's
+    ``encode_special_tokens``): documents are separated by :attr:`eot_id` where ``prepare``
+    puts it.
 
     ``eot_id``: the id of the first of :data:`END_OF_TEXT_NAMES` in the vocabulary, or None.
-    ``vocab_size``: one more than the largest id (added tokens included)."""
+    ``vocab_size``: one more than the largest id (added tokens included). ``ValueError``
+    naming ``source`` for a tokenizer without a single id."""
 
     def __init__(self, tok: Any, source: str = ""):
         self.tok = tok
         self.source = source
-        self.vocab_size = max(tok.get_vocab(with_added_tokens=True).values()) + 1
+        vocab = tok.get_vocab(with_added_tokens=True)
+        if not vocab:
+            raise ValueError(f"the tokenizer {source or ''} has an empty vocabulary: it cannot "
+                             f"encode any text")
+        tok.encode_special_tokens = True  # a literal <|endoftext|> in a text is text
+        self.vocab_size = max(vocab.values()) + 1
         self.eot_id: int | None = next((i for name in END_OF_TEXT_NAMES
                                         if (i := tok.token_to_id(name)) is not None), None)
 
@@ -124,13 +150,33 @@ class HFTokenizer:
         return self.tok.normalizer is None and isinstance(self.tok.pre_tokenizer,
                                                           pre_tokenizers.ByteLevel)
 
+    @property
+    def lossless(self) -> bool:
+        """True when every text decodes back by construction: GPT-2's scheme (no normalizer,
+        the byte-level pre-tokenizer without a prefix space, the byte-level decoder, BPE) with
+        all 256 byte characters in the vocabulary, so that no byte can become an unknown
+        token. :func:`check_round_trip` skips decoding such tokenizers' texts."""
+        from tokenizers import decoders, models, pre_tokenizers
+
+        pre = self.tok.pre_tokenizer
+        if not (self.tok.normalizer is None and isinstance(pre, pre_tokenizers.ByteLevel)
+                and not pre.add_prefix_space and isinstance(self.tok.decoder, decoders.ByteLevel)
+                and isinstance(self.tok.model, models.BPE)):
+            return False
+        vocab = self.tok.get_vocab(with_added_tokens=False)
+        return all(c in vocab for c in pre_tokenizers.ByteLevel.alphabet())
+
     def encode(self, text: str) -> list[int]:
-        """The ids of ``text``."""
+        """The ids of ``text``, read as ordinary text."""
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """The text of ``ids`` (special tokens left out)."""
         return self.tok.decode([int(i) for i in ids])
+
+    def decode_batch(self, ids: Sequence[np.ndarray]) -> list[str]:
+        """The text of each array of ids (the library's batch decoder: all cores)."""
+        return self.tok.decode_batch([np.asarray(a).tolist() for a in ids])
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The ids of each text (``encode_batch_fast``, on all cores: set
@@ -142,23 +188,50 @@ class HFTokenizer:
         """(vocab_size,) int64: the UTF-8 bytes of text each id stands for; 0 for special tokens
         (the end-of-text separator among them) and for ids the vocabulary does not use.
 
-        Exact for byte-level BPE (each character of a token's string stands for one byte);
-        for other decoders, the bytes of the id decoded alone."""
+        Exact for byte-level BPE (each character of a token's string stands for one byte). For
+        other decoders, the bytes the id adds when decoded after an anchor token (so that a
+        decoder that drops a leading space at the start of a text, as Metaspace does, still
+        counts it), or decoded alone where no anchor exists. Whether these counts add up to
+        the text, document by document, is what :func:`check_round_trip` checks."""
         from tokenizers import decoders
 
         out = np.zeros(self.vocab_size, np.int64)
         added = self.tok.get_added_tokens_decoder()
         byte_level = isinstance(self.tok.decoder, decoders.ByteLevel)
+        anchor = None if byte_level else self._anchor()
+        base = 0 if anchor is None else len(self.tok.decode([anchor]).encode("utf-8"))
         for token, i in self.tok.get_vocab(with_added_tokens=True).items():
             if i in added:
                 out[i] = 0 if added[i].special else len(added[i].content.encode("utf-8"))
             elif byte_level:
                 out[i] = len(token)
-            else:
+            elif anchor is None:
                 out[i] = len(self.tok.decode([i]).encode("utf-8"))
+            else:
+                out[i] = len(self.tok.decode([anchor, i]).encode("utf-8")) - base
         if self.eot_id is not None:
             out[self.eot_id] = 0
         return out
+
+    def _anchor(self) -> int | None:
+        """The id of a plain letter that encodes to itself, or None."""
+        for letter in "xaeiouns":
+            ids = self.tok.encode(letter, add_special_tokens=False).ids
+            if len(ids) == 1 and self.tok.decode(ids) == letter:
+                return int(ids[0])
+        return None
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of what maps text to ids: the normalizer, pre-tokenizer, model
+        (vocabulary, merges) and decoder, and the added tokens' ids and strings (read from the
+        library's own serialisation, in a canonical order; padding, truncation and the
+        post-processor, which encoding here never uses, left out). Equal digests: the same
+        text gives the same ids."""
+        spec = json.loads(self.tok.to_str())
+        return _sha256_json({
+            **{k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model", "decoder")},
+            "added_tokens": sorted([t["id"], t["content"], bool(t.get("special"))]
+                                   for t in spec.get("added_tokens") or [])})
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/tokenizer.json``; returns its path."""
@@ -170,7 +243,90 @@ class HFTokenizer:
     def describe(self) -> dict:
         """``{"kind": "tokenizers", "vocab_size", "end_of_text", "source"}``."""
         return {"kind": "tokenizers", "model": type(self.tok.model).__name__,
-                "vocab_size": self.vocab_size, "end_of_text": self.eot_id, "source": self.source}
+                "vocab_size": self.vocab_size, "end_of_text": self.eot_id, "source": self.source,
+                "digest": self.digest()}
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
+#: a text that exercises what tokenizers lose, in ASCII (which any vocabulary for text covers):
+#: runs of spaces, tabs and line breaks, a leading space, punctuation, a special token's
+#: string; ``prepare`` tries it before any corpus is read (:func:`check_round_trip`), and the
+#: corpus itself, batch by batch, as it is encoded
+PROBE_TEXT = (" Hello,  world!\n\tdef f(x):\n        return x  # ok\n\nA-Z a-z 0-9 (3.14) "
+              "<|endoftext|> x\r\n")
+
+
+def check_same_tokenizer(model_tok: ByteTokenizer | HFTokenizer, data_tok: ByteTokenizer |
+                         HFTokenizer, *, model: str, data: str) -> None:
+    """Raise ``ValueError`` naming both unless the tokenizer a model was trained with
+    (``model_tok``, of ``model``, e.g. ``"--run R"``) is the one ``data`` was prepared with
+    (equal :meth:`~HFTokenizer.digest`): the same ids must mean the same text, or every loss
+    and bits per byte computed over them is meaningless."""
+    if model_tok.digest() == data_tok.digest():
+        return
+
+    def kind(t: ByteTokenizer | HFTokenizer) -> str:
+        if isinstance(t, ByteTokenizer):
+            return f"byte ids{' + end-of-text' if t.eot_id is not None else ''}"
+        return type(t.tok.model).__name__
+
+    raise ValueError(f"{model} was trained with another tokenizer ({kind(model_tok)}, "
+                     f"{model_tok.vocab_size:,} ids, digest {model_tok.digest()[:12]}) than {data} "
+                     f"was prepared with ({kind(data_tok)}, {data_tok.vocab_size:,} ids, digest "
+                     f"{data_tok.digest()[:12]}): its ids mean other text to the model, so its "
+                     f"scores would be meaningless; prepare the data with the model's tokenizer "
+                     f"(--tokenizer)")
+
+
+class TokenizerMismatch(ValueError):
+    """A tokenizer that does not give a text back, or whose tokens' bytes do not add up to
+    the text's: bits per byte over its ids would divide by the wrong number of bytes."""
+
+
+def check_round_trip(tok: ByteTokenizer | HFTokenizer, texts: Sequence[str],
+                     ids: Sequence[np.ndarray], *, name: str, where: Sequence[str] = (),
+                     table: np.ndarray | None = None) -> None:
+    """Raise :class:`TokenizerMismatch` naming the tokenizer (``name``, e.g.
+    ``"--tokenizer DIR"``) and the text (``where[i]``, e.g. its file) unless, for every
+    ``texts[i]`` and its ids ``ids[i]``:
+
+    * the ids decode to the text exactly (nothing dropped, added or replaced: no ``[UNK]``,
+      no prefix space, no normalisation), and
+    * ``token_bytes()[ids].sum()`` (``table``, computed once by the caller for speed) equals
+      the text's UTF-8 length: bits per byte divides by exactly the bytes of the text scored;
+    * a non-empty text encodes to at least one id.
+
+    Byte ids (:class:`ByteTokenizer`) pass by construction and are not decoded, nor are the
+    texts of a :attr:`HFTokenizer.lossless` tokenizer (their bytes are still counted)."""
+    if isinstance(tok, ByteTokenizer):
+        return
+    table = tok.token_bytes() if table is None else table
+    decoded = texts if tok.lossless else tok.decode_batch(ids)
+    for i, (text, a, back) in enumerate(zip(texts, ids, decoded, strict=True)):
+        at = f" ({where[i]})" if i < len(where) else ""
+        nbytes = len(text.encode("utf-8"))
+        if nbytes and not len(a):
+            raise TokenizerMismatch(f"{name} encodes a text of {nbytes} bytes{at} to no ids at "
+                                    f"all (an empty or broken vocabulary?): refused")
+        if back != text:
+            k = next((j for j, (p, q) in enumerate(zip(back, text, strict=False)) if p != q),
+                     min(len(back), len(text)))
+            raise TokenizerMismatch(
+                f"{name} does not give the text back{at}: at character {k}, "
+                f"{text[max(0, k - 12): k + 12]!r} decodes as {back[max(0, k - 12): k + 12]!r}; "
+                f"bits per byte over its ids would count the wrong bytes: use a tokenizer that "
+                f"round-trips (byte-level BPE: GPT-2's files, --train-tokenizer) or --bytes")
+        counted = int(table[np.asarray(a, np.int64)].sum())
+        if counted != nbytes:
+            raise TokenizerMismatch(
+                f"{name}'s tokens stand for {counted} bytes of text where the text{at} has "
+                f"{nbytes} (it adds or drops text, e.g. a prefix space): bits per byte would "
+                f"divide by the wrong bytes: use a tokenizer that round-trips (byte-level BPE: "
+                f"GPT-2's files, --train-tokenizer) or --bytes")
 
 
 def _tokenizers_package(directory: Path) -> Any:

@@ -190,7 +190,8 @@ class PretrainData:
         """What a run's sidecar records of its data (compared on resume)."""
         return {"kind": "data", "path": str(Path(self.path).absolute()),
                 "context_length": self.context_length, "seed": self.seed,
-                "vocab_size": self.vocab_size}
+                "vocab_size": self.vocab_size,
+                "tokenizer": None if self.tokenizer is None else self.tokenizer.digest()}
 
     def fingerprint(self) -> str:
         """A digest of the data: the manifest of a DATA folder (it holds each source's digest),
