@@ -218,8 +218,10 @@ def test_every_bad_input_is_refused_by_name_and_nothing_is_left(tmp_path, capsys
          "--val-fraction must be in [0, 1), got 1.5"),
         ([corpus, "--out", fresh, "--bytes", "--val-fraction", "0.3", "--context", "100000"],
          "the validation split holds"),
-        ([corpus, "--out", fresh, "--bytes", "--val-fraction", "1e-9"],
-         "--val-fraction 1e-09 puts none of the 16 documents in the validation split"),
+        ([corpus, "--out", fresh, "--bytes", "--val-fraction", "1e-9", "--context", "100000"],
+         "too few to split off one window of --context 100000 for validation"),
+        ([corpus, "--out", fresh, "--bytes", "--encoding", "klingon"],
+         "--encoding 'klingon' is not an encoding Python knows"),
     ]
     for argv, message in cases:
         _refused(capsys, argv, message)

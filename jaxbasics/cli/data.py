@@ -26,13 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="UTF-8 text files, folders (walked recursively), .jsonl files")
     p.add_argument("--out", type=Path, required=True, metavar="DATA",
                    help="output folder (new, empty, or an unfinished prepare's)")
-    p.add_argument("--glob", default=None,
-                   help="which files of a folder, e.g. '**/*.py' (default: all but hidden)")
+    p.add_argument("--glob", action="append", default=[], metavar="PATTERN",
+                   help="which files of a folder, e.g. '**/*.py' (repeatable: their union; "
+                        "default: all but hidden); NAME.gz files are read through gzip")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="leave out a folder's files whose path below it matches, e.g. "
                         "'site-packages/*' (repeatable; default: none)")
     p.add_argument("--jsonl-field", default="text", metavar="FIELD",
                    help="the text field of .jsonl records (default text)")
+    p.add_argument("--encoding", default="utf-8", metavar="CODEC",
+                   help="of text files, e.g. latin-1 for legacy text (default utf-8; JSON Lines "
+                        "are always UTF-8); a UTF-8 byte-order mark is dropped, not text")
     tok = p.add_mutually_exclusive_group(required=True)
     tok.add_argument("--tokenizer", type=Path, metavar="DIR",
                      help="a Hugging Face tokenizer folder: tokenizer.json, or vocab.json + "
@@ -44,15 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, default=None, metavar="N",
                    help="with --train-tokenizer: at most N ids (>= 257)")
     p.add_argument("--val-fraction", type=float, default=0.01, metavar="F",
-                   help="share of documents for validation, by a hash of each (default 0.01; "
-                        "0: none)")
+                   help="share of documents for validation, by a hash of each; where that "
+                        "would leave a split without a document (one story, a few files), the "
+                        "last F of the tokens instead, in whole windows of --context (default "
+                        "0.01; 0: none)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files (.jsonl: records) that are not UTF-8, counted in the "
                         "manifest, instead of refusing them")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, metavar="N",
                    help="tokens per shard (default 100M, as llm.c)")
     p.add_argument("--context", type=int, default=128,
-                   help="the validation split must hold one window of this context (default 128)")
+                   help="the validation split must hold one window of this context, and a split "
+                        "by position is cut in such windows (default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
@@ -93,8 +100,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             else "--vocab-size goes with --train-tokenizer (the other tokenizers have theirs)"))
     try:
         opts = PrepareOptions(val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
-                              skip_bad=args.skip_bad, glob=args.glob, exclude=tuple(args.exclude),
-                              jsonl_field=args.jsonl_field, context=args.context)
+                              skip_bad=args.skip_bad, glob=tuple(args.glob),
+                              exclude=tuple(args.exclude), jsonl_field=args.jsonl_field,
+                              encoding=args.encoding, context=args.context)
     except ValueError as err:
         return _fail("prepare", ValueError(_as_option(str(err))))
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -114,10 +122,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(names[phase], total=max(total, 1), rate="")
                 started[phase] = time.perf_counter()
-            seconds = max(time.perf_counter() - started[phase], 1e-9)
-            rate = f"{done / seconds / 1e6:,.1f} MB/s"
-            if phase == "encode":
-                rate += f"  {tokens / seconds:,.0f} tokens/s"
+            seconds = time.perf_counter() - started[phase]
+            rate = ""  # a rate over less than a quarter second says nothing
+            if seconds >= 0.25:
+                rate = f"{done / seconds / 1e6:,.1f} MB/s"
+                if phase == "encode":
+                    rate += f"  {tokens / seconds:,.0f} tokens/s"
             bar.update(tasks[phase], completed=done, rate=rate)
 
         try:
@@ -135,25 +145,36 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         c.print(f"  {name:<5} {s['documents']:>9,} documents  {s['bytes']:>14,} bytes  "
                 f"{s['tokens']:>13,} tokens  {len(s['shards'])} shard(s)  "
                 f"({s['bytes'] / max(s['tokens'], 1):.2f} bytes/token)")
+    rule = manifest["split_rule"]
+    if rule.get("kind") == "position":
+        c.print(f"  split by position: the last {rule['val_tokens']:,} tokens "
+                f"({rule['val_tokens'] // rule['window']} window(s) of --context "
+                f"{rule['window'] - 1} + 1) are validation, since by document "
+                f"(--val-fraction {rule['val_fraction']}) a split would hold no document")
+    boms = sum(1 for s in manifest["sources"] if s.get("bom"))
+    if boms:
+        c.print(f"  {boms} file(s) began with a UTF-8 byte-order mark: dropped, not text")
     skipped = manifest["skipped"]
     if skipped["files"] or skipped["records"]:
-        c.print(f"  left out (not UTF-8, --skip-bad): {skipped['files']} file(s), "
+        c.print(f"  left out (not text, --skip-bad): {skipped['files']} file(s), "
                 f"{skipped['records']} record(s)")
     total = sum(s["bytes"] for s in manifest["splits"].values())
-    c.print(f"  {seconds:.1f} s in all; tokenizing {total / 1e6 / max(manifest['encode_seconds'], 1e-9):,.1f}"
-            f" MB/s; manifest: {args.out / 'manifest.json'}")
+    rate = "" if manifest["encode_seconds"] < 0.25 else \
+        f"; tokenizing {total / 1e6 / manifest['encode_seconds']:,.1f} MB/s"
+    c.print(f"  {seconds:.1f} s in all{rate}; manifest: {args.out / 'manifest.json'}")
     return 0
 
 
 def _command(args: argparse.Namespace) -> list[str]:
     """The ``prepare`` command line that ``args`` stand for (recorded in the manifest)."""
     argv = ["jaxbasics", "prepare", *map(str, args.sources), "--out", str(args.out)]
-    for name in ("glob", "jsonl_field", "tokenizer", "vocab_size", "val_fraction",
+    for name in ("jsonl_field", "encoding", "tokenizer", "vocab_size", "val_fraction",
                  "shard_tokens", "context"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    for pattern in args.exclude:
-        argv += ["--exclude", pattern]
+    for name in ("glob", "exclude"):
+        for pattern in getattr(args, name):
+            argv += [f"--{name}", pattern]
     for flag in ("train_tokenizer", "bytes", "skip_bad"):
         if getattr(args, flag):
             argv.append(f"--{flag.replace('_', '-')}")

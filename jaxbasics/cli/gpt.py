@@ -60,7 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "where it is fastest, 'off' elsewhere)")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size")
-    t.add_argument("--context", type=int, default=128, help="context length for --data, --text")
+    t.add_argument("--context", type=int, default=128,
+                   help="context length for --data, --text: the model's positions, and the "
+                        "default of eval and generate")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
     t.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
     t.add_argument("--eval-every", type=int, default=100,
@@ -175,12 +177,15 @@ def _fail(command: str, err: Exception) -> int:
     return 2
 
 
-def _model_config(args: argparse.Namespace, seq_len: int, vocab_size: int):
+def _model_config(args: argparse.Namespace, seq_len: int, vocab_size: int, exact: bool):
+    """The model of ``--preset``: as many positions as the training windows (``exact``: --data
+    and --text, so that eval and generate default to the context it trained on), or the next
+    power of two of the addition task's sequence."""
     from jaxbasics.gpt.config import GPTConfig
 
     base = PRESETS[args.preset] if args.preset != "tiny" else GPTConfig(
         emb_dim=128, n_heads=4, n_layers=4)
-    context = max(16, 1 << (seq_len - 1).bit_length())  # next power of two
+    context = seq_len if exact else max(16, 1 << (seq_len - 1).bit_length())
     return base.replace(vocab_size=vocab_size, context_length=context, drop_rate=args.dropout)
 
 
@@ -244,7 +249,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             task = TextDataset(args.text, args.context, seed=args.seed)
         else:
             task = AdditionTask(args.digits, seed=args.seed)
-        cfg = _model_config(args, task_seq_len(task), task_vocab(task))
+        cfg = _model_config(args, task_seq_len(task), task_vocab(task),
+                            exact=not isinstance(task, AdditionTask))
         warmup = default_warmup(args.steps) if args.warmup is None else args.warmup
         opts = TrainOptions(steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.lr, warmup_steps=warmup,

@@ -13,16 +13,22 @@ Layout of a DATA folder::
 ``manifest.json`` (``format`` 1)::
 
     {"format": 1, "created": ISO time, "command": [argv...],
-     "tokenizer": {"kind", "vocab_size", "end_of_text", ..., "folder": "tokenizer"},
+     "tokenizer": {"kind", "vocab_size", "end_of_text", "digest", ..., "folder": "tokenizer"},
      "vocab_size": V, "token_dtype": "uint16" | "uint32",
      "splits": {"train": {"documents", "bytes", "tokens", "shards": [file names]},
                 "val": {...}},
-     "split_rule": {"val_fraction", "rule": text},
-     "sources": [{"path", "kind", "size", "sha256", "documents", "bytes", "skipped"?}],
+     "split_rule": {"val_fraction", "kind": "document" | "position", "rule": text,
+                    "window"?, "val_tokens"?},
+     "sources": [{"path", "kind", "size", "sha256", "documents", "bytes", "gzip"?, "bom"?,
+                  "skipped"?}],
      "skipped": {"files", "records"}, "options": {...}}
 
-``bytes`` counts the UTF-8 bytes of the split's documents (end-of-text separators add none),
-``tokens`` every token written, separators included.
+``bytes`` counts the UTF-8 bytes of the text the split's tokens stand for (end-of-text
+separators add none; ``prepare`` checks that the tokens' bytes add up to each document's),
+``tokens`` every token written, separators included; ``documents`` of a split by position
+counts the document cut in two in both splits. ``tokenizer.digest``: what maps text to ids
+(:meth:`jaxbasics.data.vocab.HFTokenizer.digest`), compared with a model's before scoring.
+Shard names are plain file names inside the folder (:func:`shard_path`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ moment leaves no manifest:
 The split is by document: a document goes to validation when the first 8 bytes of the SHA-256
 of its UTF-8 bytes, read as a big-endian integer, are below ``val_fraction · 2**64``. It depends
 on nothing but the text, so it is the same on every run and every machine, and copies of one
-document always land in the same split.
+document always land in the same split. Where that rule would leave a split without a document
+(a single story, a corpus of a few files: about ``1 / val_fraction`` documents are needed), the
+split is by position instead, as nanoGPT splits Shakespeare: the last ``val_fraction`` of the
+token stream, rounded to whole windows of ``context + 1`` tokens (at least one), is the
+validation split. The manifest's ``split_rule`` says which rule was used.
 
 Memory stays flat as the corpus grows: one batch of text and its ids, one long document's
 piece (:func:`jaxbasics.data.sources.iter_pieces`), and the tokenizer trainer's counts.
@@ -61,6 +65,9 @@ from jaxbasics.data.vocab import (
 #: what the manifest says of the split
 SPLIT_RULE = ("validation iff int.from_bytes(sha256(document's UTF-8 bytes)[:8], 'big') "
               "< val_fraction * 2**64")
+POSITION_RULE = ("validation = the last val_tokens tokens of the stream of all documents: "
+                 "val_fraction of it rounded to whole windows of context + 1 tokens, at least "
+                 "one (the document rule would have left a split without a document)")
 _OURS = re.compile(r"^((train|val)_\d{6}\.bin(\.partial)?|manifest\.json\.partial|"
                    + re.escape(manifest_file.MARKER) + "|" + manifest_file.TOKENIZER_FOLDER + ")$")
 
@@ -72,23 +79,35 @@ class PrepareOptions:
     ``val_fraction``: expected share of documents in the validation split, in [0, 1) (0: no
     validation split); ``shard_tokens``: tokens per shard (llm.c: 100M); ``skip_bad``: leave out
     files (JSON Lines: records) that are not UTF-8, counted in the manifest, instead of
-    refusing them; ``glob``: which files of a folder (default all); ``exclude``: patterns of
-    the paths below a folder to leave out (:func:`~jaxbasics.data.sources.find_files`);
-    ``jsonl_field``: the text field of ``.jsonl`` records; ``context``: the validation split
-    must hold one window of ``context + 1`` tokens; ``batch_bytes``: text handed to the encoder at once;
+    refusing them; ``glob``: which files of a folder (patterns, their union; default all);
+    ``exclude``: patterns of the paths below a folder to leave out
+    (:func:`~jaxbasics.data.sources.find_files`); ``jsonl_field``: the text field of
+    ``.jsonl`` records; ``encoding``: of text files (JSON Lines are UTF-8); ``context``: the
+    validation split must hold one window of ``context + 1`` tokens (and a split by position
+    is cut in such windows); ``batch_bytes``: text handed to the encoder at once;
     ``min_frequency``: of a BPE merge, when training."""
 
     val_fraction: float = 0.01
     shard_tokens: int = 100_000_000
     skip_bad: bool = False
-    glob: str | None = None
+    glob: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     jsonl_field: str = "text"
+    encoding: str = "utf-8"
     context: int = 128
     batch_bytes: int = 4 << 20  # smaller: less memory, but cores idle at each batch's end
     min_frequency: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.glob, str):  # one pattern, as before
+            object.__setattr__(self, "glob", (self.glob,))
+        import codecs
+
+        try:
+            codecs.getincrementaldecoder(self.encoding)
+        except (LookupError, TypeError):
+            raise ValueError(f"encoding {self.encoding!r} is not an encoding Python knows "
+                             f"(e.g. utf-8, latin-1, cp1252)") from None
         checks.number_in(self.val_fraction, "val_fraction", 0.0, 1.0, open_hi=True)
         for name in ("shard_tokens", "context", "batch_bytes", "min_frequency"):
             checks.positive_int(getattr(self, name), name)
@@ -226,7 +245,7 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
         tok = ByteTokenizer(end_of_text=True)
 
     files = find_files(sources, opts.glob, opts.exclude)
-    counts = {"train": [0, 0], "val": [0, 0]}  # documents, bytes
+    counts = {"train": [0, 0], "val": [0, 0]}  # documents, bytes (by the document rule)
     total = sum(f.path.stat().st_size for f in files)
     done = [0]
 
@@ -240,9 +259,13 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
         if progress is not None:
             progress("scan", done[0], total, 0)
 
-    scan(files, jsonl_field=opts.jsonl_field, skip_bad=opts.skip_bad, on_document=on_document,
-         on_bytes=on_bytes)
-    _check_corpus(files, counts, opts)
+    scan(files, jsonl_field=opts.jsonl_field, skip_bad=opts.skip_bad, encoding=opts.encoding,
+         on_document=on_document, on_bytes=on_bytes)
+    _check_corpus(files, counts)
+    by_position = opts.val_fraction > 0 and (counts["train"][0] == 0 or counts["val"][0] == 0)
+
+    def split_of(digest: bytes) -> str:
+        return "val" if not by_position and in_val(digest, opts.val_fraction) else "train"
 
     created = not out.exists()
     if leftovers:
@@ -256,15 +279,18 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
                                                 f"{datetime.now(UTC).isoformat()}\n")
         if tok is None:
             assert train_vocab is not None
-            tok = _train(files, train_vocab, counts["train"][1], opts, progress)
+            tok = _train(files, train_vocab, split_of, opts, progress)
         tok.save(out / manifest_file.TOKENIZER_FOLDER)
         assert tok.eot_id is not None
         splits = ("train", "val") if opts.val_fraction > 0 else ("train",)
         writing = {s: _Split(out, s, tok.vocab_size, opts.shard_tokens) for s in splits}
         t0 = time.perf_counter()
-        _encode(files, tok, writing, opts, sum(c[1] for c in counts.values()), progress)
+        _encode(files, tok, writing, opts, split_of, sum(c[1] for c in counts.values()),
+                progress)
         for split in writing.values():
             split.close()
+        if by_position:
+            _split_tail(writing["train"], writing["val"], opts, tok)
         seconds = time.perf_counter() - t0
         if "val" in writing and writing["val"].tokens < opts.context + 1:
             raise ValueError(f"the validation split holds {writing['val'].tokens} tokens "
@@ -276,7 +302,10 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
             "tokenizer": {**tok.describe(), "folder": manifest_file.TOKENIZER_FOLDER},
             "vocab_size": tok.vocab_size, "token_dtype": token_dtype(tok.vocab_size).name,
             "splits": {name: s.describe() for name, s in writing.items()},
-            "split_rule": {"val_fraction": opts.val_fraction, "rule": SPLIT_RULE},
+            "split_rule": {"val_fraction": opts.val_fraction, "kind": "document", "rule": SPLIT_RULE}
+            if not by_position else {"val_fraction": opts.val_fraction, "kind": "position",
+                                     "rule": POSITION_RULE, "window": opts.context + 1,
+                                     "val_tokens": writing["val"].tokens},
             "sources": [f.describe() for f in files],
             "skipped": {"files": sum(1 for f in files if f.skipped and f.kind == "text"),
                         "records": sum(len(f.skipped) for f in files if f.kind == "jsonl")},
@@ -290,28 +319,64 @@ def prepare(sources: Sequence[str | Path], out: str | Path, *,
     return manifest
 
 
-def _check_corpus(files: list[SourceFile], counts: dict[str, list[int]],
-                  opts: PrepareOptions) -> None:
+def _check_corpus(files: list[SourceFile], counts: dict[str, list[int]]) -> None:
     documents = counts["train"][0] + counts["val"][0]
     if documents == 0 or counts["train"][1] + counts["val"][1] == 0:
         skipped = sum(len(f.skipped) for f in files)
         raise ValueError(f"empty corpus: {len(files)} file(s) hold no text"
                          + (f" ({skipped} left out with --skip-bad)" if skipped else ""))
-    if counts["train"][0] == 0:
-        raise ValueError(f"--val-fraction {opts.val_fraction} puts all {documents} documents in "
-                         f"the validation split: lower it")
-    if opts.val_fraction > 0 and counts["val"][0] == 0:
-        raise ValueError(f"--val-fraction {opts.val_fraction} puts none of the {documents} "
-                         f"documents in the validation split: raise it (0: no validation split)")
 
 
-def _train(files: list[SourceFile], vocab_size: int, nbytes: int, opts: PrepareOptions,
-           progress: Progress | None) -> HFTokenizer:
+def _split_tail(train: _Split, val: _Split, opts: PrepareOptions,
+                tok: ByteTokenizer | HFTokenizer) -> None:
+    """Move the last ``val_fraction`` of the training tokens, in whole windows of ``context +
+    1`` (at least one), to the validation split: the split by position (module docstring).
+    ``ValueError`` when that would leave training less than one window."""
+    from jaxbasics.data.shards import read_shard, truncate_shard
+
+    window = opts.context + 1
+    n = train.tokens
+    count = max(1, round(opts.val_fraction * n / window)) * window
+    if n - count < window:
+        raise ValueError(f"the corpus is {n:,} tokens: too few to split off one window of "
+                         f"--context {opts.context} for validation and keep one for training; "
+                         f"lower --context, add text, or --val-fraction 0 (no validation split)")
+    table = tok.token_bytes()
+    assert tok.eot_id is not None
+    keep, ends = n - count, np.cumsum([len(read_shard(train.out / s)) for s in train.shards])
+    first = int(np.searchsorted(ends, keep, side="right"))  # the shard holding token `keep`
+    moved_eot, head = 0, None
+    for k in range(first, len(train.shards)):
+        tokens = read_shard(train.out / train.shards[k]).tokens
+        start = keep - (int(ends[k - 1]) if k else 0) if k == first else 0
+        for at in range(start, len(tokens), 1 << 24):
+            part = np.asarray(tokens[at: at + (1 << 24)])
+            head = part[0] if head is None else head
+            val.write(part)
+            val.bytes += int(table[part].sum())
+            moved_eot += int((part == tok.eot_id).sum())
+        del tokens  # no map of a shard is left open when it is cut
+    val.close()
+    for k in range(len(train.shards) - 1, first - 1, -1):
+        start = keep - (int(ends[k - 1]) if k else 0)
+        if start > 0:
+            truncate_shard(train.out / train.shards[k], start)
+        else:
+            (train.out / train.shards.pop(k)).unlink()
+    val.documents = moved_eot + int(head != tok.eot_id)
+    train.documents -= moved_eot
+    train.bytes -= val.bytes
+    train.tokens = keep
+
+
+def _train(files: list[SourceFile], vocab_size: int, split_of: Callable[[bytes], str],
+           opts: PrepareOptions, progress: Progress | None) -> HFTokenizer:
     done = [0]
+    nbytes = sum(f.bytes for f in files)
 
     def texts():
-        for piece in iter_pieces(files, jsonl_field=opts.jsonl_field):
-            if not in_val(piece.digest, opts.val_fraction):
+        for piece in iter_pieces(files, jsonl_field=opts.jsonl_field, encoding=opts.encoding):
+            if split_of(piece.digest) == "train":
                 done[0] += piece.nbytes
                 if progress is not None:
                     progress("train", done[0], nbytes, 0)
@@ -321,7 +386,8 @@ def _train(files: list[SourceFile], vocab_size: int, nbytes: int, opts: PrepareO
 
 
 def _encode(files: list[SourceFile], tok: ByteTokenizer | HFTokenizer, writing: dict[str, _Split],
-            opts: PrepareOptions, nbytes: int, progress: Progress | None) -> None:
+            opts: PrepareOptions, split_of: Callable[[bytes], str], nbytes: int,
+            progress: Progress | None) -> None:
     assert tok.eot_id is not None
     eot = np.array([tok.eot_id], np.uint32)
     batch: list[Any] = []
@@ -336,7 +402,7 @@ def _encode(files: list[SourceFile], tok: ByteTokenizer | HFTokenizer, writing: 
         check_round_trip(tok, texts, ids, name=who, where=[p.source for p in batch], table=table)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in writing}
         for piece, a in zip(batch, ids, strict=True):
-            name = "val" if in_val(piece.digest, opts.val_fraction) else "train"
+            name = split_of(piece.digest)
             split = writing[name]
             if piece.first:
                 parts[name].append(eot)
@@ -355,7 +421,8 @@ def _encode(files: list[SourceFile], tok: ByteTokenizer | HFTokenizer, writing: 
             progress("encode", held[1], nbytes, held[2])
 
     piece_bytes = PIECE_BYTES if tok.splits_at_line_breaks else None
-    for piece in iter_pieces(files, jsonl_field=opts.jsonl_field, piece_bytes=piece_bytes):
+    for piece in iter_pieces(files, jsonl_field=opts.jsonl_field, piece_bytes=piece_bytes,
+                             encoding=opts.encoding):
         batch.append(piece)
         held[0] += piece.nbytes
         if held[0] >= opts.batch_bytes:

@@ -112,6 +112,21 @@ class ShardWriter:
             self.abort()
 
 
+def truncate_shard(path: str | Path, count: int) -> None:
+    """Keep the first ``count`` tokens of the llm.c-format shard at ``path`` (header and file
+    size both), in place."""
+    shard = read_shard(path, format="llm.c")
+    if not 0 <= count <= len(shard):
+        raise ValueError(f"{path}: cannot keep {count} of its {len(shard)} tokens")
+    dtype = shard.tokens.dtype
+    del shard
+    with open(path, "r+b") as f:
+        f.write(header(count, dtype).tobytes())
+        f.truncate(HEADER_BYTES + count * dtype.itemsize)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_shard(path: str | Path, tokens: np.ndarray, vocab_size: int) -> Path:
     """Write ``tokens`` as one llm.c-format shard at ``path`` (atomically); returns the path."""
     with ShardWriter(path, vocab_size) as w:
