@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import math
 import signal
 
 import chex
@@ -63,11 +64,25 @@ def test_auto_remat_keeps_matmul_outputs_on_cpu_only():
         TrainOptions(remat="often")
 
 
-def test_schedule_warms_up_then_decays_by_cosine():
-    opts = TrainOptions(steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr_ratio=0.1)
+def _reference_lr(s, peak, end, warm, steps, kind):
+    """The schedule written out: nanoGPT's warmup lr·(s+1)/(W+1), then the decay's shape."""
+    if s < warm:
+        return peak * (s + 1) / (warm + 1)
+    f = min(1.0, (s - warm) / max(steps - warm, 1))
+    return {"cosine": end + (peak - end) * (1 + math.cos(math.pi * f)) / 2,
+            "linear": peak - (peak - end) * f, "constant": peak}[kind]
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
+def test_schedule_warms_up_from_the_first_update_then_decays(kind):
+    opts = TrainOptions(steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr_ratio=0.1,
+                        schedule=kind)
     lr = learning_rate_schedule(opts)
-    np.testing.assert_allclose([lr(0), lr(50), lr(100), lr(550), lr(1000)],
-                               [0.0, 5e-4, 1e-3, 1e-4 + 0.5 * 9e-4, 1e-4], rtol=1e-5)
+    points = [0, 1, 50, 99, 100, 550, 999, 1000, 1200]
+    np.testing.assert_allclose([float(lr(s)) for s in points],
+                               [_reference_lr(s, 1e-3, 1e-4, 100, 1000, kind) for s in points],
+                               rtol=1e-5)
+    assert float(lr(0)) == pytest.approx(1e-3 / 101)  # the first update is not at 0
 
 
 def test_one_step_and_a_warmup_longer_than_the_run_have_a_schedule():
@@ -79,7 +94,10 @@ def test_one_step_and_a_warmup_longer_than_the_run_have_a_schedule():
     np.testing.assert_allclose([cold(s) for s in range(5)], [1e-3 * (0.1 + 0.9 * (1 + np.cos(
         np.pi * s / 4)) / 2) for s in range(5)], rtol=1e-5)
     long = learning_rate_schedule(TrainOptions(steps=3, warmup_steps=10, learning_rate=1e-3))
-    np.testing.assert_allclose([long(s) for s in range(3)], [0.0, 1e-4, 2e-4], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose([long(s) for s in range(3)], [1e-3 / 11, 2e-3 / 11, 3e-3 / 11],
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="schedule must be one of cosine, linear, constant"):
+        TrainOptions(schedule="step")
     table = {"w": {"kernel": ParamInfo(("embed", "mlp"), (2, 2), "w")}}
     tx = make_optimizer(TrainOptions(steps=1, warmup_steps=0), table)
     params = {"w": {"kernel": jnp.ones((2, 2))}}
@@ -441,8 +459,9 @@ def test_resume_refuses_a_different_configuration(tmp_path, monkeypatch):
     train(CFG, task, opts, run_dir=tmp_path)
     monkeypatch.setattr(gpt_train, "build_model", lambda *a: pytest.fail("built a model"))
     with pytest.raises(ValueError, match=r"cannot resume .* its options differ from this run's "
-                       r"\(steps: 8 there, 9 here\)"):
-        train(CFG, task, dataclasses.replace(opts, steps=9), run_dir=tmp_path, resume=True)
+                       r"\(batch_size: 8 there, 16 here\)"):
+        train(CFG, task, dataclasses.replace(opts, batch_size=16, steps=9), run_dir=tmp_path,
+              resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         train(CFG, task, opts, run_dir=tmp_path / "empty", resume=True)
 

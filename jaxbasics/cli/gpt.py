@@ -37,16 +37,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     run = t.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out, with the options it was started with")
+                     help="continue the run in --out: its own options are the defaults, and "
+                          "only options typed here are compared with them (--steps, "
+                          "--save-every, --steps-per-call, --quiet may differ; data is known "
+                          "by content, so a moved folder resumes); --steps beyond the run "
+                          "extends it, the schedule re-planned to the new --steps from the "
+                          "current step")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run that --out holds (without this, or --resume, a run "
                           "there is refused)")
     t.add_argument("--steps", type=int, default=1500, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=64, help="sequences per micro-batch")
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    t.add_argument("--min-lr", type=float, default=None,
+                   help="learning rate at the end of the decay (default: --lr / 10)")
+    t.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine",
+                   help="after warmup: cosine or linear decay to --min-lr, or constant --lr")
     t.add_argument("--warmup", type=int, default=None,
-                   help="linear warmup steps, at most --steps (default: 100, or a tenth of "
-                        "--steps when that is fewer)")
+                   help="linear warmup steps, at most --steps, update s at --lr·(s+1)/(W+1) "
+                        "(default: 100, or a tenth of --steps when that is fewer)")
+    t.add_argument("--beta2", type=float, default=0.95, help="AdamW's β2 (β1 is 0.9)")
+    t.add_argument("--grad-clip", type=float, default=1.0,
+                   help="clip gradients to this global norm (0: no clipping)")
     t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matrices")
     t.add_argument("--accumulate", type=int, default=1,
                    help="micro-batches per update (every labelled token weighs alike)")
@@ -59,18 +71,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU, "
                         "where it is fastest, 'off' elsewhere)")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
-                   help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size")
+                   help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size; "
+                        "--n-layer, --n-embd, --n-head change it")
+    t.add_argument("--n-layer", type=int, default=None, help="transformer blocks (default: "
+                                                             "the preset's)")
+    t.add_argument("--n-embd", type=int, default=None, help="width d of the residual stream "
+                                                            "(default: the preset's)")
+    t.add_argument("--n-head", type=int, default=None, help="attention heads, dividing "
+                                                            "--n-embd (default: the preset's)")
+    t.add_argument("--tie-embeddings", action="store_true",
+                   help="the output head reuses the token embedding (GPT-2's own: --preset "
+                        "gpt2 --tie-embeddings has 124,412,160 parameters)")
+    t.add_argument("--qkv-bias", action="store_true",
+                   help="biases on the query/key/value projections (OpenAI's GPT-2 has them)")
     t.add_argument("--context", type=int, default=128,
                    help="context length for --data, --text: the model's positions, and the "
                         "default of eval and generate")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
     t.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
     t.add_argument("--eval-every", type=int, default=100,
-                   help="--data: validation loss, perplexity and bits per byte every N steps")
+                   help="--data: validation loss, perplexity and bits per byte every N steps "
+                        "(0: none)")
     t.add_argument("--eval-batches", type=int, default=8,
                    help="--data: fixed validation batches per evaluation")
     t.add_argument("--sample-prompt", default="\n",
-                   help="--data: text continued by a sample at each evaluation ('' for none)")
+                   help="--data: text continued by a sample at each evaluation ('' for none; "
+                        "default: a line break)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights, batches and dropout")
     t.add_argument("--mesh", default=None,
                    help="shard over devices, e.g. data=8 or data=2,fsdp=4 (axes data, fsdp, "
@@ -82,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_cache_flag(t)
     t.set_defaults(func=_cmd_train)
+    _record_typed(t)
 
     g = sub.add_parser(
         "generate", help="generate text from a trained run or a Hugging Face GPT-2 directory",
@@ -117,6 +144,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
     p.set_defaults(func=_cmd_plot)
+
+
+def _record_typed(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` note in ``namespace.typed`` the destination of every option given on
+    the command line (``--resume`` compares only those with the run's own)."""
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        base = type(action)
+
+        class Typed(base):  # type: ignore[valid-type,misc]
+            def __call__(self, parser: Any, namespace: Any, values: Any,
+                         option_string: Any = None) -> None:
+                if getattr(namespace, "typed", None) is None:
+                    namespace.typed = set()
+                namespace.typed.add(self.dest)
+                super().__call__(parser, namespace, values, option_string)
+
+        action.__class__ = Typed
+    parser.set_defaults(typed=None)
+
+
+#: TrainOptions / GPTConfig / task fields as train's options (the words of its messages)
+FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "learning_rate": "--lr",
+         "warmup_steps": "--warmup", "min_lr_ratio": "--min-lr (as a ratio of --lr)",
+         "schedule": "--schedule", "weight_decay": "--weight-decay", "b2": "--beta2",
+         "clip_norm": "--grad-clip", "accumulate": "--accumulate", "bf16": "--bf16",
+         "remat": "--remat", "seed": "--seed", "save_every": "--save-every",
+         "steps_per_call": "--steps-per-call", "n_layers": "--n-layer", "emb_dim": "--n-embd",
+         "n_heads": "--n-head", "tie_embeddings": "--tie-embeddings", "qkv_bias": "--qkv-bias",
+         "drop_rate": "--dropout", "context_length": "--context", "vocab_size": "--vocab-size",
+         "every": "--eval-every", "batches": "--eval-batches", "digits": "--digits",
+         "data": "the data (by content)", "tokenizer": "the data's tokenizer", "kind": "the task"}
+
+
+def _in_flags(message: str) -> str:
+    """A library message in train's words: its leading field name, and every field name with an
+    underscore, as the option (``batch_size must be`` -> ``--batch-size must be``)."""
+    import re
+
+    field, _, rest = message.partition(" ")
+    if field in FLAGS and FLAGS[field].startswith("--"):
+        message = f"{FLAGS[field]} {rest}"
+    return re.sub(r"(?<![\w-])([a-z0-9]+_[a-z0-9_]+)(?![\w])",
+                  lambda m: FLAGS[m[1]] if FLAGS.get(m[1], "").startswith("--") else m[1],
+                  message)
 
 
 CACHE_ENV = "JAXBASICS_COMPILE_CACHE"  # "0" (or off/false/no) turns the compilation cache off
@@ -186,7 +259,67 @@ def _model_config(args: argparse.Namespace, seq_len: int, vocab_size: int, exact
     base = PRESETS[args.preset] if args.preset != "tiny" else GPTConfig(
         emb_dim=128, n_heads=4, n_layers=4)
     context = seq_len if exact else max(16, 1 << (seq_len - 1).bit_length())
-    return base.replace(vocab_size=vocab_size, context_length=context, drop_rate=args.dropout)
+    shape = {field: getattr(args, dest) for dest, field in (("n_layer", "n_layers"),
+             ("n_embd", "emb_dim"), ("n_head", "n_heads")) if getattr(args, dest) is not None}
+    return base.replace(vocab_size=vocab_size, context_length=context, drop_rate=args.dropout,
+                        tie_embeddings=args.tie_embeddings, qkv_bias=args.qkv_bias, **shape)
+
+
+def _defaults_from_run(args: argparse.Namespace, meta: dict, typed: set[str]) -> None:
+    """Set every option of ``args`` that the user did not type (``typed``) to what the run of
+    sidecar ``meta`` was trained with: its options, its task (data, text file or addition),
+    its evaluation. A configuration is taken whole (:func:`_typed_config`)."""
+    o, t = meta["options"], meta["task"]
+    pairs = {"steps": o["steps"], "batch_size": o["batch_size"], "lr": o["learning_rate"],
+             "warmup": o["warmup_steps"], "weight_decay": o["weight_decay"],
+             "accumulate": o["accumulate"], "bf16": o["bf16"],
+             "remat": "off" if o["remat"] is False else o["remat"], "seed": o["seed"],
+             "save_every": o["save_every"], "steps_per_call": o.get("steps_per_call", 1),
+             "beta2": o.get("b2", 0.95), "schedule": o.get("schedule", "cosine"),
+             "grad_clip": 0.0 if o.get("clip_norm", 1.0) == float("inf") else o.get("clip_norm", 1.0)}
+    if t.get("kind") == "data":
+        pairs.update(data=Path(t["path"]), context=t["context_length"])
+        if not (Path(t["path"]) / "manifest.json").is_file():  # raw files: their vocabulary
+            pairs["vocab_size"] = t.get("vocab_size")
+            if (args.out / "tokenizer").is_dir():
+                pairs["tokenizer"] = args.out / "tokenizer"
+    elif t.get("kind") == "text":
+        pairs.update(text=Path(t["path"]), context=t["context_length"])
+    elif t.get("kind") == "addition":
+        pairs["digits"] = t["digits"]
+    e = meta.get("evaluation")
+    pairs.update(eval_every=0) if e is None else pairs.update(
+        eval_every=e["every"], eval_batches=e["batches"], sample_prompt=e["sample_prompt"] or "")
+    for dest, value in pairs.items():
+        if dest not in typed:
+            setattr(args, dest, value)
+    if "min_lr" not in typed:
+        args.min_lr_ratio = o["min_lr_ratio"]  # as it was, not through lr * ratio / lr
+    if "data" in typed or "text" in typed:  # another source named: the run's is not implied
+        for dest in ("data", "text"):
+            if dest not in typed:
+                setattr(args, dest, None)
+
+
+def _min_lr_ratio(args: argparse.Namespace) -> float:
+    """TrainOptions.min_lr_ratio of ``--min-lr`` (default: a tenth of ``--lr``), or a resumed
+    run's own ratio when ``--min-lr`` was not typed."""
+    if getattr(args, "min_lr_ratio", None) is not None:
+        return float(args.min_lr_ratio)
+    return 0.1 if args.min_lr is None else args.min_lr / args.lr
+
+
+def _typed_config(args: argparse.Namespace, typed: set[str], cfg: Any) -> Any:
+    """The configuration of a resumed run (``cfg``, from its sidecar) with the shape options
+    the user typed (compared with it afterwards)."""
+    if "preset" in typed and args.preset != "tiny":
+        base = PRESETS[args.preset]
+        cfg = cfg.replace(emb_dim=base.emb_dim, n_heads=base.n_heads, n_layers=base.n_layers)
+    names = {"n_layer": "n_layers", "n_embd": "emb_dim", "n_head": "n_heads",
+             "tie_embeddings": "tie_embeddings", "qkv_bias": "qkv_bias", "dropout": "drop_rate",
+             "context": "context_length"}
+    return cfg.replace(**{field: getattr(args, dest) for dest, field in names.items()
+                          if dest in typed and getattr(args, dest) is not None})
 
 
 def default_warmup(steps: int) -> int:
@@ -229,12 +362,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
 
     try:
-        if args.warmup is not None and args.warmup > args.steps:
+        typed = args.typed or set()
+        old = None
+        if args.resume:  # the run's own options are the defaults (only typed ones compared)
+            from jaxbasics.gpt import checkpoint
+
+            old = checkpoint.load_meta(args.out)
+            _defaults_from_run(args, old, typed)
+        if args.warmup is not None and args.warmup > args.steps and old is None:
             raise ValueError(f"--warmup {args.warmup} is longer than the run (--steps "
                              f"{args.steps}): the learning rate would never reach its peak")
         if (args.vocab_size is not None or args.tokenizer is not None) and args.data is None:
             raise ValueError("--vocab-size and --tokenizer describe raw token files given "
                              "with --data")
+        for name in ("eval_every", "grad_clip"):
+            if getattr(args, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0: none), got "
+                                 f"{getattr(args, name)}")
         mesh = None
         if args.mesh:
             from jaxbasics.gpt import sharding
@@ -249,30 +393,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
             task = TextDataset(args.text, args.context, seed=args.seed)
         else:
             task = AdditionTask(args.digits, seed=args.seed)
-        cfg = _model_config(args, task_seq_len(task), task_vocab(task),
-                            exact=not isinstance(task, AdditionTask))
+        if old is None:
+            cfg = _model_config(args, task_seq_len(task), task_vocab(task),
+                                exact=not isinstance(task, AdditionTask))
+        else:
+            cfg = _typed_config(args, typed, checkpoint.config_of(old))
         warmup = default_warmup(args.steps) if args.warmup is None else args.warmup
         opts = TrainOptions(steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.lr, warmup_steps=warmup,
+                            min_lr_ratio=_min_lr_ratio(args),
+                            schedule=args.schedule, b2=args.beta2,
+                            clip_norm=args.grad_clip or float("inf"),
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
                             seed=args.seed, save_every=args.save_every,
                             steps_per_call=args.steps_per_call)
         evaluation = None
-        if isinstance(task, PretrainData) and task.val is not None:
+        if isinstance(task, PretrainData) and task.val is not None and args.eval_every > 0:
             evaluation = Evaluation(every=args.eval_every, batches=args.eval_batches,
                                     sample_prompt=args.sample_prompt or None)
         # what the run directory holds is decided before anything is created or compiled
-        if args.resume:
-            old = check_resumable(args.out, run_meta(cfg, task, opts))
+        if old is not None:
+            old = check_resumable(args.out, run_meta(cfg, task, opts), names=FLAGS)
             if old["step"] >= opts.steps:
                 print(f"nothing to do: {args.out} is already at step {old['step']} of "
-                      f"{opts.steps}")
+                      f"{opts.steps} (give a larger --steps to extend it)")
+                if old.get("history"):
+                    plot_loss(old["history"], args.out / "loss.png", title=f"GPT: {args.out}")
                 return 0
         else:
             check_fresh(args.out, args.overwrite)
         require_writable(args.out, "--out", is_dir=True)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError) as err:
+        return _fail("train", ValueError(_in_flags(str(err))))
+    except (FileNotFoundError, ImportError) as err:
         return _fail("train", err)
 
     import jax
@@ -291,9 +445,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=c, disable=args.quiet or not primary) as progress:
-        bar = progress.add_task("compiling…", total=opts.steps)
+        bar = progress.add_task("compiling… (Ctrl-C: stop and save after the step in "
+                                "progress)", total=opts.steps)
+        said = [False]
 
         def on_step(step: int, r: dict) -> None:
+            seconds = opts.batch_size * opts.accumulate * task_seq_len(task) / r["tokens_per_s"]
+            if not said[0] and seconds > 5:
+                said[0] = True
+                progress.console.print(f"a step takes {seconds:.0f} s here: Ctrl-C stops after "
+                                       f"the step in progress, then saves")
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
                                                              f"{r['tokens_per_s']:,.0f} tok/s")
             if "val_loss" in r:
@@ -302,6 +463,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                        f"(perplexity {r['val_ppl']:.2f}{bpb})")
                 if r.get("sample"):
                     progress.console.print(f"  sample: {r['sample']!r}")
+        import signal
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # SIGTERM (a job scheduler's stop) saves as Ctrl-C does
+
+        previous = signal.signal(signal.SIGTERM, terminate)
         try:
             result = train(cfg, task, opts, run_dir=args.out, resume=args.resume,
                            overwrite=args.overwrite, on_step=on_step, mesh=mesh,
@@ -312,8 +479,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"jaxbasics train: {err}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            c.print(f"interrupted: checkpoint saved in {args.out}; continue with --resume")
+            _interrupted(c, args.out, primary)
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     h = result.history
     c.print(f"loss {h[0]['loss']:.4f} → {h[-1]['loss']:.4f} after {result.step} steps")
     if diverged(h):
@@ -334,6 +503,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     c.print(f"loss curve: {png}\nmetrics: {args.out / 'metrics.jsonl'} (TensorBoard: "
             f"tensorboard --logdir {args.out})\ncheckpoint: {args.out} (step {result.step})")
     return 0
+
+
+def _interrupted(c: Any, out: Path, primary: bool) -> None:
+    """Say truthfully what an interrupted run kept, and draw its loss curve."""
+    from jaxbasics.cli.plots import plot_loss
+    from jaxbasics.gpt import checkpoint
+
+    try:
+        meta = checkpoint.load_meta(out)
+    except (FileNotFoundError, ValueError):
+        c.print(f"interrupted before a first step was saved: nothing kept in {out}")
+        return
+    if primary and meta.get("history"):
+        plot_loss(meta["history"], out / "loss.png", title=f"GPT: {out}")
+    c.print(f"interrupted: checkpoint of step {meta['step']} saved in {out} (loss curve: "
+            f"{out / 'loss.png'}); continue with --resume")
 
 
 def diverged(history: list[dict]) -> bool:

@@ -67,20 +67,22 @@ def _check_shapes(run_dir: Path, step: int, stored: Any, target: dict) -> None:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) while the block runs, then deliver it: a save is never left
-    half-done by an interrupt. Nested blocks deliver to the outermost one. Outside the main
-    thread (where Python handles no signals) it does nothing."""
+    """Hold back Ctrl-C (SIGINT) and SIGTERM while the block runs, then deliver them: a save
+    is never left half-done by an interrupt. Nested blocks deliver to the outermost one. Outside
+    the main thread (where Python handles no signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {k: signal.signal(k, lambda signum, frame: caught.append(signum)) for k in kinds}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:  # now handled by whoever was there before: KeyboardInterrupt, or an outer block
-            signal.raise_signal(signal.SIGINT)
+        for kind in kinds:
+            signal.signal(kind, previous[kind])
+        for signum in dict.fromkeys(caught):  # now handled by whoever was there before
+            signal.raise_signal(signum)
 
 
 def save(run_dir: str | Path, step: int, params: Any, opt_state: Any, meta: dict) -> None:

@@ -191,7 +191,8 @@ class PretrainData:
         return {"kind": "data", "path": str(Path(self.path).absolute()),
                 "context_length": self.context_length, "seed": self.seed,
                 "vocab_size": self.vocab_size,
-                "tokenizer": None if self.tokenizer is None else self.tokenizer.digest()}
+                "tokenizer": None if self.tokenizer is None else self.tokenizer.digest(),
+                "data": self.fingerprint()}
 
     def fingerprint(self) -> str:
         """A digest of the data: the manifest of a DATA folder (it holds each source's digest),
@@ -199,9 +200,13 @@ class PretrainData:
         import hashlib
         import json
 
-        if self.train.manifest is not None:
-            return hashlib.sha256(json.dumps(self.train.manifest, sort_keys=True,
-                                             default=str).encode()).hexdigest()
+        if self.train.manifest is not None:  # what the data is, not when or where it was made
+            same = {k: v for k, v in self.train.manifest.items()
+                    if k not in ("created", "command", "encode_seconds", "sources")}
+            same["sources"] = [[s.get("sha256"), s.get("documents"), s.get("bytes")]
+                               for s in self.train.manifest.get("sources", [])]
+            return hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()
+                                  ).hexdigest()
         h = hashlib.sha256()
         for shard in [*self.train.shards, *(self.val.shards if self.val is not None else [])]:
             tokens = np.asarray(shard.tokens)

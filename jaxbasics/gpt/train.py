@@ -52,7 +52,8 @@ class TrainOptions:
     batch_size: int = 64
     learning_rate: float = 1e-3  # 2e-3 stalled on a loss plateau for the default seed
     warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    min_lr_ratio: float = 0.1  # the decay ends at learning_rate * min_lr_ratio
+    schedule: str = "cosine"  # after warmup: "cosine", "linear" decay, or "constant"
     weight_decay: float = 0.1
     b1: float = 0.9
     b2: float = 0.95
@@ -78,6 +79,9 @@ class TrainOptions:
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
             checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
+                             f"{self.schedule!r}")
         checks.uint32(self.seed, "seed")
         if self.learning_rate == 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
@@ -95,18 +99,33 @@ def decay_mask(table: Any) -> Any:
     return jax.tree.map(lambda info: info.is_matrix, table)
 
 
+#: the shapes of the learning rate after warmup (:func:`learning_rate_schedule`)
+SCHEDULES = ("cosine", "linear", "constant")
+
+
 def learning_rate_schedule(opts: TrainOptions) -> optax.Schedule:
-    """Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then cosine decay to
-    ``learning_rate * min_lr_ratio`` at ``steps``: ``lr(s) = peak · s / W`` for s < W, then
-    ``end + (peak - end) · (1 + cos(π (s - W) / (steps - W))) / 2``. Without warmup (W = 0) the
-    first step runs at the peak; with ``W >= steps`` the run ends still warming up."""
-    peak, end = opts.learning_rate, opts.learning_rate * opts.min_lr_ratio
-    if opts.warmup_steps == 0:
-        return optax.cosine_decay_schedule(peak, opts.steps, alpha=opts.min_lr_ratio)
-    if opts.warmup_steps >= opts.steps:
-        return optax.linear_schedule(0.0, peak, opts.warmup_steps)
-    return optax.warmup_cosine_decay_schedule(0.0, peak, opts.warmup_steps, opts.steps,
-                                              end_value=end)
+    """The learning rate of update ``s`` (0, 1, …), peak ``P = learning_rate``, end
+    ``E = P · min_lr_ratio``, warmup ``W = warmup_steps``, ``N = steps``:
+
+    * warmup, ``s < W``: ``P · (s + 1) / (W + 1)`` (nanoGPT's: the first update already
+      moves, none runs at 0);
+    * then, with ``f = min(1, (s - W) / (N - W))``: ``cosine``: ``E + (P - E) · (1 + cos(π f))
+      / 2``; ``linear``: ``P - (P - E) · f``; ``constant``: ``P``.
+
+    Past ``N`` (a run extended with ``--resume --steps``, re-planned to its new length) the
+    decay has ended: ``E`` (``P`` for ``constant``)."""
+    peak, end, warm, steps = opts.learning_rate, opts.learning_rate * opts.min_lr_ratio, \
+        opts.warmup_steps, opts.steps
+    span = max(steps - warm, 1)
+
+    def lr(count: Any) -> jax.Array:
+        s = jnp.asarray(count, jnp.float32)
+        f = jnp.clip((s - warm) / span, 0.0, 1.0)
+        after = {"cosine": end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * f)),
+                 "linear": peak - (peak - end) * f, "constant": jnp.full_like(f, peak)}
+        return jnp.where(s < warm, peak * (s + 1.0) / (warm + 1.0), after[opts.schedule])
+
+    return lr
 
 
 def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformation:
@@ -291,17 +310,20 @@ def run_meta(cfg: GPTConfig, task: Task, opts: TrainOptions) -> dict:
             "task": describe_task(task)}
 
 
-def check_resumable(run_dir: str | Path, meta: dict) -> dict:
+def check_resumable(run_dir: str | Path, meta: dict, names: dict[str, str] | None = None
+                    ) -> dict:
     """The sidecar of ``run_dir`` when this run (``meta``, :func:`run_meta`) may continue it,
-    read before any model is built; ``ValueError`` naming the fields that differ (how many
-    updates go in one call may: it does not change the results), ``FileNotFoundError`` when
-    there is no run."""
+    read before any model is built; ``ValueError`` naming the fields that differ (those of
+    :data:`RESUME_MAY_DIFFER` may; data is compared by content), each under its name in
+    ``names`` (e.g. the command line's ``--lr`` for ``learning_rate``), ``FileNotFoundError``
+    when there is no run."""
     old = checkpoint.load_meta(run_dir)
     for key in ("config", "options", "task"):
         ours, theirs = _resume_view(key, meta[key]), _resume_view(key, old[key])
         if ours != theirs:
             fields = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
-            diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in fields)
+            diff = ", ".join(f"{(names or {}).get(k, k)}: {theirs.get(k)!r} there, "
+                             f"{ours.get(k)!r} here" for k in fields)
             raise ValueError(f"cannot resume {run_dir}: its {key} "
                              f"{'differ' if key == 'options' else 'differs'} from this run's "
                              f"({diff}); --resume continues a run with what it was started "
@@ -421,6 +443,7 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
                          f"with --val-fraction > 0), got {describe_task(task)['kind']} data "
                          f"without one")
     meta = run_meta(cfg, task, opts)
+    meta["evaluation"] = None if evaluation is None else dataclasses.asdict(evaluation)
     if jax.process_count() > 1:  # processes that disagree would wait for each other forever
         from jaxbasics.gpt import sharding
 
@@ -460,7 +483,15 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
         else _Evaluator(graphdef, task, opts, placed, evaluation)
     loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir, evaluator)
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
-    step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
+    try:
+        step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
+    except KeyboardInterrupt:
+        if old is None and run_dir is not None and jax.process_count() == 1 \
+                and not (Path(run_dir) / "run.json").is_file():
+            clear_run(run_dir)  # stopped before a first checkpoint: no half-made run is left
+            if Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
+                Path(run_dir).rmdir()
+        raise
     return TrainResult(nnx.merge(graphdef, params), params, opt_state, step, history)
 
 
@@ -661,6 +692,9 @@ class _TrainLoop:
                 late = self.records(*in_flight)
                 if _first_non_finite(late) is not None:
                     raise  # the parameters are no longer finite: keep the last checkpoint
+                if self.evaluator is not None and (step % every == 0 or step == self.opts.steps):
+                    with checkpoint.interrupts_deferred():  # the step's evaluation, finished:
+                        late[-1].update(self.evaluator(params))  # a resume never redoes it
                 history.extend(late)
             save()
             raise
@@ -694,13 +728,22 @@ def _first_non_finite(records: list[dict]) -> tuple[int, str, float] | None:
     return None
 
 
+#: options that may differ when a run is resumed: they change no parameter (how many steps
+#: go in one call, how often a checkpoint is written) or extend it (``steps``: the schedule is
+#: re-planned to the new length, :func:`learning_rate_schedule`)
+RESUME_MAY_DIFFER = ("steps", "steps_per_call", "save_every")
+
+
 def _resume_view(key: str, value: dict) -> dict:
-    """What must match for a run to resume: everything but how many steps go in one call,
-    which does not change the results (:func:`make_gpt_train_loop`); a configuration field
-    that an older sidecar lacks has its default value."""
+    """What must match for a run to resume: the configuration (a field that an older sidecar
+    lacks has its default value), the options but :data:`RESUME_MAY_DIFFER`, and the task
+    with its data known by content (``data``: a digest), not by where it lies (``path``)."""
     if key == "config":
         return {**GPTConfig().to_dict(), **value}
-    return {k: v for k, v in value.items() if k != "steps_per_call"} if key == "options" else value
+    if key == "options":
+        return {"schedule": "cosine", **{k: v for k, v in value.items()
+                                         if k not in RESUME_MAY_DIFFER}}
+    return {k: v for k, v in value.items() if k != "path" or "data" not in value}
 
 
 def data_fingerprint(task: Task) -> str:
@@ -736,4 +779,5 @@ def describe_task(task: Task) -> dict:
     if isinstance(task, PretrainData):
         return task.describe()
     return {"kind": "text", "path": str(Path(task.path).absolute()),
-            "context_length": task.context_length, "seed": task.seed}
+            "context_length": task.context_length, "seed": task.seed,
+            "data": data_fingerprint(task)}
