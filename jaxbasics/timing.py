@@ -121,3 +121,28 @@ def default_device() -> jax.Device:
     """The device JAX puts a new array on: ``jax_default_device`` where it is set (``jaxbasics
     bench --device``), else the first device of JAX's default backend."""
     return next(iter(jnp.zeros(()).devices()))
+
+
+# Dense (no sparsity) bf16 tensor-core peaks per JAX device, from the vendors' data sheets, in
+# FLOP/s, keyed by a part of ``jax.Device.device_kind`` as JAX reports it. Order matters: the
+# first key found in the kind wins, so a key that another contains comes after it ("TPU v5 lite"
+# is a v5e, "TPU v5" a v5p; "NVIDIA H100 PCIe" is slower than the SXM part, "NVIDIA H100 80GB
+# HBM3"). A kind with no entry gets a peak measured in the run instead
+# (:func:`jaxbasics.bench.device.peak_flops`).
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+    ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
+    ("TPU v4 lite", 138e12), ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
+)
+
+
+def table_peak_flops(device_kind: str) -> float | None:
+    """Data-sheet dense bf16 peak (FLOP/s) of a known accelerator from its ``device_kind``
+    (case ignored), else None."""
+    kind = device_kind.lower()
+    for name, peak in PEAK_BF16_FLOPS:
+        if name.lower() in kind:
+            return peak
+    return None

@@ -600,7 +600,7 @@ def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
         checkpoint.load_meta(tmp_path)
     sidecar = tmp_path / "run.json"
     for text, fragment in (("nope", "run.json is not a JSON file (Expecting value"),
-                           ('{"step": 1}', "run.json lacks config, options, task, history: not a "
+                           ('{"step": 1}', "run.json lacks config, options, task: not a "
                                            "jaxbasics run sidecar"),
                            ("[1]", "run.json must hold a JSON object, got list: the run "
                                    "directory is damaged")):
@@ -652,7 +652,9 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
                        rf"{tmp_path}, nothing after it was saved"):
         train(CFG, Poisoned(2), opts, run_dir=tmp_path)
     meta = checkpoint.load_meta(tmp_path)
-    assert meta["step"] == 4 and [r["step"] for r in meta["history"]] == [1, 2, 3, 4]
+    from jaxbasics.gpt import metrics
+
+    assert meta["step"] == 4 and [r["step"] for r in metrics.read(tmp_path)] == [1, 2, 3, 4]
     model = build_model(CFG, opts)
     graphdef, params = split_params(model)
     tx = make_optimizer(opts, parameter_table(model))

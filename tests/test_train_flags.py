@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from jaxbasics.cli import build_parser, main
+from jaxbasics.gpt.metrics import TIMING
 
 STORY = "".join(f"Line {i}: the fox and the crow share bread by the well.\n" for i in range(80))
 #: one small shape for every run of this file (one compiled program)
@@ -157,7 +158,7 @@ def test_ctrl_c_during_an_evaluation_saves_it_and_a_resume_equals_the_whole_run(
     assert main(["train", "--out", str(tmp_path / "part"), "--resume", "--quiet"]) == 0
 
     def timeless(run):
-        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in _records(run)]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in _records(run)]
 
     assert timeless(tmp_path / "part") == timeless(tmp_path / "whole")
     assert "val_bpb" in timeless(tmp_path / "part")[1] and "sample" in timeless(tmp_path / "part")[1]
@@ -198,3 +199,35 @@ def test_sigterm_saves_a_checkpoint_and_draws_the_loss(data, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     step = json.loads((run / "run.json").read_text())["step"]
     assert f"checkpoint of step {step} saved" in out and (run / "loss.png").is_file()
+
+
+def test_metrics_are_written_as_steps_happen_with_each_steps_speed(data, tmp_path, capsys):
+    """metrics.jsonl holds every step as soon as its call ends (not at checkpoints: none is due
+    in this run until its end), run.json holds no history, and each record has ms per step,
+    tokens/s, model TFLOP/s and MFU against the --peak-tflops given."""
+    from jaxbasics.gpt.config import GPTConfig, flops_per_token
+    from jaxbasics.gpt.data import PretrainData
+    from jaxbasics.gpt.train import TrainOptions, train
+
+    run = tmp_path / "live"
+    seen = []
+
+    def on_step(step, record):
+        seen.append((step, len((run / "metrics.jsonl").read_text().splitlines())))
+
+    cfg = GPTConfig(vocab_size=257, context_length=16, emb_dim=32, n_heads=2, n_layers=1,
+                    drop_rate=0.0)
+    result = train(cfg, PretrainData(data, 16), TrainOptions(steps=3, batch_size=2, warmup_steps=1),
+                   run_dir=run, on_step=on_step, peak_flops=2e12)
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert "history" not in json.loads((run / "run.json").read_text())
+    per_token = flops_per_token(cfg, 16)
+    for r in result.history:
+        assert r["ms_per_step"] * r["tokens_per_s"] / 1000 == pytest.approx(2 * 16)
+        assert r["tflops"] == pytest.approx(r["tokens_per_s"] * per_token / 1e12)
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * per_token / 2e12)
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), *SHAPE, "--steps", "2", "--eval-every", "2",
+                 "--eval-batches", "1", "--peak-tflops", "2", "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "ms/step" in out and "tok/s" in out and "MFU" in out

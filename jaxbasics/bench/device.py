@@ -14,25 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbasics import timing
-
-# Dense (no sparsity) bf16 tensor-core peaks per JAX device, from the vendors' data sheets, in
-# FLOP/s, keyed by a part of ``jax.Device.device_kind`` as JAX reports it. Order matters: the
-# first key found in the kind wins, so a key that another contains comes after it ("TPU v5 lite"
-# is a v5e, "TPU v5" a v5p; "NVIDIA H100 PCIe" is slower than the SXM part, "NVIDIA H100 80GB
-# HBM3"). A kind with no entry gets a peak measured in the run instead (:func:`peak_flops`).
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
-    ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
-    ("TPU v4 lite", 138e12), ("TPU v4", 275e12),
-    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12),
-    ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
-)
-
-
-
-
-
-
+from jaxbasics.timing import PEAK_BF16_FLOPS, table_peak_flops  # noqa: F401 (this module's names)
 
 
 def device_info() -> dict:
@@ -65,16 +47,6 @@ def device_info() -> dict:
     except ImportError:
         info["torch"] = None
     return info
-
-
-def table_peak_flops(device_kind: str) -> float | None:
-    """Data-sheet dense bf16 peak (FLOP/s) of a known accelerator from its ``device_kind``
-    (case ignored), else None."""
-    kind = device_kind.lower()
-    for name, peak in PEAK_BF16_FLOPS:
-        if name.lower() in kind:
-            return peak
-    return None
 
 
 def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:

@@ -105,7 +105,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--peer-timeout", type=float, default=None, metavar="SECONDS",
                    help="multi-host: how long every process may take to reach the coordinator "
                         "before this one gives up (default 120)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--peak-tflops", type=float, default=None, metavar="TFLOPS",
+                   help="the device's peak, for MFU in every record (default: the data-sheet "
+                        "dense bf16 peak of a known GPU/TPU; none on a CPU, where MFU is left "
+                        "out)")
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress bar (evaluations and the last step's speed still shown)")
     _add_cache_flag(t)
     t.set_defaults(func=_cmd_train)
     _record_typed(t)
@@ -418,8 +423,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if old["step"] >= opts.steps:
                 print(f"nothing to do: {args.out} is already at step {old['step']} of "
                       f"{opts.steps} (give a larger --steps to extend it)")
-                if old.get("history"):
-                    plot_loss(old["history"], args.out / "loss.png", title=f"GPT: {args.out}")
+                _draw(args.out)
                 return 0
         else:
             check_fresh(args.out, args.overwrite)
@@ -456,11 +460,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 progress.console.print(f"a step takes {seconds:.0f} s here: Ctrl-C stops after "
                                        f"the step in progress, then saves")
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
-                                                             f"{r['tokens_per_s']:,.0f} tok/s")
+                                                             f"{_speed(r)}")
             if "val_loss" in r:
                 bpb = f", {r['val_bpb']:.3f} bits/byte" if r["val_bpb"] is not None else ""
                 progress.console.print(f"step {step}: validation loss {r['val_loss']:.4f} "
-                                       f"(perplexity {r['val_ppl']:.2f}{bpb})")
+                                       f"(perplexity {r['val_ppl']:.2f}{bpb}); {_speed(r)}")
                 if r.get("sample"):
                     progress.console.print(f"  sample: {r['sample']!r}")
         import signal
@@ -472,7 +476,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         try:
             result = train(cfg, task, opts, run_dir=args.out, resume=args.resume,
                            overwrite=args.overwrite, on_step=on_step, mesh=mesh,
-                           evaluation=evaluation)
+                           evaluation=evaluation, peak_flops=None if args.peak_tflops is None
+                           else args.peak_tflops * 1e12)
         except (ValueError, FileNotFoundError) as err:
             return _fail("train", err)
         except NonFiniteError as err:
@@ -484,7 +489,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
     h = result.history
-    c.print(f"loss {h[0]['loss']:.4f} → {h[-1]['loss']:.4f} after {result.step} steps")
+    c.print(f"loss {h[0]['loss']:.4f} → {h[-1]['loss']:.4f} after {result.step} steps "
+            f"(last step: {_speed(h[-1])})")
     if diverged(h):
         print(f"jaxbasics train: the loss rose from {h[0]['loss']:.4f} to {h[-1]['loss']:.4f}: "
               f"training diverged (try a lower --lr, now {args.lr:g}, or a longer --warmup)",
@@ -505,9 +511,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(r: dict) -> str:
+    """A record's speed: ms per step, tokens/s, model TFLOP/s and MFU (where a peak is known)."""
+    mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
+    return (f"{r['ms_per_step']:,.0f} ms/step, {r['tokens_per_s']:,.0f} tok/s, "
+            f"{r['tflops']:.3g} TFLOP/s{mfu}")
+
+
+def _draw(out: Path) -> None:
+    """``out/loss.png`` from the run's ``metrics.jsonl``, if it has records."""
+    from jaxbasics.cli.plots import plot_loss
+    from jaxbasics.gpt import metrics
+
+    try:
+        plot_loss(metrics.read(out), out / "loss.png", title=f"GPT: {out}")
+    except (FileNotFoundError, ValueError):
+        pass  # no records to draw
+
+
 def _interrupted(c: Any, out: Path, primary: bool) -> None:
     """Say truthfully what an interrupted run kept, and draw its loss curve."""
-    from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt import checkpoint
 
     try:
@@ -515,8 +538,8 @@ def _interrupted(c: Any, out: Path, primary: bool) -> None:
     except (FileNotFoundError, ValueError):
         c.print(f"interrupted before a first step was saved: nothing kept in {out}")
         return
-    if primary and meta.get("history"):
-        plot_loss(meta["history"], out / "loss.png", title=f"GPT: {out}")
+    if primary:
+        _draw(out)
     c.print(f"interrupted: checkpoint of step {meta['step']} saved in {out} (loss curve: "
             f"{out / 'loss.png'}); continue with --resume")
 

@@ -5,7 +5,8 @@ Layout of a run directory::
 
     run/
       checkpoints/<step>/...    orbax StandardSave of {"params", "opt_state"}
-      run.json                  {"config", "options", "task", "history", "step"}
+      run.json                  {"config", "options", "task", "evaluation", "step"} (the
+                                history is metrics.jsonl's: :mod:`jaxbasics.gpt.metrics`)
       tokenizer/                the data's tokenizer (runs on a prepared corpus)
       metrics.jsonl, events/    the history again, for reading and TensorBoard (gpt.metrics)
 
@@ -37,7 +38,7 @@ from jaxbasics.gpt.config import GPTConfig
 #: a run's tokenizer folder (a copy of its data's, for runs trained on a prepared corpus)
 TOKENIZER_FOLDER = "tokenizer"
 #: what every sidecar holds (:func:`save` is given the first four by ``train``)
-SIDECAR_KEYS = ("config", "options", "task", "history", "step")
+SIDECAR_KEYS = ("config", "options", "task", "step")
 
 
 def _manager(run_dir: Path, max_to_keep: int = 2) -> ocp.CheckpointManager:

@@ -158,3 +158,20 @@ def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
     if include_position:
         total += cfg.context_length * d
     return total
+
+
+def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
+    """Model FLOPs of one training token (forward and backward), for MFU (Kaplan et al. 2020;
+    PaLM, appendix B; nanoGPT's ``estimate_mfu``)::
+
+        6·N + 12·L·H·Q·T     N: parameters without the position table (parameter_count's
+                             include_position=False), L layers, H heads of Q dims, T tokens
+                             of context (``seq_len``, default ``cfg.context_length``)
+
+    GPT_CONFIG_124M at T = 1024: 1,086,584,832 (untied). ``ValueError`` for a ``seq_len`` that
+    is not a positive integer, ``TypeError`` for anything but a :class:`GPTConfig`."""
+    n = parameter_count(cfg, include_position=False)  # refuses anything but a GPTConfig
+    if seq_len is not None:
+        checks.positive_int(seq_len, "seq_len")
+    t = cfg.context_length if seq_len is None else seq_len
+    return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * t

@@ -409,16 +409,21 @@ class Evaluation:
 def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
           run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
           stop_after: int | None = None, on_step: Callable[[int, dict], None] | None = None,
-          mesh: Any = None, evaluation: Evaluation | None = None) -> TrainResult:
+          mesh: Any = None, evaluation: Evaluation | None = None,
+          peak_flops: float | None = None) -> TrainResult:
     """Train a fresh (or, with ``resume``, the checkpointed) model on ``task``.
 
     Batches and dropout keys are pure functions of ``(seed, step)``, so a resumed run ends
     with the same parameters as an uninterrupted one. ``stop_after`` ends the run after that
     many steps *of this call* (saving a checkpoint); Ctrl-C also saves before stopping.
     ``on_step(step, record)`` is called after each optimizer update with
-    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s"}`` (and, at evaluations, the keys of
-    :class:`Evaluation`). With a ``mesh`` (:func:`jaxbasics.gpt.sharding.make_mesh`)
-    parameters, optimizer state and batches are sharded over it and each process reads only
+    ``{"step", "loss", "grad_norm", "lr", "tokens_per_s", "ms_per_step", "tflops"}`` (model
+    TFLOP/s: :func:`~jaxbasics.gpt.config.flops_per_token` × tokens/s), ``"mfu"`` (their
+    share of ``peak_flops``, FLOP/s: by default the data-sheet dense bf16 peak of a known
+    accelerator, none on a CPU) and, at evaluations, the keys of :class:`Evaluation`; the
+    records of a call are appended to ``metrics.jsonl`` and TensorBoard as it ends. With a
+    ``mesh`` (:func:`jaxbasics.gpt.sharding.make_mesh`) parameters, optimizer state and batches
+    are sharded over it and each process reads only
     the rows of every batch that its devices hold. ``evaluation``: validation loss, perplexity
     and bits per byte while training on a :class:`PretrainData` with a validation split.
 
@@ -469,11 +474,13 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
     tx = make_optimizer(opts, table)
     opt_state = tx.init(params)
     params, opt_state, placed = _place_on(mesh, params, opt_state, tx, table, opts.batch_size)
-    start, history = 0, []
+    start, history = 0, list[dict]()
     if old is not None and run_dir is not None:  # restored straight into the placement above:
         # each process reads its own shards (no array moves between hosts)
         start, params, opt_state = checkpoint.restore(run_dir, params, opt_state)
-        history = old["history"]
+        from jaxbasics.gpt import metrics
+
+        history = old["history"] if "history" in old else metrics.history_until(run_dir, start)
     elif run_dir is not None and overwrite:
         clear_run(run_dir)
     if run_dir is not None and jax.process_index() == 0 and isinstance(task, PretrainData) \
@@ -482,6 +489,12 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
     evaluator = None if evaluation is None or not isinstance(task, PretrainData) \
         else _Evaluator(graphdef, task, opts, placed, evaluation)
     loop = _TrainLoop(graphdef, tx, task, opts, placed, meta, run_dir, evaluator)
+    from jaxbasics.gpt.config import flops_per_token
+    from jaxbasics.timing import table_peak_flops
+
+    loop.flops_per_token = flops_per_token(cfg, task_seq_len(task))
+    loop.peak_flops = peak_flops if peak_flops is not None else table_peak_flops(
+        jax.devices()[0].device_kind)
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
     try:
         step, params, opt_state = loop.run(start, end, params, opt_state, history, on_step)
@@ -602,6 +615,8 @@ class _TrainLoop:
         self.loop = make_gpt_train_loop(graphdef, tx, accumulate=acc, shardings=placed.shardings)
         self.schedule = learning_rate_schedule(opts)
         self.tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
+        self.flops_per_token = 0.0  # set by train: model FLOPs, and the peak MFU is against
+        self.peak_flops: float | None = None
 
     def call(self, step: int, n: int, params: Any, opt_state: Any) -> tuple[Any, Any, dict]:
         """The ``n`` updates after ``step`` in one compiled call: update i from the
@@ -633,10 +648,14 @@ class _TrainLoop:
         (before clipping)."""
         losses = np.asarray(m["loss"]).reshape(n)
         norms = np.asarray(m["grad_norm"]).reshape(n)
-        tokens_per_s = n * self.tokens_per_step / (time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        tokens_per_s = n * self.tokens_per_step / seconds
+        speed = {"tokens_per_s": tokens_per_s, "ms_per_step": 1000 * seconds / n,
+                 "tflops": tokens_per_s * self.flops_per_token / 1e12}
+        if self.peak_flops:
+            speed["mfu"] = tokens_per_s * self.flops_per_token / self.peak_flops
         return [{"step": first + i + 1, "loss": float(losses[i]), "grad_norm": float(norms[i]),
-                 "lr": float(self.schedule(first + i)), "tokens_per_s": tokens_per_s}
-                for i in range(n)]
+                 "lr": float(self.schedule(first + i)), **speed} for i in range(n)]
 
     def run(self, start: int, end: int, params: Any, opt_state: Any, history: list[dict],
             on_step: Callable[[int, dict], None] | None) -> tuple[int, Any, Any]:
@@ -655,11 +674,14 @@ class _TrainLoop:
             nonlocal saved
             if self.run_dir is not None and step != saved:
                 with checkpoint.interrupts_deferred():  # a Ctrl-C comes once this step is saved
-                    checkpoint.save(self.run_dir, step, params, opt_state,
-                                    {**self.meta, "history": history})
-                    if log is not None:
-                        log.write([r for r in history if r["step"] > saved])
+                    checkpoint.save(self.run_dir, step, params, opt_state, self.meta)
                     saved = step
+
+        def logged(records: list[dict]) -> None:  # as they happen: metrics are live
+            history.extend(records)
+            if log is not None:
+                with checkpoint.interrupts_deferred():
+                    log.write(records)
 
         in_flight: tuple[int, int, dict[str, jax.Array], float] | None = None
         try:
@@ -676,7 +698,7 @@ class _TrainLoop:
                                          self.run_dir)
                 if self.evaluator is not None and (step % every == 0 or step == self.opts.steps):
                     done[-1].update(self.evaluator(params))
-                history.extend(done)
+                logged(done)
                 in_flight = None
                 for record in done:
                     if on_step is not None:
@@ -695,7 +717,7 @@ class _TrainLoop:
                 if self.evaluator is not None and (step % every == 0 or step == self.opts.steps):
                     with checkpoint.interrupts_deferred():  # the step's evaluation, finished:
                         late[-1].update(self.evaluator(params))  # a resume never redoes it
-                history.extend(late)
+                logged(late)
             save()
             raise
         finally:
