@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxbasics.gpt.config import GPTConfig
-from jaxbasics.gpt.generate import generate, sample_next
+from jaxbasics.gpt.generate import generate, nucleus, sample_next
 from jaxbasics.gpt.model import GPT
 
 CFG = GPTConfig(vocab_size=53, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
@@ -66,7 +66,7 @@ def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"max_new_tokens": 13}, "prompt length 4 + max_new_tokens 13 = 17 exceeds context_length=16"),
+    ({"max_new_tokens": 2, "top_p": 0.0}, "top_p must be None or a number in (0, 1], got 0.0"),
     ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
     ({"max_new_tokens": 2, "temperature": -1.0},
      "temperature must be a finite number >= 0, got -1.0"),
@@ -98,3 +98,32 @@ def test_a_legacy_prngkey_samples_as_its_typed_key(model):
     legacy = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.PRNGKey(3))
     typed = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.wrap_key_data(jax.random.PRNGKey(3)))
     chex.assert_trees_all_equal(legacy, typed)
+
+
+def test_past_the_context_the_window_slides_as_recomputing_on_the_last_tokens_does(model):
+    """4 + 15 tokens with a context of 16: each token after the 16th is the argmax of the
+    model's logits over the last 16 tokens alone (nanoGPT's crop), written out here."""
+    out = generate(model, PROMPT, 15)
+    last = jax.jit(lambda window: model(window)[:, -1])  # one window length: one compile
+    seq = generate(model, PROMPT, 12)  # what fits the context (the greedy test's program)
+    for _ in range(3):
+        nxt = jnp.argmax(last(seq[:, -CFG.context_length:]), axis=-1).astype(jnp.int32)
+        seq = jnp.concatenate([seq, nxt[:, None]], axis=1)
+    chex.assert_trees_all_equal(out, seq)
+    assert out.shape == (3, 19)
+
+
+def test_the_nucleus_keeps_the_likeliest_tokens_up_to_top_p():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 40)) * 2
+    for p in (0.05, 0.5, 0.9, 0.999):
+        got = np.asarray(nucleus(jnp.asarray(logits, jnp.float32), p))
+        for row, kept in zip(logits, got, strict=True):
+            probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+            order = np.argsort(-probs)
+            before = np.cumsum(probs[order]) - probs[order]
+            want = set(order[before < p].tolist()) or {int(order[0])}
+            assert set(np.flatnonzero(np.isfinite(kept)).tolist()) == want
+    draws = sample_next(jnp.tile(jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]])), (3000, 1)),
+                        jax.random.key(0), 1.0, None, 0.7)  # 0.5 + 0.3 reach 0.7: two tokens
+    assert set(np.asarray(draws).tolist()) == {0, 1}

@@ -231,3 +231,14 @@ def test_metrics_are_written_as_steps_happen_with_each_steps_speed(data, tmp_pat
                  "--eval-batches", "1", "--peak-tflops", "2", "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "ms/step" in out and "tok/s" in out and "MFU" in out
+    # sampling from the run: an empty prompt starts a new document, two samples, a --top-k
+    # above the vocabulary keeps all of it (said), 20 tokens slide past the context of 16
+    assert main(["generate", "--run", str(tmp_path / "cli"), "--prompt", "", "--num-samples",
+                 "2", "--top-k", "100000", "--top-p", "0.9", "--temperature", "0.8",
+                 "--max-new-tokens", "20"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out.count("---------- sample ") == 2 and "sample 2 of 2" in shown.out
+    assert "--top-k 100000 is above the vocabulary (257 ids): sampling from all of it" in shown.err
+    assert main(["generate", "--run", str(tmp_path / "cli"), "--prompt", "x",
+                 "--top-p", "1.5"]) == 2
+    assert "--top-p must be None or a number in (0, 1], got 1.5" in capsys.readouterr().err

@@ -124,13 +124,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory of 'jaxbasics train'")
     src.add_argument("--hf", type=Path, help="Hugging Face GPT-2 directory")
-    g.add_argument("--prompt", required=True, help="text to continue")
+    g.add_argument("--prompt", required=True,
+                   help="text to continue ('': start from the end-of-text token, as a new "
+                        "document)")
     g.add_argument("--max-new-tokens", type=int, default=None,
-                   help="tokens to generate (default: an addition run's answer, else 50, or "
-                        "what fits in the context after the prompt)")
+                   help="tokens to generate; past the context the window slides, each token "
+                        "predicted from the last context-length ones (default: an addition "
+                        "run's answer, else 50)")
+    g.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="samples of the prompt, drawn together, each printed after a line of "
+                        "dashes")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only "
-                                                           "(default: all)")
+    g.add_argument("--top-k", type=int, default=None,
+                   help="sample from the k likeliest only; above the vocabulary, all of it "
+                        "(default: all)")
+    g.add_argument("--top-p", type=float, default=None,
+                   help="sample from the nucleus: the likeliest tokens whose probability adds "
+                        "up to P (default: 1, all)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--no-cache", action="store_true", help="recompute instead of the KV cache")
     g.add_argument("--byte-tokens", action="store_true",
@@ -613,18 +623,36 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             task = checkpoint.load_meta(args.run)["task"]
             model, tok = load_run(args.run)
             name = f"the tokenizer of {args.run}"
-        ids = encode_prompt(tok, args.prompt, model.cfg.vocab_size, name=name)
+        if args.prompt == "":  # a new document: from the end-of-text token
+            if getattr(tok, "eot_id", None) is None:
+                raise ValueError(f"an empty --prompt starts from the end-of-text token, and "
+                                 f"{name} has none: give some text")
+            ids = np.asarray([[tok.eot_id]], np.int32)
+        else:
+            ids = encode_prompt(tok, args.prompt, model.cfg.vocab_size, name=name)
+        if args.num_samples < 1:
+            raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
+        top_k = args.top_k
+        if top_k is not None and top_k > model.cfg.vocab_size:
+            print(f"jaxbasics generate: --top-k {top_k} is above the vocabulary "
+                  f"({model.cfg.vocab_size:,} ids): sampling from all of it", file=sys.stderr)
+            top_k = None
         n_new = args.max_new_tokens
-        if n_new is None:  # the answer of an addition run; else 50, or what the context holds
-            n_new = (int(task["digits"]) + 2 if task.get("kind") == "addition"
-                     else min(50, model.cfg.context_length - ids.shape[1]))
-        out = generate(model, ids, n_new, temperature=args.temperature,
-                       top_k=args.top_k, rng=jax.random.key(args.seed),
-                       use_cache=not args.no_cache)
+        if n_new is None:  # the answer of an addition run; else 50
+            n_new = int(task["digits"]) + 2 if task.get("kind") == "addition" else 50
+        out = generate(model, np.repeat(ids, args.num_samples, axis=0), n_new,
+                       temperature=args.temperature, top_k=top_k, top_p=args.top_p,
+                       rng=jax.random.key(args.seed), use_cache=not args.no_cache)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        return _fail("generate", err)
-    text = tok.decode(list(np.asarray(out[0])))
-    print(text, end="" if text.endswith("\n") else "\n")
+        return _fail("generate", ValueError(str(err).replace("max_new_tokens", "--max-new-tokens")
+                                            .replace("top_p", "--top-p").replace("top_k", "--top-k")
+                                            .replace("temperature", "--temperature"))
+                     if isinstance(err, ValueError) else err)
+    for k, row in enumerate(np.asarray(out)):
+        if args.num_samples > 1:
+            print(f"---------- sample {k + 1} of {args.num_samples}")
+        text = tok.decode(list(row if args.prompt else row[1:]))
+        print(text, end="" if text.endswith("\n") else "\n")
     if task.get("kind") == "addition" and "=" in args.prompt:
         written = text[len(args.prompt):].split("\n")[0]
         print(f"(the model writes sums least significant digit first: {written} is "
