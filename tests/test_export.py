@@ -142,3 +142,23 @@ def test_generate_samples_past_the_context_from_end_of_text_several_at_once(run,
     assert main(argv) == 0 and capsys.readouterr().out == out  # --seed 0 both times
     assert main(["generate", "--run", str(run / "run"), "--top-p", "0"]) == 2
     assert "--top-p must be in (0, 1], got 0.0" in capsys.readouterr().err
+
+
+def test_a_tied_head_with_qkv_bias_exports_as_gpt2_itself(tmp_path):
+    import torch
+    from flax import nnx
+    from transformers import GPT2LMHeadModel
+
+    from jaxbasics.gpt.hf import save_gpt2
+    from jaxbasics.gpt.model import GPT
+
+    model = GPT(CFG.replace(tie_embeddings=True, qkv_bias=True, activation="gelu"),
+                rngs=nnx.Rngs(1))
+    written = save_gpt2(model, tmp_path)
+    assert "lm_head.weight" not in written
+    theirs = GPT2LMHeadModel.from_pretrained(tmp_path, local_files_only=True).eval()
+    assert theirs.config.tie_word_embeddings and theirs.config.activation_function == "gelu"
+    ids = np.random.default_rng(0).integers(0, 300, (2, 16))
+    with torch.no_grad():
+        want = theirs(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(ids.astype(np.int32))), want, atol=1e-4)

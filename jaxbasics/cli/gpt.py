@@ -231,7 +231,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from jaxbasics.cli.console import make_console
     from jaxbasics.cli.paths import require_writable
-    from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
     from jaxbasics.gpt.data import AdditionTask, PretrainData, TextDataset
     from jaxbasics.gpt.train import (
@@ -347,8 +346,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     f"{'✓' if got == want else '✗ want ' + want}")
     elif isinstance(task, TextDataset):
         _text_report(c, result.model, task)
-    png = plot_loss(h, args.out / "loss.png", title=f"GPT on {what}") if primary \
-        else args.out / "loss.png"
+    png = args.out / "loss.png"  # drawn by train()
     c.print(f"loss curve: {png}\nmetrics: {args.out / 'metrics.jsonl'} (TensorBoard: "
             f"tensorboard --logdir {args.out})\ncheckpoint: {args.out} (step {result.step})")
     return 0
@@ -383,8 +381,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         return 3
 
     from jaxbasics.cli.paths import require_writable
-    from jaxbasics.cli.plots import plot_runs
     from jaxbasics.gpt import metrics
+    from jaxbasics.gpt.plots import plot_runs
 
     histories = {}
     try:
