@@ -107,6 +107,14 @@ def test_export_refuses_a_folder_in_use_and_never_leaves_half_a_folder(run, caps
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # untouched
     assert not [p for p in run.iterdir() if ".partial" in p.name]
     monkeypatch.undo()
+    # a run on raw token files given without a tokenizer: its ids mean nothing to AutoTokenizer
+    import shutil
+
+    shutil.copytree(run / "run", run / "raw-run")
+    shutil.rmtree(run / "raw-run" / "tokenizer")
+    assert main(["export", "--run", str(run / "raw-run"), "--out", str(run / "raw-hf")]) == 2
+    assert "has no tokenizer (it was trained on raw token files" in capsys.readouterr().err
+    assert not (run / "raw-hf").exists()
     assert main(["export", "--run", str(run / "run"), "--out", str(taken), "--overwrite"]) == 0
     assert sorted(p.name for p in taken.iterdir()) == ["config.json", "model.safetensors",
                                                       "tokenizer.json", "tokenizer_config.json"]

@@ -284,17 +284,24 @@ def export(run_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> 
 
     Returns ``out``. Raises ``FileExistsError`` for an ``out`` that exists and is not an empty
     folder unless ``overwrite`` (then it is replaced), ``FileNotFoundError`` without a run, and
-    ``ValueError`` for what cannot be exported (named).
+    ``ValueError`` for what cannot be exported (named): a run on raw token files without a
+    tokenizer, a tokenizer whose post-processor adds special tokens.
     """
     import shutil
     import tempfile
 
+    from jaxbasics.gpt import checkpoint
     from jaxbasics.gpt.runs import load_run
 
-    out = Path(out)
+    out, run_dir = Path(out), Path(run_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not an empty folder: choose another "
                               f"--out, or replace it with --overwrite")
+    task = checkpoint.load_meta(run_dir)["task"]
+    if task.get("kind") == "data" and not (run_dir / checkpoint.TOKENIZER_FOLDER).is_dir():
+        raise ValueError(f"{run_dir} has no tokenizer (it was trained on raw token files given "
+                         f"without --tokenizer): its token ids cannot be written as tokenizer "
+                         f"files that AutoTokenizer would read the same way")
     model, tokenizer = load_run(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
