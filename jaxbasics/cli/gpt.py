@@ -94,8 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--run", type=Path, help="run directory of 'jaxbasics train'")
     src.add_argument("--hf", type=Path, help="Hugging Face GPT-2 directory")
     g.add_argument("--prompt", default="",
-                   help="text to continue (empty: start from the tokenizer's end-of-text "
-                        "token, as a new document)")
+                   help="text to continue (default: empty, which starts from the tokenizer's "
+                        "end-of-text token, as a new document)")
     g.add_argument("--max-new-tokens", type=int, default=None,
                    help="tokens to generate (default: an addition run's answer, else 50)")
     g.add_argument("--num-samples", type=int, default=1, metavar="N",
