@@ -21,12 +21,13 @@ Flax, Optax nor the GPT-2 stack until one of them is asked for.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from jaxbasics.requirements import check_installed
 
 check_installed()
+del check_installed
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,17 @@ _EXPORTS = {
     "init_cache": "jaxbasics.gpt.model",
     "generate": "jaxbasics.gpt.generate",
     "load_gpt2": "jaxbasics.gpt.hf",
+    # pretraining: a corpus -> DATA -> a run -> scores, samples, a Hugging Face folder
+    "prepare": "jaxbasics.data.prepare",
+    "PrepareOptions": "jaxbasics.data.prepare",
+    "TokenData": "jaxbasics.data.batches",
+    "PretrainData": "jaxbasics.gpt.data",
+    "TrainOptions": "jaxbasics.gpt.train",
+    "Evaluation": "jaxbasics.gpt.train",
+    "train": "jaxbasics.gpt.train",
+    "evaluate": "jaxbasics.gpt.evaluate",
+    "load_run": "jaxbasics.gpt.runs",
+    "export": "jaxbasics.gpt.hf",
     # modules, by the short names the chapter uses
     "tensors": "jaxbasics.chapter.tensors",
     "neuron": "jaxbasics.chapter.neuron",
@@ -66,26 +78,29 @@ _MODULES = {"tensors", "neuron", "finite_diff", "simplenet", "train_step", "loss
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """Import the module behind a public name on first use and keep the value."""
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jaxbasics' has no attribute {name!r}")
-    loaded = importlib.import_module(module)
+    loaded = _importlib.import_module(module)
     value = loaded if name in _MODULES else getattr(loaded, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    """The public names only: ``__version__`` and those of ``__all__``."""
+    return ["__version__", *__all__]
 
 
-if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+if _typing.TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from jaxbasics import losses
     from jaxbasics.chapter import finite_diff, neuron, simplenet, tensors, train_step
     from jaxbasics.chapter.simplenet import SimpleNet
     from jaxbasics.chapter.train_step import make_scan_train, make_train_step, sum_gradients
+    from jaxbasics.data.batches import TokenData
+    from jaxbasics.data.prepare import PrepareOptions, prepare
     from jaxbasics.gpt.config import (
         GPT_CONFIG_124M,
         GPT_CONFIG_355M,
@@ -95,9 +110,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         GPTConfig,
         parameter_count,
     )
+    from jaxbasics.gpt.data import PretrainData
+    from jaxbasics.gpt.evaluate import evaluate
     from jaxbasics.gpt.generate import generate
-    from jaxbasics.gpt.hf import load_gpt2
+    from jaxbasics.gpt.hf import export, load_gpt2
     from jaxbasics.gpt.model import GPT, count_params, init_cache
+    from jaxbasics.gpt.runs import load_run
+    from jaxbasics.gpt.train import Evaluation, TrainOptions, train
     from jaxbasics.losses import binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy
     from jaxbasics.params import split_params
     from jaxbasics.step import make_step

@@ -91,6 +91,10 @@ def test_train_then_generate_from_the_run(tmp_path, capsys):
                     f"{answer[8:][::-1]})")
     assert main(["generate", "--run", str(out), "--prompt", "12+34=", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.startswith("12+34=")
+    assert main(["generate", "--run", str(out)]) == 2  # byte ids: no end-of-text to start from
+    assert capsys.readouterr().err == (f"jaxbasics generate: --prompt is empty and the tokenizer "
+                                       f"of {out} has no end-of-text token to start from: give "
+                                       f"a --prompt\n")
     sidecar = json.loads((out / "run.json").read_text())
     sidecar["config"]["emb_dim"] = 64  # a sidecar that does not describe its checkpoint
     (out / "run.json").write_text(json.dumps(sidecar))

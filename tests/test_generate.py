@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxbasics.gpt.config import GPTConfig
-from jaxbasics.gpt.generate import generate, nucleus, sample_next
+from jaxbasics.gpt.generate import generate, sample_next
 from jaxbasics.gpt.model import GPT
 
 CFG = GPTConfig(vocab_size=53, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
@@ -57,6 +57,43 @@ def test_top_k_sampling_only_draws_from_the_k_largest():
     np.testing.assert_allclose(counts, np.exp([7, 8, 9]) / np.exp([7, 8, 9]).sum(), atol=0.04)
 
 
+def test_past_the_context_each_token_is_predicted_from_the_last_context_length_tokens(model):
+    # nanoGPT's rule, recomputed here step by step: crop to the last 16 tokens, take the argmax
+    out = generate(model, PROMPT, 20)  # 4 + 20 = 24 > context 16
+    seq = PROMPT
+    for _ in range(20):
+        nxt = jnp.argmax(model(seq[:, -CFG.context_length:])[:, -1], axis=-1).astype(jnp.int32)
+        seq = jnp.concatenate([seq, nxt[:, None]], axis=1)
+    chex.assert_trees_all_equal(out, seq)
+    # a prompt longer than the context is cropped the same way, and kept whole in the output
+    long = jnp.concatenate([PROMPT, seq[:, 4:18]], axis=1)  # 18 tokens
+    chex.assert_trees_all_equal(generate(model, long, 6), seq[:, :24])
+
+
+def test_top_p_draws_only_from_the_nucleus_computed_by_hand():
+    logits = np.log(np.asarray([0.05, 0.4, 0.1, 0.25, 0.2], np.float32))
+    # by hand: sorted 0.4, 0.25, 0.2, 0.1, 0.05; mass before each 0, 0.4, 0.65, 0.85, 0.95;
+    # top_p 0.7 keeps those with mass before < 0.7: ids 1, 3, 4, renormalised
+    ranked = np.argsort(-logits)
+    before = np.cumsum(np.exp(logits[ranked])) - np.exp(logits[ranked])
+    nucleus = sorted(ranked[before < 0.7].tolist())
+    assert nucleus == [1, 3, 4]
+    draws = np.asarray(sample_next(jnp.tile(jnp.asarray(logits)[None], (4000, 1)),
+                                   jax.random.key(0), 1.0, None, 0.7))
+    assert sorted(set(draws.tolist())) == nucleus
+    want = np.exp(logits[nucleus]) / np.exp(logits[nucleus]).sum()
+    np.testing.assert_allclose(np.bincount(draws, minlength=5)[nucleus] / 4000, want, atol=0.03)
+    # top_p 1 keeps everything; a tiny top_p keeps only the likeliest (greedy)
+    assert set(np.asarray(sample_next(jnp.tile(jnp.asarray(logits)[None], (4000, 1)),
+                                      jax.random.key(1), 1.0, None, 1e-6)).tolist()) == {1}
+
+
+def test_top_k_above_the_vocabulary_samples_from_all_of_it(model):
+    chex.assert_trees_all_equal(
+        generate(model, PROMPT, 6, temperature=1.0, top_k=1000, rng=jax.random.key(4)),
+        generate(model, PROMPT, 6, temperature=1.0, rng=jax.random.key(4)))
+
+
 def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
     a = generate(model, PROMPT, 10, temperature=1.0, rng=jax.random.key(1))
     chex.assert_trees_all_equal(a, generate(model, PROMPT, 10, temperature=1.0,
@@ -66,7 +103,6 @@ def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"max_new_tokens": 2, "top_p": 0.0}, "top_p must be None or a number in (0, 1], got 0.0"),
     ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
     ({"max_new_tokens": 2, "temperature": -1.0},
      "temperature must be a finite number >= 0, got -1.0"),
@@ -74,7 +110,9 @@ def test_sampling_with_the_same_key_repeats_and_differs_across_keys(model):
      "temperature must be a finite number >= 0, got nan"),
     ({"max_new_tokens": 2, "temperature": float("inf")},
      "temperature must be a finite number >= 0, got inf"),
-    ({"max_new_tokens": 2, "top_k": 0}, "top_k must be None or an int in [1, 53], got 0"),
+    ({"max_new_tokens": 2, "top_k": 0}, "top_k must be None or a positive int, got 0"),
+    ({"max_new_tokens": 2, "top_p": 0.0}, "top_p must be None or a number in (0, 1], got 0.0"),
+    ({"max_new_tokens": 2, "top_p": 1.5}, "top_p must be None or a number in (0, 1], got 1.5"),
     ({"max_new_tokens": 2, "temperature": 1.0}, "rng (a jax.random.key) is required"),
 ])
 def test_bad_generation_arguments(model, kwargs, fragment):
@@ -98,32 +136,3 @@ def test_a_legacy_prngkey_samples_as_its_typed_key(model):
     legacy = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.PRNGKey(3))
     typed = generate(model, PROMPT, 4, temperature=1.0, rng=jax.random.wrap_key_data(jax.random.PRNGKey(3)))
     chex.assert_trees_all_equal(legacy, typed)
-
-
-def test_past_the_context_the_window_slides_as_recomputing_on_the_last_tokens_does(model):
-    """4 + 15 tokens with a context of 16: each token after the 16th is the argmax of the
-    model's logits over the last 16 tokens alone (nanoGPT's crop), written out here."""
-    out = generate(model, PROMPT, 15)
-    last = jax.jit(lambda window: model(window)[:, -1])  # one window length: one compile
-    seq = generate(model, PROMPT, 12)  # what fits the context (the greedy test's program)
-    for _ in range(3):
-        nxt = jnp.argmax(last(seq[:, -CFG.context_length:]), axis=-1).astype(jnp.int32)
-        seq = jnp.concatenate([seq, nxt[:, None]], axis=1)
-    chex.assert_trees_all_equal(out, seq)
-    assert out.shape == (3, 19)
-
-
-def test_the_nucleus_keeps_the_likeliest_tokens_up_to_top_p():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(5, 40)) * 2
-    for p in (0.05, 0.5, 0.9, 0.999):
-        got = np.asarray(nucleus(jnp.asarray(logits, jnp.float32), p))
-        for row, kept in zip(logits, got, strict=True):
-            probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
-            order = np.argsort(-probs)
-            before = np.cumsum(probs[order]) - probs[order]
-            want = set(order[before < p].tolist()) or {int(order[0])}
-            assert set(np.flatnonzero(np.isfinite(kept)).tolist()) == want
-    draws = sample_next(jnp.tile(jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]])), (3000, 1)),
-                        jax.random.key(0), 1.0, None, 0.7)  # 0.5 + 0.3 reach 0.7: two tokens
-    assert set(np.asarray(draws).tolist()) == {0, 1}

@@ -78,3 +78,24 @@ def test_import_and_the_cli_parser_load_no_flax_optax_or_gpt_code():
         heavy = [m for m in loaded if m.split(".")[0] in ("flax", "optax", "torch", "jax")
                  or m.startswith(("jaxbasics.gpt.model", "jaxbasics.gpt.train"))]
         assert not heavy, heavy[:10]
+
+
+def test_the_pretraining_api_is_top_level_lazily_and_dir_lists_only_public_names():
+    code = ("import json, sys\nimport jaxbasics\n"
+            "names = ['prepare', 'PrepareOptions', 'TokenData', 'PretrainData', 'TrainOptions',\n"
+            "         'Evaluation', 'train', 'evaluate', 'load_run', 'export']\n"
+            "light = not [m for m in sys.modules if m.startswith(('flax', 'optax'))]\n"
+            "where = {n: getattr(jaxbasics, n).__module__ for n in names}\n"
+            "print(json.dumps([light, dir(jaxbasics), where]))\n")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    light, listed, where = json.loads(done.stdout)
+    assert light
+    assert where == {"prepare": "jaxbasics.data.prepare", "PrepareOptions": "jaxbasics.data.prepare",
+                     "TokenData": "jaxbasics.data.batches", "PretrainData": "jaxbasics.gpt.data",
+                     "TrainOptions": "jaxbasics.gpt.train", "Evaluation": "jaxbasics.gpt.train",
+                     "train": "jaxbasics.gpt.train", "evaluate": "jaxbasics.gpt.evaluate",
+                     "load_run": "jaxbasics.gpt.runs", "export": "jaxbasics.gpt.hf"}
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib", "check_installed"} & set(listed)
+    assert all(not n.startswith("_") for n in listed if n != "__version__")
+    assert set(where) <= set(listed) and "GPT" in listed and "__version__" in listed

@@ -22,14 +22,26 @@ def test_readme_has_install_and_test_commands_and_ci_runs_the_test_one():
     assert test_cmd in ci_lines
 
 
-def test_readme_python_examples_run_as_written():
+def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
+    """Each ```python block, in a folder of its own: the SimpleNet loss, and pretraining
+    through the top-level names (prepare -> train -> evaluate -> export) on the standard
+    library's email package, which leaves the run's loss.png and a folder transformers reads."""
     blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
-    assert blocks
-    for block in blocks:
+    scopes = []
+    for i, block in enumerate(blocks):
+        (tmp_path / str(i)).mkdir()
+        monkeypatch.chdir(tmp_path / str(i))
         scope: dict = {}
         exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own code)
-    loss = scope["loss"]
+        scopes.append(scope)
+    loss = next(s["loss"] for s in scopes if "loss" in s)
     assert 0.0 < float(loss) < 2.0  # BCE of a fresh SimpleNet on a balanced toy batch
+    pretrained = next(i for i, s in enumerate(scopes) if "score" in s)
+    score, folder = scopes[pretrained]["score"], tmp_path / str(pretrained)
+    assert 0 < score.bits_per_byte < 8 and score.tokens > 0
+    assert (folder / "runs" / "email" / "loss.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (folder / "hf" / "email").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_readme_links_and_pictures_are_in_the_repository():

@@ -118,29 +118,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "generate", help="generate text from a trained run or a Hugging Face GPT-2 directory",
         formatter_class=DefaultsFormatter,
-        description="Continue a prompt with greedy decoding (default) or temperature/top-k "
-                    "sampling, using a KV cache. Nothing is downloaded: give --run (a directory "
-                    "written by 'jaxbasics train') or --hf (config.json + model.safetensors).")
+        description="Continue a prompt with greedy decoding (default) or temperature, top-k "
+                    "and top-p sampling, using a KV cache. Past the model's context the window "
+                    "slides: each new token is predicted from the last context-length tokens "
+                    "(as nanoGPT crops), recomputed without the cache. Nothing is downloaded: "
+                    "give --run (a directory written by 'jaxbasics train') or --hf (config.json "
+                    "+ model.safetensors).")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory of 'jaxbasics train'")
     src.add_argument("--hf", type=Path, help="Hugging Face GPT-2 directory")
-    g.add_argument("--prompt", required=True,
-                   help="text to continue ('': start from the end-of-text token, as a new "
-                        "document)")
+    g.add_argument("--prompt", default="",
+                   help="text to continue (default: empty, which starts from the tokenizer's "
+                        "end-of-text token, as a new document)")
     g.add_argument("--max-new-tokens", type=int, default=None,
-                   help="tokens to generate; past the context the window slides, each token "
-                        "predicted from the last context-length ones (default: an addition "
-                        "run's answer, else 50)")
+                   help="tokens to generate (default: an addition run's answer, else 50)")
     g.add_argument("--num-samples", type=int, default=1, metavar="N",
-                   help="samples of the prompt, drawn together, each printed after a line of "
-                        "dashes")
+                   help="continuations of the prompt, sampled side by side")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=None,
-                   help="sample from the k likeliest only; above the vocabulary, all of it "
-                        "(default: all)")
-    g.add_argument("--top-p", type=float, default=None,
-                   help="sample from the nucleus: the likeliest tokens whose probability adds "
-                        "up to P (default: 1, all)")
+                   help="sample from the k likeliest only (default: all; above the vocabulary: "
+                        "all, said on stderr)")
+    g.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus sampling: the likeliest tokens whose probability first reaches "
+                        "P, in (0, 1] (default: all)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--no-cache", action="store_true", help="recompute instead of the KV cache")
     g.add_argument("--byte-tokens", action="store_true",
@@ -149,6 +149,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "without them is refused)")
     _add_cache_flag(g)
     g.set_defaults(func=_cmd_generate)
+
+    x = sub.add_parser(
+        "export", help="write a run as a Hugging Face GPT-2 folder for transformers",
+        formatter_class=DefaultsFormatter,
+        description="Write the latest checkpoint of a run and its tokenizer as a folder that "
+                    "transformers' GPT2LMHeadModel.from_pretrained and "
+                    "AutoTokenizer.from_pretrained load offline: config.json, "
+                    "model.safetensors, tokenizer.json, tokenizer_config.json. A model without "
+                    "qkv bias gets zero biases; an untied head is saved as lm_head.")
+    x.add_argument("--run", type=Path, required=True, help="run directory of 'jaxbasics train'")
+    x.add_argument("--out", type=Path, required=True, help="the folder to write")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds (without this, a non-empty --out is refused)")
+    x.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "plot", help="draw the validation bits per byte and training loss of runs side by side",
@@ -360,7 +374,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from jaxbasics.cli.console import make_console
     from jaxbasics.cli.paths import require_writable
-    from jaxbasics.cli.plots import plot_loss
     from jaxbasics.gpt.config import parameter_count
     from jaxbasics.gpt.data import AdditionTask, PretrainData, TextDataset
     from jaxbasics.gpt.train import (
@@ -514,8 +527,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     f"{'✓' if got == want else '✗ want ' + want}")
     elif isinstance(task, TextDataset):
         _text_report(c, result.model, task)
-    png = plot_loss(h, args.out / "loss.png", title=f"GPT on {what}") if primary \
-        else args.out / "loss.png"
+    png = args.out / "loss.png"  # drawn by train()
     c.print(f"loss curve: {png}\nmetrics: {args.out / 'metrics.jsonl'} (TensorBoard: "
             f"tensorboard --logdir {args.out})\ncheckpoint: {args.out} (step {result.step})")
     return 0
@@ -583,8 +595,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         return 3
 
     from jaxbasics.cli.paths import require_writable
-    from jaxbasics.cli.plots import plot_runs
     from jaxbasics.gpt import metrics
+    from jaxbasics.gpt.plots import plot_runs
 
     histories = {}
     try:
@@ -595,6 +607,30 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         return _fail("plot", err)
     print(f"plot: {plot_runs(histories, args.out)}")
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if (missing := _missing_train_extra()) is not None:
+        print(f"jaxbasics export: {missing}", file=sys.stderr)
+        return 3
+    from jaxbasics.gpt.hf import export
+
+    try:
+        out = export(args.run, args.out, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        return _fail("export", err)
+    print(f"exported {args.run} to {out}: load it with transformers' "
+          f"GPT2LMHeadModel.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained")
+    return 0
+
+
+def _as_flag(err: Exception) -> Exception:
+    """``err`` with generate()'s argument names as the command line spells them."""
+    message = str(err)
+    for name in ("max_new_tokens", "top_k", "top_p", "temperature"):
+        if message.startswith(name + " "):
+            return type(err)("--" + name.replace("_", "-") + message[len(name):])
+    return err
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -623,35 +659,32 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             task = checkpoint.load_meta(args.run)["task"]
             model, tok = load_run(args.run)
             name = f"the tokenizer of {args.run}"
-        if args.prompt == "":  # a new document: from the end-of-text token
-            if getattr(tok, "eot_id", None) is None:
-                raise ValueError(f"an empty --prompt starts from the end-of-text token, and "
-                                 f"{name} has none: give some text")
-            ids = np.asarray([[tok.eot_id]], np.int32)
-        else:
+        if args.prompt:
             ids = encode_prompt(tok, args.prompt, model.cfg.vocab_size, name=name)
+        elif getattr(tok, "eot_id", None) is not None and tok.eot_id < model.cfg.vocab_size:
+            ids = np.asarray([[tok.eot_id]], np.int32)  # a new document
+        else:
+            raise ValueError(f"--prompt is empty and {name} has no end-of-text token to start "
+                             f"from: give a --prompt")
         if args.num_samples < 1:
             raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
-        top_k = args.top_k
-        if top_k is not None and top_k > model.cfg.vocab_size:
-            print(f"jaxbasics generate: --top-k {top_k} is above the vocabulary "
-                  f"({model.cfg.vocab_size:,} ids): sampling from all of it", file=sys.stderr)
-            top_k = None
+        if args.top_p is not None and not 0 < args.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+        if args.top_k is not None and args.top_k > model.cfg.vocab_size:
+            print(f"jaxbasics generate: --top-k {args.top_k} is above the vocabulary "
+                  f"({model.cfg.vocab_size:,} tokens): sampling from all of it", file=sys.stderr)
         n_new = args.max_new_tokens
         if n_new is None:  # the answer of an addition run; else 50
             n_new = int(task["digits"]) + 2 if task.get("kind") == "addition" else 50
         out = generate(model, np.repeat(ids, args.num_samples, axis=0), n_new,
-                       temperature=args.temperature, top_k=top_k, top_p=args.top_p,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                        rng=jax.random.key(args.seed), use_cache=not args.no_cache)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        return _fail("generate", ValueError(str(err).replace("max_new_tokens", "--max-new-tokens")
-                                            .replace("top_p", "--top-p").replace("top_k", "--top-k")
-                                            .replace("temperature", "--temperature"))
-                     if isinstance(err, ValueError) else err)
+        return _fail("generate", _as_flag(err))
     for k, row in enumerate(np.asarray(out)):
         if args.num_samples > 1:
-            print(f"---------- sample {k + 1} of {args.num_samples}")
-        text = tok.decode(list(row if args.prompt else row[1:]))
+            print(f"--- sample {k + 1} of {args.num_samples} ---")
+        text = tok.decode(list(row))
         print(text, end="" if text.endswith("\n") else "\n")
     if task.get("kind") == "addition" and "=" in args.prompt:
         written = text[len(args.prompt):].split("\n")[0]

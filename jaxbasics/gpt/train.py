@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from jaxbasics import checks
-from jaxbasics.gpt import checkpoint
+from jaxbasics.gpt import checkpoint, plots
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, PretrainData, TextDataset, step_key
 from jaxbasics.gpt.generate import generate
@@ -428,8 +428,9 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
     and bits per byte while training on a :class:`PretrainData` with a validation split.
 
     With a ``run_dir``, checkpoints, ``run.json``, ``metrics.jsonl`` and TensorBoard events
-    (:mod:`jaxbasics.gpt.metrics`) go there, and a :class:`PretrainData`'s tokenizer is copied
-    into ``run_dir/tokenizer``. A ``run_dir`` that already holds a run is continued with
+    (:mod:`jaxbasics.gpt.metrics`) go there, at the end the loss curve ``loss.png``
+    (:func:`jaxbasics.gpt.plots.plot_loss`), and a :class:`PretrainData`'s tokenizer is
+    copied into ``run_dir/tokenizer``. A ``run_dir`` that already holds a run is continued with
     ``resume`` or replaced with ``overwrite`` (its checkpoints, sidecar, metrics and tokenizer
     are deleted first, nothing else); without either it is refused.
 
@@ -505,6 +506,9 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
             if Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
                 Path(run_dir).rmdir()
         raise
+    if run_dir is not None and history and jax.process_index() == 0:
+        plots.plot_loss(history, Path(run_dir) / plots.LOSS_PNG,
+                        title=f"GPT on {task_title(task)}")
     return TrainResult(nnx.merge(graphdef, params), params, opt_state, step, history)
 
 
@@ -792,6 +796,16 @@ def task_vocab(task: Task) -> int:
 def task_seq_len(task: Task) -> int:
     """Tokens per training sequence (T of the (B, T) batches)."""
     return task.seq_len - 1 if isinstance(task, AdditionTask) else task.context_length
+
+
+def task_title(task: Task) -> str:
+    """What a run trains on, in words (the title of its ``loss.png``)."""
+    if isinstance(task, AdditionTask):
+        return f"{task.digits}-digit addition"
+    if isinstance(task, PretrainData):
+        return (f"{task.path} ({task.train.n:,} training tokens, vocabulary "
+                f"{task.vocab_size:,})")
+    return f"text file {task.path}"
 
 
 def describe_task(task: Task) -> dict:
