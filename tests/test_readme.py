@@ -64,7 +64,7 @@ SMALLER = [
     (r"^jaxbasics train( +#.*)?$", "jaxbasics train --steps 20 --batch-size 16",
      "the addition task's 1,500 default steps of 64 take a minute (the programs of "
      "test_cli's training)"),
-    (r"sysconfig\.get_path\('stdlib'\)\)", "sysconfig.get_path('stdlib') + '/email')",
+    (r'prepare "\$STDLIB" --glob', 'prepare "$STDLIB/email" --glob',
      "the standard library's email package (~50 files) instead of all of it"),
     (r"--vocab-size 4096", "--vocab-size 600 --val-fraction 0.2",
      "a vocabulary that small a corpus fills, and validation documents out of ~50 files"),
@@ -72,6 +72,9 @@ SMALLER = [
     (r"--steps 600 --batch-size 32 --eval-every 50", "--steps 4 --batch-size 4 --eval-every 2 "
      "--eval-batches 1", "a few steps"),
     (r"--stride 64", "--stride 64 --batch-size 2", "fewer windows at once"),
+    (r"--steps 100 --eval-every 50", "--steps 4 --eval-every 2 --eval-batches 1 --batch-size 4",
+     "a few steps of the one-document run"),
+    (r"--resume --steps 150", "--resume --steps 6", "extended by two steps"),
 ]
 #: commands shown that the suite does not run here, and what runs them instead; each is still
 #: parsed by the command line's own parser, so a flag that does not exist fails here
@@ -133,6 +136,17 @@ def test_every_readme_command_runs_as_written_in_the_order_shown(tmp_path):
     assert "bits per byte" in scored and "(stride 64)" in scored
     assert (tmp_path / "pretrain.png").stat().st_size > 10_000
     assert (tmp_path / "runs" / "stdlib-bytes" / "metrics.jsonl").is_file()
+    # pretraining, your way: one document split by position, a shaped run extended by --resume
+    assert "split by position" in next(v for k, v in outputs.items() if "LICENSE.txt" in k)
+    import json
+
+    records = [json.loads(x) for x in (tmp_path / "runs" / "license" / "metrics.jsonl")
+               .read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and "ms_per_step" in records[0]
+    config = json.loads((tmp_path / "runs" / "license" / "run.json").read_text())["config"]
+    assert (config["n_layers"], config["emb_dim"], config["n_heads"]) == (2, 64, 4)
+    samples = next(v for k, v in outputs.items() if "generate --run runs/license" in k)
+    assert samples.count("--- sample ") == 2
 
 
 def test_every_command_the_readme_names_in_its_text_is_run_or_covered():

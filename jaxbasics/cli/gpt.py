@@ -474,12 +474,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   console=c, disable=args.quiet or not primary) as progress:
         bar = progress.add_task("compiling… (Ctrl-C: stop and save after the step in "
                                 "progress)", total=opts.steps)
-        said = [False]
+        said = [0]  # records seen; the first call's time is mostly compiling
 
         def on_step(step: int, r: dict) -> None:
-            seconds = opts.batch_size * opts.accumulate * task_seq_len(task) / r["tokens_per_s"]
-            if not said[0] and seconds > 5:
-                said[0] = True
+            seconds = r["ms_per_step"] / 1000
+            said[0] += 1
+            if said[0] == 2 and seconds > 5:
                 progress.console.print(f"a step takes {seconds:.0f} s here: Ctrl-C stops after "
                                        f"the step in progress, then saves")
             progress.update(bar, completed=step, description=f"loss {r['loss']:.4f}  "
