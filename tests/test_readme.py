@@ -75,6 +75,7 @@ SMALLER = [
     (r"--steps 100 --eval-every 50", "--steps 4 --eval-every 2 --eval-batches 1 --batch-size 4",
      "a few steps of the one-document run"),
     (r"--resume --steps 150", "--resume --steps 6", "extended by two steps"),
+    (r"--warmup 10 ", "--warmup 2 ", "a warmup within those few steps"),
 ]
 #: commands shown that the suite does not run here, and what runs them instead; each is still
 #: parsed by the command line's own parser, so a flag that does not exist fails here
