@@ -52,7 +52,7 @@ def test_site_builds_strict_with_the_readme_guides_notebooks_and_api(tmp_path):
     gpt = (site / "notebooks" / "03_gpt2" / "index.html").read_text()
     assert "163,009,536" in gpt and "max |by hand - causal_attention| = 0.0e+00" in gpt
     for name in ("01_tensors_and_autodiff", "02_backprop_simplenet", "04_functional_vs_oop",
-                 "05_pretraining"):
+                 "05_pretraining", "06_jax_for_pytorch_users"):
         assert "size: full" in (site / "notebooks" / name / "index.html").read_text(), name
     # the reference from the docstrings: a function's contract, word for word
     api = (site / "api" / "gpt" / "index.html").read_text()
