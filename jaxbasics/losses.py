@@ -78,8 +78,9 @@ def binary_cross_entropy(probs: ArrayLike, targets: ArrayLike,
       A scalar, or an array shaped like ``probs`` for ``reduction="none"``.
 
     Raises:
-      TypeError: a non-floating dtype. ValueError: shapes differ, empty input, values
-      outside [0, 1] (checked on concrete arrays, i.e. outside ``jax.jit``), bad reduction.
+      TypeError: a non-floating dtype.
+      ValueError: shapes differ, empty input, values outside [0, 1] (checked on concrete
+        arrays, i.e. outside ``jax.jit``), bad reduction.
     """
     probs, targets = _check_pair(probs, "probs", targets, reduction)
     checks.in_range(probs, "probs", 0.0, 1.0)

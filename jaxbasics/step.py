@@ -141,7 +141,8 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn | WeightedLossFn, tx: opta
       metrics: ``metrics(loss, grads)`` is ``out`` (default: the loss, before the update).
       check_stacked: with ``scan``, called with the batch arrays at trace time; raises
         ``ValueError`` for arrays it refuses (default: all must share their leading K axis).
-      in_shardings, out_shardings: passed to ``jax.jit`` (a device mesh; None: JAX's placement).
+      in_shardings: passed to ``jax.jit`` (a device mesh; None: JAX's placement).
+      out_shardings: passed to ``jax.jit``, as ``in_shardings``.
       checked: compile value checks into the step (``jax.experimental.checkify``):
         ``check_batch(model, *batch)`` (staged checks such as
         :func:`jaxbasics.checks.staged_in_range`), and that the loss and each gradient are
@@ -158,8 +159,8 @@ def make_step(graphdef: nnx.GraphDef, loss_fn: LossFn | WeightedLossFn, tx: opta
 
     Raises:
       ValueError: ``unroll`` < 1; ``check_batch`` without ``checked``; ``checked`` with
-      shardings; with ``scan`` or ``accumulate``, batch arrays without a common leading axis
-      (at the first call, while tracing).
+        shardings; with ``scan`` or ``accumulate``, batch arrays without a common leading
+        axis (at the first call, while tracing).
     """
     checks.positive_int(unroll, "unroll")
     if check_batch is not None and not checked:

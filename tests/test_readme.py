@@ -83,6 +83,7 @@ NOT_RUN = {
     "python -m pip install": "CI runs the two set-up commands themselves (.ci/run)",
     "python -m pytest": "this is it",
     "jupyter lab notebooks/": "a server; tests/test_notebooks.py runs each notebook",
+    "python -m mkdocs serve": "a server; tests/test_docs.py builds the site, strict",
     "export JAX_COORDINATOR_ADDRESS": "several hosts; tests/test_multiprocess.py starts real "
                                       "processes",
     "jaxbasics tour": "tests/test_cli.py's tour test",

@@ -7,7 +7,9 @@ JAX arrays play the role of ``torch.Tensor`` with three differences worth knowin
   JAX under x64).
 * **Immutability.** A JAX array is never modified in place, so there is no ``.view`` that
   aliases storage: :func:`reshape` returns a new array, and ``x.at[i].set(v)`` replaces
-  ``x[i] = v``. Inside ``jax.jit`` XLA removes the copies anyway.
+  ``x[i] = v``. Inside ``jax.jit`` such an update is written in place only when the old
+  buffer is dead: an intermediate nothing reads afterwards, or an argument donated with
+  ``donate_argnums``; an argument that is not donated is copied first.
 * **Placement.** Arrays live on the default device (CPU, GPU or TPU) without ``.to(device)``.
 """
 
@@ -47,9 +49,10 @@ SHAPE_EXAMPLE_NAME = "tensor2x3"
 
 
 def shape_example() -> jax.Array:
-    """The 2×3 integer matrix ``[[1, 2, 3], [4, 5, 6]]`` that the chapter reshapes, transposes
-    and multiplies by its transpose, named :data:`SHAPE_EXAMPLE_NAME` (``tensor2x3``) so that
-    it is never confused with the 2×2 ``tensor2d`` of :func:`chapter_tensors`."""
+    """The 2×3 integer matrix ``[[1, 2, 3], [4, 5, 6]]`` of the book's tensor examples (the
+    chapter itself reshapes, transposes and multiplies the 2×2 ``tensor2d``), named
+    :data:`SHAPE_EXAMPLE_NAME` (``tensor2x3``) so that it is never confused with the 2×2
+    ``tensor2d`` of :func:`chapter_tensors`."""
     return jnp.array([[1, 2, 3], [4, 5, 6]])
 
 

@@ -49,8 +49,9 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array
 
     Args:
       q: queries (B, T, H, hd), at positions ``pos .. pos+T-1``.
-      k, v: keys and values (B, S, H, hd), at positions ``0 .. S-1`` (S >= pos + T; with a KV
-        cache S is the cache length and keys past ``pos + T`` are masked).
+      k: keys (B, S, H, hd), at positions ``0 .. S-1`` (S >= pos + T; with a KV cache S is
+        the cache length and keys past ``pos + T`` are masked).
+      v: values, shaped as ``k``.
       pos: position of the first query (0 without a cache); may be traced.
       drop_rate: dropout on the attention weights, applied only when ``key`` is given.
       key: dropout key, or None for no dropout.
