@@ -113,7 +113,8 @@ def test_the_bytes_of_each_split_are_the_bytes_its_tokens_stand_for(tmp_path, ca
         assert int(data.target_bytes(y)[0]) == want, (kind, split)
 
 
-@pytest.mark.parametrize("kind", ["unk", "prefix-space", "metaspace-prefix", "empty", "no-ids"])
+@pytest.mark.parametrize("kind", ["unk", "prefix-space", "metaspace-prefix", "empty", "no-ids",
+                                  "raises"])
 def test_a_tokenizer_that_loses_or_adds_text_is_refused_by_name(tmp_path, capsys, kind):
     """Refused before anything is written, one line naming the tokenizer."""
     folder = tmp_path / "tok"
@@ -124,6 +125,9 @@ def test_a_tokenizer_that_loses_or_adds_text_is_refused_by_name(tmp_path, capsys
         if kind == "unk":  # spaces and unknown characters lost
             tok = tokenizers.Tokenizer(models.WordLevel({"[UNK]": 0, "<|endoftext|>": 1, "Hello": 2},
                                                         unk_token="[UNK]"))
+            tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        elif kind == "raises":  # a WordLevel model without its [UNK]: the library raises
+            tok = tokenizers.Tokenizer(models.WordLevel({"<|endoftext|>": 0, "Hello": 1}))
             tok.pre_tokenizer = pre_tokenizers.Whitespace()
         elif kind == "prefix-space":
             tok = tokenizers.ByteLevelBPETokenizer(add_prefix_space=True)
@@ -143,7 +147,7 @@ def test_a_tokenizer_that_loses_or_adds_text_is_refused_by_name(tmp_path, capsys
     assert str(folder) in err or kind == "empty"
     want = {"unk": "does not give the text back", "prefix-space": "does not give the text back",
             "metaspace-prefix": "does not give the text back", "empty": "empty vocabulary",
-            "no-ids": "to no ids at all"}[kind]
+            "no-ids": "to no ids at all", "raises": "cannot encode the text"}[kind]
     assert want in err, err
     assert not (tmp_path / "d").exists()
 

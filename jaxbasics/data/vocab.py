@@ -182,7 +182,12 @@ class HFTokenizer:
         """The ids of each text (``encode_batch_fast``, on all cores: set
         ``TOKENIZERS_PARALLELISM=false`` for one), as uint32 arrays."""
         encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
-        return [np.asarray(e.ids, np.uint32) for e in encode(list(texts), add_special_tokens=False)]
+        try:
+            encoded = encode(list(texts), add_special_tokens=False)
+        except Exception as err:  # the Rust side raises plain Exception (a WordLevel without [UNK])
+            raise ValueError(f"the tokenizer {self.source} cannot encode the text: "
+                             f"{str(err)[:200]}") from err
+        return [np.asarray(e.ids, np.uint32) for e in encoded]
 
     def token_bytes(self) -> np.ndarray:
         """(vocab_size,) int64: the UTF-8 bytes of text each id stands for; 0 for special tokens
