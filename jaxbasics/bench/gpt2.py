@@ -1,9 +1,10 @@
 """GPT-2 training-step benchmark: forward + backward + clipped AdamW on one batch.
 
-Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B)::
+Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B;
+:func:`jaxbasics.gpt.config.flops_per_token`)::
 
-    6·N + 12·L·H·Q·T        N: parameters without position embeddings, L layers,
-                            H heads of Q dims, T sequence length
+    6·N + 12·L·T·d          N: parameters without position embeddings, L layers,
+                            T sequence length, d width
 
 MFU = tokens/s · FLOPs/token / peak, with peak the device's data-sheet dense bf16 figure on
 known accelerators, else the best throughput of a large matmul measured in the same run (bf16
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbasics import checks, timing
+from jaxbasics import timing
 from jaxbasics.bench.device import (
     host_max_rss_bytes,
     minor_page_faults,
@@ -41,7 +42,7 @@ from jaxbasics.bench.device import (
 from jaxbasics.bench.results import set_mfu
 from jaxbasics.compare.device import torch_device, torch_sync
 from jaxbasics.gpt import sharding
-from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, parameter_count
+from jaxbasics.gpt.config import GPT_CONFIG_124M, GPTConfig, flops_per_token, parameter_count
 from jaxbasics.gpt.model import GPT, parameter_table
 from jaxbasics.gpt.train import (
     TrainOptions,
@@ -70,15 +71,6 @@ def size_setting(size: str) -> tuple[GPTConfig, int, int]:
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     return SIZES[size]
-
-
-def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
-    """``6·N + 12·L·H·Q·T`` (module docstring) for ``cfg`` at sequence length ``seq_len``."""
-    n = parameter_count(cfg, include_position=False)  # refuses anything but a GPTConfig
-    if seq_len is not None:
-        checks.positive_int(seq_len, "seq_len")
-    t = cfg.context_length if seq_len is None else seq_len
-    return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * t
 
 
 def random_batch(cfg: GPTConfig, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
