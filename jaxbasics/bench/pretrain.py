@@ -112,8 +112,12 @@ from jaxbasics.gpt.config import GPTConfig
 cfg = GPTConfig(**spec["cfg"])
 o = spec["opts"]
 data = TokenData.open(spec["data"], "train")
+device = torch.device(spec["torch_device"])
+if device.type == "cuda":  # TF32, as XLA computes float32 matmuls there (compare.device)
+    torch.set_float32_matmul_precision("high")
 model = TorchGPT(cfg)
 model.load_state_dict(torch.load(spec["weights"]))
+model.to(device)
 model.train()
 opt = adamw(model, lr=o["learning_rate"], weight_decay=o["weight_decay"], fused=True)
 peak, warm, steps, floor = o["learning_rate"], o["warmup_steps"], o["steps"], o["min_lr_ratio"]
@@ -126,7 +130,7 @@ run = torch.compile(model) if spec["compile"] else model
 stamps, losses = [], []
 for step in range(steps):
     x, y = data.batch(step, o["batch_size"], cfg.context_length, seed=0)
-    x, y = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+    x, y = torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
     for group in opt.param_groups:
         group["lr"] = lr(step)
     logits = run(x)
@@ -188,6 +192,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     import torch
 
     from jaxbasics.bench.device import measured_matmul_peak
+    from jaxbasics.compare.device import torch_device
     from jaxbasics.compare.torch_gpt import flax_in_torch_layout
     from jaxbasics.gpt.config import PRESETS, GPTConfig, flops_per_token
     from jaxbasics.gpt.data import PretrainData
@@ -223,8 +228,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                                                 "min_lr_ratio", "save_every")}
         spec = {"cfg": cfg_d, "opts": opts_d, "data": str(folder), "cache": str(work / "xla"),
                 "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9}
-        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-               "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
+        spec["torch_device"] = str(torch_device())  # where JAX runs, or an error saying why not
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
         sides = ["jax", "torch_eager"] + (["torch_compile"] if compile_torch else [])
         runs: dict[str, list[dict]] = {k: [] for k in sides}
         peaks = [measured_matmul_peak(2048)]
