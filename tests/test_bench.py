@@ -580,3 +580,30 @@ def test_results_files_that_are_missing_or_not_results_are_named(tmp_path):
                               text=True, check=False, timeout=300, cwd=root)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "plot.py: error: " in done.stderr and fragment in done.stderr
+
+
+def test_pretrain_suite_trains_both_frameworks_on_the_same_batches_from_the_same_weights():
+    """bench --suite pretrain at smoke size (torch.compile left out: it costs a minute here):
+    both sides start from the same weights on the same batches, so every loss of the run
+    agrees to float32 rounding, the first to 1e-5; the timings hang together."""
+    from jaxbasics.bench.pretrain import SIZES, run_pretrain
+
+    out = run_pretrain("smoke", compile_torch=False, log=lambda m: None)
+    steps = SIZES["smoke"]["steps"]
+    jax_run, torch_run = out["runs"]["jax"][0], out["runs"]["torch_eager"][0]
+    assert jax_run["steps"] == torch_run["steps"] == steps
+    assert len(jax_run["losses"]) == len(torch_run["losses"]) == steps
+    assert jax_run["losses"][0] == pytest.approx(torch_run["losses"][0], rel=1e-5)
+    # the same AdamW, clipping and warmup + cosine schedule: losses stay together
+    np.testing.assert_allclose(jax_run["losses"], torch_run["losses"], rtol=1e-3)
+    assert jax_run["losses"][0] == pytest.approx(math.log(out["config"]["vocab_size"]), rel=0.05)
+    for side, s in out["summary"].items():
+        assert 0 < s["first_step_s_cold"] < s["wall_s"], side
+        assert s["steady_step_ms"] > 0 and s["peak_rss_mib"] > 50, side
+        assert s["mfu"] == pytest.approx(out["flops_per_token"] * s["tokens_per_s"]
+                                         / out["peak_flops"])
+    br = out["jax_breakdown_ms"]
+    assert all(br[k] > 0 for k in ("batch_gather", "transfer", "device_compute"))
+    assert sum(br.values()) == pytest.approx(out["summary"]["jax"]["steady_step_ms"])
+    assert set(out["goals"]) == {"step_vs_torch_eager", "first_step_over_eager_s",
+                                 "rss_vs_torch"}

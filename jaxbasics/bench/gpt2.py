@@ -1,9 +1,10 @@
 """GPT-2 training-step benchmark: forward + backward + clipped AdamW on one batch.
 
-Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B)::
+Model FLOPs per token (Kaplan et al. 2020; PaLM appendix B;
+:func:`jaxbasics.gpt.config.flops_per_token`)::
 
-    6·N + 12·L·H·Q·T        N: parameters without position embeddings, L layers,
-                            H heads of Q dims, T sequence length
+    6·N + 12·L·T·d          N: parameters without position embeddings, L layers,
+                            T sequence length, d width
 
 MFU = tokens/s · FLOPs/token / peak, with peak the device's data-sheet dense bf16 figure on
 known accelerators, else the best throughput of a large matmul measured in the same run (bf16

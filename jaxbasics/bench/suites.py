@@ -11,7 +11,7 @@ from jaxbasics.compare.device import torch_device
 
 SUITES = ("neuron", "simplenet", "gpt2", "gpt2-parts", "scaling")
 #: suites run only when named (not by ``--suite all``): data prepares corpora on disk
-NAMED_ONLY = ("data",)
+NAMED_ONLY = ("data", "pretrain")
 #: size -> settings of the small-model suites
 SMALL: dict[str, dict[str, Any]] = {
     "smoke": {"batches": (1, 64), "repeats": 3, "scan_steps": 100, "compile": False},
@@ -28,7 +28,8 @@ def _torch_ok() -> bool:
 def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None = None,
                variants: Sequence[str] | None = None,
                on_update: Callable[[dict[str, Any]], Any] | None = None,
-               log: Callable[[str], Any] = print) -> dict[str, Any]:
+               log: Callable[[str], Any] = print,
+               pretrain: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"meta": device_info() + size, "neuron": ..., "simplenet": ..., "gpt2": ...,
     "gpt2_parts": ..., "scaling": ..., "data": ...}`` for the suites asked for (``data``:
     :func:`jaxbasics.bench.data.run_data`).
@@ -37,7 +38,9 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     (:func:`~jaxbasics.bench.gpt2.select_variants`). ``on_update`` is called with the result so
     far after each suite and each of the gpt2 suite's timing groups but its last, with
     ``meta["complete"]`` False until the return: a caller that writes it each time keeps what
-    finished when a run is cut short."""
+    finished when a run is cut short. ``pretrain``: keyword arguments of
+    :func:`jaxbasics.bench.pretrain.run_pretrain` (``data``, ``preset``, ``context``,
+    ``steps``)."""
     unknown = set(suites) - set(SUITES) - set(NAMED_ONLY)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from "
@@ -50,9 +53,9 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()
-    needs_torch = bool({"neuron", "simplenet", "gpt2-parts"} & set(suites))
+    needs_torch = bool({"neuron", "simplenet", "gpt2-parts", "pretrain"} & set(suites))
     if needs_torch and not has_torch:
-        raise RuntimeError("the neuron, simplenet and gpt2-parts suites compare with PyTorch; "
+        raise RuntimeError("the neuron, simplenet, gpt2-parts and pretrain suites compare with PyTorch; "
                            "install it: "
                            "python -m pip install torch==2.13.0 && python -m pip install -e "
                            "\".[compare]\"  (or run --suite gpt2 alone)")
@@ -123,6 +126,14 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
 
         log(f"data ({size}): prepare's throughput and memory, batch assembly vs the GPT-2 step")
         out["data"] = run_data(size, log=log)
+        done()
+    if "pretrain" in suites:
+        from jaxbasics.bench.pretrain import run_pretrain
+
+        log(f"pretrain ({size}): train --data's loop beside a PyTorch loop on the same shards, "
+            "each run in its own process, interleaved")
+        out["pretrain"] = run_pretrain(size, compile_torch=compile_torch, log=log,
+                                       **(pretrain or {}))
         done()
     out["meta"]["complete"] = True
     return out

@@ -28,12 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``jaxbasics bench`` and ``python -m benchmarks``."""
     p.add_argument("--suite", choices=["neuron", "simplenet", "gpt2", "gpt2-parts", "scaling",
-                                       "data", "all"], default="all",
+                                       "data", "pretrain", "all"], default="all",
                    help="gpt2-parts: the GPT-2 step's blocks, attention, head + loss and "
                         "optimizer update, then its matmul kernels and attention's batched "
                         "products, timed alone; scaling: data-parallel GPT-2 step on 1, 2, 4, "
                         "8 devices; data: prepare's throughput and memory, batch assembly "
-                        "(run only when named: 'all' leaves it out)")
+                        "(run only when named: 'all' leaves it out); pretrain: train --data's loop "
+                        "beside a PyTorch loop on the same shards (run only when named)")
     p.add_argument("--size", choices=["smoke", "cpu", "full"], default="cpu",
                    help="smoke: tiny, seconds (CI); cpu: small problems for a laptop's CPU; "
                         "full: GPT-2 124M, for accelerators")
@@ -50,6 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, default=None,
                    help="also draw PNG charts into this folder (None: no charts)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--data", type=Path, default=None,
+                   help="pretrain suite: a prepared DATA folder (None: the standard library, "
+                        "prepared in a temporary folder)")
+    p.add_argument("--preset", default=None,
+                   help="pretrain suite: a GPT-2 size (gpt2, gpt2-medium, ...; None: the "
+                        "size's model, d=128, 4 layers, 4 heads at --size cpu)")
+    p.add_argument("--context", type=int, default=None,
+                   help="pretrain suite: context length (None: the size's, 128 at cpu)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="pretrain suite: steps per run (None: the size's, 40 at cpu)")
 
 
 def _patterns(text: str) -> list[str]:
@@ -89,6 +100,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
                             variants=args.variants,
+                            pretrain={k: getattr(args, k) for k in ("data", "preset", "context",
+                                                                    "steps")
+                                      if getattr(args, k) is not None},
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
@@ -148,6 +162,8 @@ def print_tables(result: dict[str, Any]) -> None:
         for row in summary_rows(result["data"]):
             t.add_row(*row)
         c.print(t)
+    if "pretrain" in result:
+        print_pretrain(c, result["pretrain"])
     if "gpt2" in result:
         g = result["gpt2"]
         cfg = g["config"]
@@ -226,3 +242,39 @@ def print_tables(result: dict[str, Any]) -> None:
             t.add_row(str(r["devices"]), _f(r["step_ms"], ",.1f"), _f(r["tokens_per_s"], ",.0f"),
                       _f(r["tokens_per_s_per_device"], ",.0f"), _f(r["efficiency"], ".0%"))
         c.print(t)
+
+
+def print_pretrain(c: Any, p: dict[str, Any]) -> None:
+    """The pretrain suite's tables: each side's figures, the JAX step's breakdown, the goals."""
+    from rich.table import Table
+
+    cfg = p["config"]
+    t = Table(title=f"pretraining on the same shards: d={cfg['emb_dim']}, {cfg['n_layers']} "
+                    f"layers, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, batch "
+                    f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps; peak "
+                    f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s (2048² fp32 matmul, this run)",
+              title_justify="left")
+    for col in ("", "steady ms/step", "tokens/s", "MFU", "first step s (cold / warm cache)",
+                "wall s", "peak RSS MiB", "loss at step 1"):
+        t.add_column(col, justify="right")
+    for name, e in p["summary"].items():
+        t.add_row(name, _f(e["steady_step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
+                  _f(e["mfu"], ".1%"),
+                  f"{e['first_step_s_cold']:.1f} / {e['first_step_s_warm']:.1f}",
+                  _f(e["wall_s"], ",.1f"), _f(e["peak_rss_mib"], ",.0f"),
+                  _f(e["first_loss"], ".6f"))
+    c.print(t)
+    t = Table(title="the JAX step taken apart (each phase timed alone), ms", title_justify="left")
+    for col in ("phase", "ms", "share"):
+        t.add_column(col, justify="right")
+    total = p["summary"]["jax"]["steady_step_ms"]
+    for name, ms in p["jax_breakdown_ms"].items():
+        t.add_row(name.replace("_", " "), _f(ms, ",.2f"), _f(ms / total, ".0%"))
+    c.print(t)
+    t = Table(title="goals", title_justify="left")
+    for col in ("goal", "measured", "target", "met"):
+        t.add_column(col)
+    for name, g in p["goals"].items():
+        t.add_row(name.replace("_", " "), f"{g['value']:.2f}", f"{g['goal']:.2f}",
+                  "met" if g["met"] else "NOT met")
+    c.print(t)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -131,6 +130,9 @@ def flax_in_torch_layout(tree: Any, table: dict) -> Iterator[tuple[str, str, np.
     transposed (``nn.Linear.weight`` is (out, in)) and stacked block parameters one layer at
     a time (Flax name ``blocks.mlp.fc.kernel[1]``). ``table``: the Flax model's
     :func:`~jaxbasics.gpt.model.parameter_table`, whose order it follows."""
+    import jax  # here, not at the top: a PyTorch-only process (bench --suite pretrain) needs
+    # no JAX
+
     flat = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
     for key_path, info in jax.tree_util.tree_flatten_with_path(table)[0]:
         path = tuple(str(k.key) for k in key_path)

@@ -1,5 +1,5 @@
 """The GPT-2 configuration: the chapter's last section (``GPT_CONFIG_124M``) and its larger
-siblings, with an exact parameter count.
+siblings, with an exact parameter count and the training FLOPs per token.
 """
 
 from __future__ import annotations
@@ -160,18 +160,28 @@ def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
     return total
 
 
-def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
-    """Model FLOPs of one training token (forward and backward), for MFU (Kaplan et al. 2020;
-    PaLM, appendix B; nanoGPT's ``estimate_mfu``)::
+def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
+    """Training FLOPs per token (forward + backward) of :class:`jaxbasics.gpt.model.GPT` for
+    ``cfg`` at sequence length ``seq_len`` (default ``cfg.context_length``)::
 
-        6·N + 12·L·H·Q·T     N: parameters without the position table (parameter_count's
-                             include_position=False), L layers, H heads of Q dims, T tokens
-                             of context (``seq_len``, default ``cfg.context_length``)
+        6·N + 12·L·T·d      N: parameter_count(cfg, include_position=False) (the position
+                            table is a lookup, no matmul), L layers, T sequence length,
+                            d width (= heads · head dims)
 
-    GPT_CONFIG_124M at T = 1024: 1,086,584,832 (untied). ``ValueError`` for a ``seq_len`` that
-    is not a positive integer, ``TypeError`` for anything but a :class:`GPTConfig`."""
+    6·N is 2 FLOPs per multiply-add of every weight in the forward pass and twice that in the
+    backward one (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1);
+    12·L·T·d is the attention scores Q·Kᵀ and their product with V, 2·T·d each per token and
+    layer in the forward pass, times 3 for forward + backward (PaLM, Chowdhery et al. 2022,
+    appendix B; nanoGPT's ``estimate_mfu``). The count is of the full T×T score matrix, the
+    causal mask not halving it; biases, LayerNorms, softmax and the optimizer are left out, as
+    both references do. The numerator of MFU: tokens/s · flops_per_token / peak FLOP/s.
+
+    Raises:
+      TypeError: ``cfg`` is not a :class:`GPTConfig`.
+      ValueError: ``seq_len`` is not a positive integer.
+    """
     n = parameter_count(cfg, include_position=False)  # refuses anything but a GPTConfig
     if seq_len is not None:
         checks.positive_int(seq_len, "seq_len")
     t = cfg.context_length if seq_len is None else seq_len
-    return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * t
+    return 6 * n + 12 * cfg.n_layers * t * cfg.emb_dim
