@@ -182,3 +182,12 @@ def test_eval_and_generate_default_to_the_context_the_run_trained_on(tmp_path, c
                  "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["context"] == 24
+
+
+def test_a_json_record_cut_short_is_named_once_with_its_column(tmp_path, capsys):
+    """json's message 'Unterminated string starting at' read 'starting at at column 10'."""
+    (tmp_path / "cut.jsonl").write_text('{"text": "abc')
+    assert main(["prepare", str(tmp_path / "cut.jsonl"), "--bytes", "--quiet", "--out",
+                 str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "cut.jsonl:1: not a JSON record (Unterminated string starting at column 10)" in err, err

@@ -259,7 +259,8 @@ def _record_text(data: bytes, path: Path, line: int, offset: int, jsonl_field: s
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise BadInput(f"{path}:{line}: not a JSON record ({err.msg} at column {err.colno})") from err
+        raise BadInput(f"{path}:{line}: not a JSON record ({err.msg.removesuffix(' at')} at "
+                       f"column {err.colno})") from err
     if not isinstance(record, dict):
         raise BadInput(f"{path}:{line}: a JSON Lines record must be an object, got "
                        f"{type(record).__name__}")
