@@ -607,3 +607,8 @@ def test_pretrain_suite_trains_both_frameworks_on_the_same_batches_from_the_same
     assert sum(br.values()) == pytest.approx(out["summary"]["jax"]["steady_step_ms"])
     assert set(out["goals"]) == {"step_vs_torch_eager", "first_step_over_eager_s",
                                  "rss_vs_torch"}
+
+
+def test_pretrain_options_without_the_pretrain_suite_are_refused():
+    with pytest.raises(ValueError, match="--preset belong to the pretrain suite"):
+        run_suites(("neuron",), "smoke", pretrain={"preset": "gpt2"})

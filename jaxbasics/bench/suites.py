@@ -50,6 +50,9 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     if variants is not None and "gpt2" not in suites:
         raise ValueError(f"variants (--variants) choose among the gpt2 suite's variants, and the "
                          f"suites here are {', '.join(suites)}: add gpt2 or leave variants out")
+    if pretrain and "pretrain" not in suites:
+        raise ValueError(f"--{', --'.join(sorted(pretrain))} belong to the pretrain suite, and "
+                         f"the suites here are {', '.join(suites)}: add pretrain or leave them out")
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()
