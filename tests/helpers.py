@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import math
 import os
 import subprocess
 import sys
@@ -30,3 +31,13 @@ def jax_seen_on(monkeypatch, platform: str, device_kind: str) -> None:
     fake = SimpleNamespace(platform=platform, device_kind=device_kind)
     monkeypatch.setattr(timing, "default_device", lambda: fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def reference_lr(s: int, peak: float, end: float, warm: int, steps: int, kind: str) -> float:
+    """The learning rate of update ``s``, written out apart from the library: nanoGPT's warmup
+    peak·(s+1)/(W+1), then cosine or linear decay to ``end`` at ``steps`` (or constant)."""
+    if s < warm:
+        return peak * (s + 1) / (warm + 1)
+    f = min(1.0, (s - warm) / max(steps - warm, 1))
+    return {"cosine": end + (peak - end) * (1 + math.cos(math.pi * f)) / 2,
+            "linear": peak - (peak - end) * f, "constant": peak}[kind]

@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import math
 import signal
 
 import chex
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import reference_lr
 
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
@@ -64,15 +64,6 @@ def test_auto_remat_keeps_matmul_outputs_on_cpu_only():
         TrainOptions(remat="often")
 
 
-def _reference_lr(s, peak, end, warm, steps, kind):
-    """The schedule written out: nanoGPT's warmup lr·(s+1)/(W+1), then the decay's shape."""
-    if s < warm:
-        return peak * (s + 1) / (warm + 1)
-    f = min(1.0, (s - warm) / max(steps - warm, 1))
-    return {"cosine": end + (peak - end) * (1 + math.cos(math.pi * f)) / 2,
-            "linear": peak - (peak - end) * f, "constant": peak}[kind]
-
-
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
 def test_schedule_warms_up_from_the_first_update_then_decays(kind):
     opts = TrainOptions(steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr_ratio=0.1,
@@ -80,7 +71,7 @@ def test_schedule_warms_up_from_the_first_update_then_decays(kind):
     lr = learning_rate_schedule(opts)
     points = [0, 1, 50, 99, 100, 550, 999, 1000, 1200]
     np.testing.assert_allclose([float(lr(s)) for s in points],
-                               [_reference_lr(s, 1e-3, 1e-4, 100, 1000, kind) for s in points],
+                               [reference_lr(s, 1e-3, 1e-4, 100, 1000, kind) for s in points],
                                rtol=1e-5)
     assert float(lr(0)) == pytest.approx(1e-3 / 101)  # the first update is not at 0
 

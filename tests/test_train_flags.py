@@ -4,10 +4,10 @@ defaults and extends a run, data known by content, errors in the command line's 
 Expected values are written out here (parameter counts by hand, the schedule's formula)."""
 
 import json
-import math
 import shutil
 
 import pytest
+from helpers import reference_lr
 
 from jaxbasics.cli import build_parser, main
 from jaxbasics.gpt.metrics import TIMING
@@ -16,15 +16,6 @@ STORY = "".join(f"Line {i}: the fox and the crow share bread by the well.\n" for
 #: one small shape for every run of this file (one compiled program)
 SHAPE = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context", "16",
          "--batch-size", "2", "--quiet"]
-
-
-def _lr(s, peak, end, warm, steps, kind):
-    """The documented schedule: nanoGPT's warmup lr·(s+1)/(W+1), then the decay's shape."""
-    if s < warm:
-        return peak * (s + 1) / (warm + 1)
-    f = min(1.0, (s - warm) / max(steps - warm, 1))
-    return {"cosine": end + (peak - end) * (1 + math.cos(math.pi * f)) / 2,
-            "linear": peak - (peak - end) * f, "constant": peak}[kind]
 
 
 def test_preset_gpt2_with_tied_embeddings_is_gpt2s_124m_parameters():
@@ -71,7 +62,7 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     assert opts["min_lr_ratio"] == pytest.approx(0.1)
     records = _records(run)
     for r in records:  # each update's learning rate by the formula (step s+1 used lr(s))
-        assert r["lr"] == pytest.approx(_lr(r["step"] - 1, 0.004, 0.0004, 2, 4, "linear"),
+        assert r["lr"] == pytest.approx(reference_lr(r["step"] - 1, 0.004, 0.0004, 2, 4, "linear"),
                                         rel=1e-5)
     assert [r["step"] for r in records if "val_loss" in r] == [2, 4]
     # a data folder copied elsewhere: --resume with nothing else typed but --data and a longer
@@ -84,7 +75,7 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     records = _records(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     for r in records[4:]:
-        assert r["lr"] == pytest.approx(_lr(r["step"] - 1, 0.004, 0.0004, 2, 6, "linear"), rel=1e-5)
+        assert r["lr"] == pytest.approx(reference_lr(r["step"] - 1, 0.004, 0.0004, 2, 6, "linear"), rel=1e-5)
     assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]  # its own --eval-every
     # nothing to do: said, and the picture drawn
     (run / "loss.png").unlink()
