@@ -110,7 +110,7 @@ def test_shards_read_back_by_an_independent_reader_and_damage_is_named(tmp_path)
         assert str(info.value).startswith(str(tmp_path / name))
     bad = int(np.argmax(tokens >= 40000))
     with pytest.raises(ValueError, match=rf"token ids go up to {tokens.max()}, outside the "
-                                         r"vocabulary of vocab_size \(--vocab-size\) 40000 "
+                                         r"vocabulary of vocab_size 40000 "
                                          rf"\(ids 0 to 39999; the "
                                          rf"first one at position {bad}\)"):
         TokenData.open(path, vocab_size=40000, check=True)

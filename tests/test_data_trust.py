@@ -198,6 +198,6 @@ def test_raw_token_files_with_ids_beyond_the_vocabulary_are_refused_before_train
     assert main(["train", "--data", str(folder), "--vocab-size", "512", "--steps", "1",
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "token ids go up to 600, outside the vocabulary of vocab_size (--vocab-size) 512" in err
+    assert "token ids go up to 600, outside the vocabulary of --vocab-size 512" in err
     assert "first one at position 1234" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

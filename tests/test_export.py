@@ -136,6 +136,24 @@ def test_byte_ids_export_as_a_tokenizer_transformers_reads_as_bytes(tmp_path):
     assert tok(text)["input_ids"] == list(text.encode("utf-8"))
     assert tok.decode(list(text.encode("utf-8"))) == text
     assert tok.eos_token_id == 256 and tok.decode([256, 72, 105], skip_special_tokens=True) == "Hi"
+    # eval --hf of this folder on --bytes data: the same ids stored another way, not refused
+    # (it was: 'trained with another tokenizer (BPE, 257 ids ...) than ... (byte ids ...)');
+    # another mapping of the same size still is
+    from jaxbasics.data.vocab import check_same_tokenizer, load_tokenizer
+
+    exported = load_tokenizer(tmp_path)
+    assert exported.digest() != ByteTokenizer(end_of_text=True).digest()
+    check_same_tokenizer(exported, ByteTokenizer(end_of_text=True), model="--hf", data="--data",
+                         texts=[text])
+    (tmp_path / "other").mkdir()
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    first, second = sorted(vocab, key=vocab.get)[65:67]  # the ids of 'A' and 'B' swapped
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (tmp_path / "other" / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="was trained with another tokenizer"):
+        check_same_tokenizer(load_tokenizer(tmp_path / "other"), ByteTokenizer(end_of_text=True),
+                             model="--hf", data="--data")
 
 
 def test_generate_samples_past_the_context_from_end_of_text_several_at_once(run, capsys):

@@ -191,3 +191,22 @@ def test_a_json_record_cut_short_is_named_once_with_its_column(tmp_path, capsys)
                  str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "cut.jsonl:1: not a JSON record (Unterminated string starting at column 10)" in err, err
+
+
+def test_a_damaged_gzip_is_skipped_with_skip_bad_and_legacy_text_inside_gzip_is_named(tmp_path,
+                                                                                      capsys):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "ok.txt").write_text("fine text " * 30, encoding="utf-8")
+    (corpus / "cut.txt.gz").write_bytes(gzip.compress(np.random.default_rng(1).bytes(4000))[:900])
+    assert main(["prepare", str(corpus), "--bytes", "--skip-bad", "--val-fraction", "0",
+                 "--quiet", "--out", str(tmp_path / "d")]) == 0
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    cut = next(s for s in manifest["sources"] if s["path"].endswith("cut.txt.gz"))
+    assert cut["skipped"] == [{"offset": 0, "reason": "damaged gzip"}] and cut["documents"] == 0
+    assert manifest["splits"]["train"]["bytes"] == 300
+    (corpus / "cut.txt.gz").unlink()
+    (corpus / "old.txt.gz").write_bytes(gzip.compress("café crème\n".encode("latin-1")))
+    assert main(["prepare", str(corpus), "--bytes", "--quiet", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "--encoding latin-1" in err and "binary" not in err, err

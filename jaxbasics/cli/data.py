@@ -198,6 +198,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got "
                                  f"{value}")
+        import numpy as np
+
         from jaxbasics.data.vocab import check_same_tokenizer, load_tokenizer
 
         if args.hf:
@@ -216,7 +218,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if data.tokenizer is None:
             raise ValueError(f"--data {args.data} has no tokenizer: give a folder written by "
                              f"jaxbasics prepare")
-        check_same_tokenizer(model_tok, data.tokenizer, model=flag, data=f"--data {args.data}")
+        sample = data.read(np.zeros(1, np.int64), min(data.n, 1 << 16))[0]
+        cuts = [-1, *np.flatnonzero(sample == data.tokenizer.eot_id).tolist(), len(sample)]
+        texts = [data.tokenizer.decode(sample[a + 1: b]) for a, b in zip(cuts, cuts[1:],
+                                                                          strict=False)]
+        check_same_tokenizer(model_tok, data.tokenizer, model=flag, data=f"--data {args.data}",
+                             texts=[t for t in texts if t])
         from jaxbasics.gpt.evaluate import evaluate
 
         result = evaluate(model, data, context=args.context, stride=args.stride,

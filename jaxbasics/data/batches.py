@@ -112,8 +112,8 @@ class TokenData:
         vocab = _raw_vocab(vocab_size, tok)
         shards = [read_shard(p, format=format, vocab_size=vocab) for p in paths]
         for shard in shards:
-            check_ids(shard, vocab, name="vocab_size (--vocab-size)" if vocab_size is not None
-                      else "the tokenizer's vocabulary size")
+            check_ids(shard, vocab, name="vocab_size" if vocab_size is not None
+                      else "the tokenizer's vocab_size")
         return cls(shards, vocab, tokenizer=tok,
                    source=str(path) if isinstance(path, str | Path) else f"{len(paths)} files")
 

@@ -207,8 +207,10 @@ class _Opened:
 
 
 def _gzip_error(path: Path, err: BaseException) -> BadInput:
-    return BadInput(f"{path} is not a whole gzip file ({err or type(err).__name__}): fix it, or "
-                    f"leave it out with --skip-bad")
+    bad = BadInput(f"{path} is not a whole gzip file ({err or type(err).__name__}): fix it, or "
+                   f"leave it out with --skip-bad")
+    bad.damaged_gzip = True  # type: ignore[attr-defined]
+    return bad
 
 
 def _text_chunks(stream: Any, path: Path, encoding: str = "utf-8") -> Iterator[str]:
@@ -315,47 +317,59 @@ def scan(files: list[SourceFile], *, jsonl_field: str = "text", skip_bad: bool =
     for src in files:
         src.size = src.path.stat().st_size
         with _Opened(src, on_bytes) as (stream, disk):
-            if src.kind == "text":
-                text_digest, nbytes = hashlib.sha256(), 0
-                try:
-                    for text in _drop_bom(_text_chunks(stream, src.path, encoding), src):
-                        data = text.encode("utf-8")
-                        text_digest.update(data)
-                        nbytes += len(data)
-                except UnicodeDecodeError as err:
-                    if not skip_bad:
-                        raise _bad_text(src, err, encoding) from None
-                    src.skipped.append({"offset": err.start, "reason": "not UTF-8" if
-                                        encoding == "utf-8" else f"not {encoding}"})
-                    src.sha256 = disk.finish()
-                    continue
-                src.sha256, src.text_sha256 = disk.finish(), text_digest.hexdigest()
-                src.documents, src.bytes = 1, nbytes
-                if on_document is not None:
-                    on_document(bytes.fromhex(src.text_sha256), nbytes)
-            else:
-                for line, _, record in _jsonl_records(stream, src.path, jsonl_field):
-                    if isinstance(record, _BadRecord):
-                        if not skip_bad:
-                            raise BadInput(f"{src.path}:{line}: {record.message}; fix the "
-                                           f"record, or leave it out with --skip-bad") from None
-                        src.skipped.append({"offset": record.offset, "line": line,
-                                            "reason": record.reason})
-                        continue
-                    data = record.encode("utf-8")
-                    src.documents += 1
-                    src.bytes += len(data)
-                    if on_document is not None:
-                        on_document(document_digest(data), len(data))
+            try:
+                _scan_file(src, stream, disk, jsonl_field, skip_bad, encoding, on_document)
+            except BadInput as err:
+                if not (skip_bad and getattr(err, "damaged_gzip", False)):
+                    raise
+                src.documents = src.bytes = 0
+                src.skipped = [{"offset": 0, "reason": "damaged gzip"}]
                 src.sha256 = disk.finish()
 
 
+def _scan_file(src: SourceFile, stream: Any, disk: _Disk, jsonl_field: str, skip_bad: bool,
+               encoding: str, on_document: Callable[[bytes, int], None] | None) -> None:
+    """:func:`scan` of one opened file."""
+    if src.kind == "text":
+        text_digest, nbytes = hashlib.sha256(), 0
+        try:
+            for text in _drop_bom(_text_chunks(stream, src.path, encoding), src):
+                data = text.encode("utf-8")
+                text_digest.update(data)
+                nbytes += len(data)
+        except UnicodeDecodeError as err:
+            if not skip_bad:
+                raise _bad_text(src, err, encoding) from None
+            src.skipped.append({"offset": err.start, "reason": "not UTF-8" if
+                                encoding == "utf-8" else f"not {encoding}"})
+            src.sha256 = disk.finish()
+            return
+        src.sha256, src.text_sha256 = disk.finish(), text_digest.hexdigest()
+        src.documents, src.bytes = 1, nbytes
+        if on_document is not None:
+            on_document(bytes.fromhex(src.text_sha256), nbytes)
+        return
+    for line, _, record in _jsonl_records(stream, src.path, jsonl_field):
+        if isinstance(record, _BadRecord):
+            if not skip_bad:
+                raise BadInput(f"{src.path}:{line}: {record.message}; fix the record, or "
+                               f"leave it out with --skip-bad") from None
+            src.skipped.append({"offset": record.offset, "line": line, "reason": record.reason})
+            continue
+        data = record.encode("utf-8")
+        src.documents += 1
+        src.bytes += len(data)
+        if on_document is not None:
+            on_document(document_digest(data), len(data))
+    src.sha256 = disk.finish()
+
+
 def _bad_text(src: SourceFile, err: UnicodeDecodeError, encoding: str) -> BadInput:
-    with open(src.path, "rb") as f:
+    with (gzip.open if src.gzip else open)(src.path, "rb") as f:  # what the text would be
         head = f.read(4096)
     if head.startswith(b"\x1f\x8b") and not src.gzip:
         looks = "it is gzip-compressed data: name it .gz to have it read through gzip"
-    elif b"\0" in head:
+    elif b"\0" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         looks = "it looks binary (it holds NUL bytes): leave it out (--glob, --exclude) or " \
                 "with --skip-bad"
     else:

@@ -266,13 +266,26 @@ PROBE_TEXT = (" Hello,  world!\n\tdef f(x):\n        return x  # ok\n\nA-Z a-z 0
 
 
 def check_same_tokenizer(model_tok: ByteTokenizer | HFTokenizer, data_tok: ByteTokenizer |
-                         HFTokenizer, *, model: str, data: str) -> None:
+                         HFTokenizer, *, model: str, data: str, texts: Sequence[str] = ()
+                         ) -> None:
     """Raise ``ValueError`` naming both unless the tokenizer a model was trained with
-    (``model_tok``, of ``model``, e.g. ``"--run R"``) is the one ``data`` was prepared with
-    (equal :meth:`~HFTokenizer.digest`): the same ids must mean the same text, or every loss
-    and bits per byte computed over them is meaningless."""
+    (``model_tok``, of ``model``, e.g. ``"--run R"``) maps text to ids as the one ``data`` was
+    prepared with: the same ids must mean the same text, or every loss and bits per byte
+    computed over them is meaningless.
+
+    Equal :meth:`~HFTokenizer.digest` s pass. So do tokenizers stored differently that behave
+    alike (byte ids and the byte-level BPE without merges ``export`` writes for them; GPT-2's
+    two files and the ``tokenizer.json`` transformers saves of them): the same vocabulary
+    size, end-of-text id and bytes per id, and the same ids for :data:`PROBE_TEXT` and every
+    one of ``texts`` (e.g. text decoded from the data)."""
     if model_tok.digest() == data_tok.digest():
         return
+    if (model_tok.vocab_size == data_tok.vocab_size and model_tok.eot_id == data_tok.eot_id
+            and np.array_equal(model_tok.token_bytes(), data_tok.token_bytes())):
+        probes = [PROBE_TEXT, *texts]
+        if all(np.array_equal(a, b) for a, b in zip(model_tok.encode_batch(probes),
+                                                     data_tok.encode_batch(probes), strict=True)):
+            return
 
     def kind(t: ByteTokenizer | HFTokenizer) -> str:
         if isinstance(t, ByteTokenizer):
