@@ -33,6 +33,9 @@ def test_preset_gpt2_with_tied_embeddings_is_gpt2s_124m_parameters():
     args = build_parser().parse_args(["train", "--n-layer", "6", "--n-embd", "384", "--n-head", "6"])
     cfg = _model_config(args, 256, 1000, exact=True)
     assert (cfg.n_layers, cfg.emb_dim, cfg.n_heads, cfg.context_length) == (6, 384, 6, 256)
+    for argv, want in ((["--depth", "5"], (5, 320, 5)), (["--depth", "4", "--n-head", "2"], (4, 256, 2))):
+        cfg = _model_config(build_parser().parse_args(["train", *argv]), 64, 1000, exact=True)
+        assert (cfg.n_layers, cfg.emb_dim, cfg.n_heads) == want
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size; "
                         "--n-layer, --n-embd, --n-head change it")
+    t.add_argument("--depth", type=int, default=None, metavar="D",
+                   help="one dial for the shape, as nanochat's: D blocks of width 64·D with D "
+                        "heads of 64 (--n-layer, --n-embd, --n-head override a part of it)")
     t.add_argument("--n-layer", type=int, default=None, help="transformer blocks (default: "
                                                              "the preset's)")
     t.add_argument("--n-embd", type=int, default=None, help="width d of the residual stream "
@@ -288,8 +291,13 @@ def _model_config(args: argparse.Namespace, seq_len: int, vocab_size: int, exact
     base = PRESETS[args.preset] if args.preset != "tiny" else GPTConfig(
         emb_dim=128, n_heads=4, n_layers=4)
     context = seq_len if exact else max(16, 1 << (seq_len - 1).bit_length())
-    shape = {field: getattr(args, dest) for dest, field in (("n_layer", "n_layers"),
-             ("n_embd", "emb_dim"), ("n_head", "n_heads")) if getattr(args, dest) is not None}
+    shape = {}
+    if args.depth is not None:
+        if args.depth < 1:
+            raise ValueError(f"--depth must be a positive integer, got {args.depth}")
+        shape = {"n_layers": args.depth, "emb_dim": 64 * args.depth, "n_heads": args.depth}
+    shape |= {field: getattr(args, dest) for dest, field in (("n_layer", "n_layers"),
+              ("n_embd", "emb_dim"), ("n_head", "n_heads")) if getattr(args, dest) is not None}
     return base.replace(vocab_size=vocab_size, context_length=context, drop_rate=args.dropout,
                         tie_embeddings=args.tie_embeddings, qkv_bias=args.qkv_bias, **shape)
 
