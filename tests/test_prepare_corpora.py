@@ -174,6 +174,7 @@ def test_eval_and_generate_default_to_the_context_the_run_trained_on(tmp_path, c
                  "--out", str(tmp_path / "d")]) == 0
     assert main(["train", "--data", str(tmp_path / "d"), "--context", "24", "--steps", "2",
                  "--batch-size", "2", "--eval-every", "2", "--eval-batches", "1", "--quiet",
+                 "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
                  "--out", str(tmp_path / "r")]) == 0
     config = json.loads((tmp_path / "r" / "run.json").read_text())["config"]
     assert config["context_length"] == 24
