@@ -49,8 +49,13 @@ def test_one_story_prepares_with_the_default_options_split_by_position(tmp_path,
     tok = tokenizers.Tokenizer.from_file(str(tmp_path / "data" / "tokenizer" / "tokenizer.json"))
     want = [tok.token_to_id("<|endoftext|>"), *tok.encode(STORY, add_special_tokens=False).ids]
     n = len(want)
-    windows = max(1, round(0.01 * n / 129))
-    assert len(val) == rule["val_tokens"] == windows * 129
+    # the tokens of the last 1 % of the text's bytes (a byte-level token's string has a
+    # character a byte; end-of-text none), at least one window of 129
+    target, held, k = -(-len(STORY.encode("utf-8")) // 100), 0, 0
+    while held < target:
+        k += 1
+        held += 0 if want[-k] == want[0] else len(tok.id_to_token(want[-k]))
+    assert len(val) == rule["val_tokens"] == max(k, 129)
     assert np.concatenate([train, val]).tolist() == want
     splits = manifest["splits"]
     assert splits["train"]["tokens"] == n - len(val) and splits["val"]["tokens"] == len(val)
@@ -211,3 +216,21 @@ def test_a_damaged_gzip_is_skipped_with_skip_bad_and_legacy_text_inside_gzip_is_
     assert main(["prepare", str(corpus), "--bytes", "--quiet", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "--encoding latin-1" in err and "binary" not in err, err
+
+
+def test_split_by_position_scores_two_tokenizers_on_the_same_text(tmp_path):
+    """BPE and bytes over one long document: the validation text is the last 1 % of its bytes
+    for both, to within a token at the cut (a cut in tokens gave them different texts)."""
+    from jaxbasics.data.batches import TokenData
+
+    (tmp_path / "long.txt").write_text(STORY * 30, encoding="utf-8")
+    texts = {}
+    for name, args in (("bpe", ["--train-tokenizer", "--vocab-size", "400"]), ("bytes", ["--bytes"])):
+        assert main(["prepare", str(tmp_path / "long.txt"), *args, "--context", "16", "--quiet",
+                     "--out", str(tmp_path / name)]) == 0
+        val = TokenData.open(tmp_path / name, "val")
+        texts[name] = val.tokenizer.decode(val.read(np.zeros(1, np.int64), val.n)[0])
+    whole = (STORY * 30).encode("utf-8")
+    assert len(texts["bytes"].encode("utf-8")) == -(-len(whole) // 100)
+    short, long = sorted(texts.values(), key=len)
+    assert long.endswith(short) and 0 <= len(long) - len(short) < 16

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.01, metavar="F",
                    help="share of documents for validation, by a hash of each; where that "
                         "would leave a split without a document (one story, a few files), the "
-                        "last F of the tokens instead, in whole windows of --context (default "
+                        "tokens of the last F of the text instead, at least one window of --context (default "
                         "0.01; 0: none)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files (.jsonl: records) that are not UTF-8, counted in the "

@@ -25,9 +25,10 @@ of its UTF-8 bytes, read as a big-endian integer, are below ``val_fraction · 2*
 on nothing but the text, so it is the same on every run and every machine, and copies of one
 document always land in the same split. Where that rule would leave a split without a document
 (a single story, a corpus of a few files: about ``1 / val_fraction`` documents are needed), the
-split is by position instead, as nanoGPT splits Shakespeare: the last ``val_fraction`` of the
-token stream, rounded to whole windows of ``context + 1`` tokens (at least one), is the
-validation split. The manifest's ``split_rule`` says which rule was used.
+split is by position instead, as nanoGPT splits Shakespeare: the tokens of the last
+``val_fraction`` of the text's bytes (at least one window of ``context + 1`` tokens) are the
+validation split, so that two tokenizers are scored on the same text. The manifest's
+``split_rule`` says which rule was used.
 
 Memory stays flat as the corpus grows: one batch of text and its ids, one long document's
 piece (:func:`jaxbasics.data.sources.iter_pieces`), and the tokenizer trainer's counts.
@@ -65,9 +66,10 @@ from jaxbasics.data.vocab import (
 #: what the manifest says of the split
 SPLIT_RULE = ("validation iff int.from_bytes(sha256(document's UTF-8 bytes)[:8], 'big') "
               "< val_fraction * 2**64")
-POSITION_RULE = ("validation = the last val_tokens tokens of the stream of all documents: "
-                 "val_fraction of it rounded to whole windows of context + 1 tokens, at least "
-                 "one (the document rule would have left a split without a document)")
+POSITION_RULE = ("validation = the last val_tokens tokens of the stream of all documents: those "
+                 "of the last val_fraction of its text's bytes (from the token holding the "
+                 "first of them), at least one window of context + 1 tokens (the document rule "
+                 "would have left a split without a document)")
 _OURS = re.compile(r"^((train|val)_\d{6}\.bin(\.partial)?|manifest\.json\.partial|"
                    + re.escape(manifest_file.MARKER) + "|" + manifest_file.TOKENIZER_FOLDER + ")$")
 
@@ -329,19 +331,38 @@ def _check_corpus(files: list[SourceFile], counts: dict[str, list[int]]) -> None
 
 def _split_tail(train: _Split, val: _Split, opts: PrepareOptions,
                 tok: ByteTokenizer | HFTokenizer) -> None:
-    """Move the last ``val_fraction`` of the training tokens, in whole windows of ``context +
-    1`` (at least one), to the validation split: the split by position (module docstring).
-    ``ValueError`` when that would leave training less than one window."""
+    """Move the tokens of the last ``val_fraction`` of the text's bytes (from the token that
+    holds the first of those bytes on), at least one window of ``context + 1`` tokens, to the
+    validation split: the split by position (module docstring). Cut in bytes of text, the
+    validation text is the same, to within a token at the cut, whatever the tokenizer: bits per
+    byte of two tokenizers compare over the same text. ``ValueError`` when that would leave
+    training less than one window."""
     from jaxbasics.data.shards import read_shard, truncate_shard
 
     window = opts.context + 1
     n = train.tokens
-    count = max(1, round(opts.val_fraction * n / window)) * window
+    table = tok.token_bytes()
+    want = -(-train.bytes * opts.val_fraction // 1)  # ceil: the last bytes of text to take
+    count, held = 0, 0
+    for name in reversed(train.shards):  # from the end, a chunk at a time: memory stays flat
+        tokens = read_shard(train.out / name).tokens
+        for stop in range(len(tokens), 0, -(1 << 24)):
+            part = np.asarray(tokens[max(0, stop - (1 << 24)): stop])[::-1]
+            reached = np.flatnonzero(held + np.cumsum(table[part]) >= want)
+            if reached.size:
+                count += int(reached[0]) + 1
+                break
+            count, held = count + part.size, held + int(table[part].sum())
+        else:
+            del tokens
+            continue
+        del tokens
+        break
+    count = max(count, window)
     if n - count < window:
         raise ValueError(f"the corpus is {n:,} tokens: too few to split off one window of "
                          f"--context {opts.context} for validation and keep one for training; "
                          f"lower --context, add text, or --val-fraction 0 (no validation split)")
-    table = tok.token_bytes()
     assert tok.eot_id is not None
     keep, ends = n - count, np.cumsum([len(read_shard(train.out / s)) for s in train.shards])
     first = int(np.searchsorted(ends, keep, side="right"))  # the shard holding token `keep`
