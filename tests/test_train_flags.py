@@ -75,6 +75,8 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--steps", "6", "--data", str(moved),
                  "--save-every", "3", "--quiet"]) == 0
+    assert f"resuming {run} from step 4 to step 6 (the schedule re-planned" \
+        in capsys.readouterr().out
     records = _records(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     for r in records[4:]:

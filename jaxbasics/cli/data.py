@@ -236,7 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     bpb = "—" if result.bits_per_byte is None else f"{result.bits_per_byte:.4f}"
     print(f"{what} on {args.data} ({args.split}): {result.tokens:,} tokens in {result.windows:,} "
-          f"windows of {result.context} (stride {result.stride})\n"
+          f"window{'s' if result.windows != 1 else ''} of {result.context} (stride "
+          f"{result.stride})\n"
           f"  loss {result.loss:.4f} nats/token   perplexity {result.perplexity:,.3f}   "
           f"bits per byte {bpb} ({result.bytes if result.bytes is not None else '—'} bytes)")
     return 0

@@ -477,6 +477,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{' ×' + str(opts.accumulate) if opts.accumulate > 1 else ''}"
             f"{', bf16' if opts.bf16 else ''}"
             f"{f', mesh {dict(mesh.shape)}' if mesh is not None else ''}")
+    if old is not None:
+        c.print(f"resuming {args.out} from step {old['step']} to step {opts.steps}"
+                + (" (the schedule re-planned to the new --steps)"
+                   if opts.steps != old["options"]["steps"] else ""))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=c, disable=args.quiet or not primary) as progress:
