@@ -274,6 +274,19 @@ def test_plot_draws_runs_side_by_side_and_names_what_is_not_a_run(tmp_path, caps
         runs.append(str(run))
     assert main(["plot", *runs, "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    from jaxbasics.gpt import plots
+
+    seen = {}
+    real = plots.plot_runs
+    plots.plot_runs = lambda histories, path: seen.update(histories) or real(histories, path)
+    try:  # the legend's names, in order; a count that disagrees is refused by name
+        assert main(["plot", *runs, "--labels", "BPE", "bytes", "--out", str(tmp_path / "l.png")]) == 0
+        assert list(seen) == ["BPE", "bytes"]
+        capsys.readouterr()
+        assert main(["plot", *runs, "--labels", "BPE", "--out", str(tmp_path / "m.png")]) == 2
+        assert "--labels names 1 run(s), but 2 RUN(s) are given" in capsys.readouterr().err
+    finally:
+        plots.plot_runs = real
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.jsonl").write_text('{"step": 1, "loss": 2}\nnot json\n')
     cases = [(tmp_path / "none", f"{tmp_path / 'none'} holds no metrics.jsonl (a run directory "

@@ -175,6 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "differ, and their training losses into one PNG.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                   help="one name per RUN for the legend, in order (default: the folders)")
     p.set_defaults(func=_cmd_plot)
 
 
@@ -612,8 +614,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     histories = {}
     try:
-        for run in args.runs:
-            histories[str(run)] = metrics.read(run)
+        if args.labels is not None and len(args.labels) != len(args.runs):
+            raise ValueError(f"--labels names {len(args.labels)} run(s), but {len(args.runs)} "
+                             f"RUN(s) are given: one name each, in order")
+        names = args.labels or [str(run) for run in args.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--labels must differ, got {' '.join(names)}")
+        for name, run in zip(names, args.runs, strict=True):
+            histories[name] = metrics.read(run)
         require_writable(args.out, "--out", is_dir=False)
     except (ValueError, FileNotFoundError) as err:
         return _fail("plot", err)
