@@ -556,11 +556,10 @@ def _speed(r: dict) -> str:
 
 def _draw(out: Path) -> None:
     """``out/loss.png`` from the run's ``metrics.jsonl``, if it has records."""
-    from jaxbasics.cli.plots import plot_loss
-    from jaxbasics.gpt import metrics
+    from jaxbasics.gpt import metrics, plots
 
     try:
-        plot_loss(metrics.read(out), out / "loss.png", title=f"GPT: {out}")
+        plots.plot_loss(metrics.read(out), out / plots.LOSS_PNG, title=f"GPT: {out}")
     except (FileNotFoundError, ValueError):
         pass  # no records to draw
 

@@ -538,7 +538,7 @@ def clear_run(run_dir: str | Path) -> None:
     if jax.process_index() == 0:
         for name in ("checkpoints", metrics.EVENTS, checkpoint.TOKENIZER_FOLDER):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("run.json", "run.json.partial", metrics.JSONL, "loss.png"):
+        for name in ("run.json", "run.json.partial", metrics.JSONL, plots.LOSS_PNG):
             (run_dir / name).unlink(missing_ok=True)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
