@@ -218,12 +218,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if data.tokenizer is None:
             raise ValueError(f"--data {args.data} has no tokenizer: give a folder written by "
                              f"jaxbasics prepare")
-        sample = data.read(np.zeros(1, np.int64), min(data.n, 1 << 16))[0]
-        cuts = [-1, *np.flatnonzero(sample == data.tokenizer.eot_id).tolist(), len(sample)]
-        texts = [data.tokenizer.decode(sample[a + 1: b]) for a, b in zip(cuts, cuts[1:],
-                                                                          strict=False)]
+        texts: list[str] = []
+        if model_tok.digest() != data.tokenizer.digest():  # stored apart: compare on the data
+            sample = data.read(np.zeros(1, np.int64), min(data.n, 1 << 16))[0]
+            cuts = [-1, *np.flatnonzero(sample == data.tokenizer.eot_id).tolist(), len(sample)]
+            texts = [t for a, b in zip(cuts, cuts[1:], strict=False)
+                     if (t := data.tokenizer.decode(sample[a + 1: b]))]
         check_same_tokenizer(model_tok, data.tokenizer, model=flag, data=f"--data {args.data}",
-                             texts=[t for t in texts if t])
+                             texts=texts)
         from jaxbasics.gpt.evaluate import evaluate
 
         result = evaluate(model, data, context=args.context, stride=args.stride,
