@@ -37,6 +37,8 @@ def on_files(files: Files, config) -> Files:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    # docs/*.md link the benchmark pictures as ../benchmarks/... (right on GitHub); on the
-    # site they sit under benchmarks/
-    return markdown.replace("](../benchmarks/", "](benchmarks/")
+    # docs/*.md link the benchmark pictures and the notebooks as ../benchmarks/...,
+    # ../notebooks/... (right on GitHub); on the site they sit under benchmarks/, notebooks/
+    for folder in ("benchmarks", "notebooks"):
+        markdown = markdown.replace(f"](../{folder}/", f"]({folder}/")
+    return markdown

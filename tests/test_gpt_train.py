@@ -607,14 +607,17 @@ def test_a_damaged_run_sidecar_is_named_not_a_keyerror(tmp_path, capsys):
     (0, 11, 4, 5, [4, 1, 1, 1, 1, 1, 1, 1]),  # no call across the checkpoint at 5, nor the end
     (6, 16, 4, 500, [1, 1, 4, 4]),  # a resumed run aligns on multiples of K first
     (0, 20, 4, 10, [4, 4, 1, 1, 1, 1, 4, 4]),  # checkpoint at 10: single updates 8..11
-    (0, 8, 4, 500, [4, 4]), (0, 3, 1, 500, [1, 1, 1]), (0, 7, 8, 500, [1] * 7)])
+    (0, 8, 4, 500, [4, 4]), (0, 3, 1, 500, [1, 1, 1]), (0, 7, 8, 500, [1] * 7),
+    # auto: 4 from 50 steps on, the first update alone (its loss shows at once); else 1
+    (0, 60, "auto", 500, [1, 1, 1, 1] + [4] * 14), (0, 49, "auto", 500, [1] * 49),
+    (52, 60, "auto", 500, [4, 4]), (0, 60, "auto", 50, [1, 1, 1, 1] + [4] * 11 + [1] * 4 + [4, 4])])
 def test_each_call_runs_k_updates_or_one_so_a_run_compiles_two_programs_at_most(
         start, end, k, save_every, sizes):
-    from jaxbasics.gpt.train import call_sizes
+    from jaxbasics.gpt.train import call_sizes, resolve_steps_per_call
 
     opts = TrainOptions(steps=end, warmup_steps=0, steps_per_call=k, save_every=save_every)
     assert call_sizes(start, end, opts) == sizes
-    assert sum(sizes) == end - start and set(sizes) <= {1, k}
+    assert sum(sizes) == end - start and set(sizes) <= {1, resolve_steps_per_call(opts)}
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,

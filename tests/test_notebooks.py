@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["01_tensors_and_autodiff", "02_backprop_simplenet", "03_gpt2", "04_functional_vs_oop",
-         "05_pretraining", "06_jax_for_pytorch_users"]
+         "05_pretraining", "06_jax_for_pytorch_users", "07_devices_and_data_parallelism"]
 #: what the stored outputs must show: the chapter's numbers, and that they ran at full size
 STORED = {
     "01_tensors_and_autodiff": [
@@ -36,6 +36,9 @@ STORED = {
     "06_jax_for_pytorch_users": ["10 epochs of the appendix-A loop", "traced for shapes: [(3,), (4,)]",
                                  "accuracy: training 100%, test 100%",
                                  "after loading, max |logit difference|:  0.0"],
+    "07_devices_and_data_parallelism": [
+        "CPU devices: cpu:0, cpu:1", "eight devices: 1 all-reduce", "one device: 0 all-reduce",
+        "300 steps: loss", "fsdp=8: loss", "data=2,fsdp=2,tensor=2: loss"],
     "05_pretraining": ["corpus: the whole standard library", "300 steps of 32×128 tokens",
                        "the whole validation split, stride 64"],
 }

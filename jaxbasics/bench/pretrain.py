@@ -11,8 +11,9 @@ start-up (imports + compile) are its own; the runs are interleaved, JAX, eager, 
 again, so that the host's drift falls on all three. The first JAX run starts with an empty
 compilation cache, the later ones with the cache it filled (the same for Inductor's).
 
-Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones,
-each ending when its loss is on the host), time to the first step's loss from the process's
+Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones;
+a step ends when its loss is on the host, and the updates of one JAX call of K, ``train``'s
+``steps_per_call``, share that call's time), time to the first step's loss from the process's
 launch, wall for all steps, peak RSS, the first step's loss, MFU against a 2048² fp32 matmul
 measured in the same run; for JAX a breakdown of one step from timers around each phase.
 """
@@ -36,10 +37,10 @@ SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"corpus": 200_000, "vocab": 0, "model": (32, 2, 2), "context": 32, "batch": 4,
               "steps": 6, "rounds": 1},
     "cpu": {"corpus": 4_000_000, "vocab": 4096, "model": (128, 4, 4), "context": 128,
-            "batch": 32, "steps": 40, "rounds": 2},
+            "batch": 32, "steps": 60, "rounds": 2},
     "full": {"corpus": 20_000_000, "vocab": 8192, "model": (768, 12, 12), "context": 1024,
              "batch": 16, "steps": 40, "rounds": 2}}
-WARM = 5  # steps left out of the steady median (compile, first touches, warmup of caches)
+WARM = 8  # steps left out of the steady median (compiles, first touches, warm caches)
 GOALS = {"step_vs_torch_eager": 1.2, "step_vs_torch_compile": 1.0,
          "first_step_over_eager_s": 1.0, "rss_vs_torch": 1.1}
 
@@ -61,7 +62,7 @@ import numpy as np
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import PretrainData, step_key
 from jaxbasics.gpt.train import TrainOptions, train, build_model, make_optimizer, \\
-    make_gpt_train_step
+    make_gpt_train_step, make_gpt_train_loop, resolve_steps_per_call, call_sizes
 from jaxbasics.gpt.model import parameter_table
 from jaxbasics.params import split_params
 cfg = GPTConfig(**spec["cfg"])
@@ -77,7 +78,8 @@ model = build_model(cfg, opts)
 graphdef, params = split_params(model)
 tx = make_optimizer(opts, parameter_table(model))
 opt_state = tx.init(params)
-step_fn = make_gpt_train_step(graphdef, tx)
+K = resolve_steps_per_call(opts)  # the updates of one call of the run: timed as one call / K
+step_fn = make_gpt_train_step(graphdef, tx) if K == 1 else make_gpt_train_loop(graphdef, tx)
 def med(fn, n=spec["repeats"]):
     times = []
     for i in range(n):
@@ -88,15 +90,18 @@ gather = med(lambda i: task.batch(i, B))
 x, y = task.batch(0, B)
 transfer = med(lambda i: jax.block_until_ready((jax.device_put(x), jax.device_put(y))))
 key = step_key(0, 0)
+if K > 1:
+    x, y, key = np.stack([x] * K), np.stack([y] * K), jax.numpy.stack([key] * K)
 xd, yd = jax.device_put(x), jax.device_put(y)
 state = [params, opt_state, None]
 def compute(i):
     state[0], state[1], state[2] = step_fn(state[0], state[1], xd, yd, key)
     jax.block_until_ready(state[2])
 compute(0)
-device = med(compute)
+device = med(compute) / K
 fetch = med(lambda i: (float(np.asarray(state[2]["loss"])), float(np.asarray(state[2]["grad_norm"]))))
-print(json.dumps({"stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
+print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
+                  "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
                                   "device_compute": device, "metric_fetch": fetch}}))
 """
@@ -155,8 +160,13 @@ def _launch(script: str, spec: dict, env: dict[str, str]) -> dict[str, Any]:
         raise RuntimeError(f"a pretraining run in a subprocess failed: {done.stderr[-1500:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
     stamps = out.pop("stamps")
-    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    steady = sorted(steps[WARM - 1:] or steps)
+    # each step's time: from the end of the call before to the end of its own call, over the
+    # updates that call made (JAX's records of a K-update call come together; PyTorch: one)
+    steps, ends, made = [], [start] + stamps, 0
+    for k in out.get("calls", [1] * len(stamps)):
+        steps += [(ends[made + k] - ends[made]) / k] * k
+        made += k
+    steady = sorted(steps[WARM:] or steps)
     out.update(first_step_s=stamps[0] - start, wall_s=out.pop("end") - start,
                steady_step_ms=1e3 * steady[len(steady) // 2], steps=len(stamps))
     return out
@@ -181,11 +191,14 @@ def make_data(folder: Path, size: str, log: Callable[[str], Any]) -> Path:
 
 def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | None = None,
                  context: int | None = None, steps: int | None = None,
-                 compile_torch: bool = True, log: Callable[[str], Any] = print
-                 ) -> dict[str, Any]:
+                 batch_size: int | None = None, compile_torch: bool = True,
+                 log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the comparison of the module docstring at ``size`` (:data:`SIZES`) on ``data`` (a
     prepared DATA folder; None: the standard library, prepared here), the model of the size or
-    of ``preset`` (:data:`jaxbasics.gpt.config.PRESETS`) at ``context``; returns a JSON-ready
+    of ``preset`` (:data:`jaxbasics.gpt.config.PRESETS`) at ``context``, ``steps`` and
+    ``batch_size`` rows a batch (None: the size's); ``train``'s own ``steps_per_call`` default
+    (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
+    a user's run of that length gets; returns a JSON-ready
     dict: each run's figures, the medians per side, the JAX step's breakdown, the ratios and
     whether each goal (:data:`GOALS`) is met."""
     if size not in SIZES:
@@ -216,7 +229,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
             base = GPTConfig(emb_dim=d, n_layers=layers, n_heads=heads)
         cfg = base.replace(vocab_size=task.vocab_size, context_length=ctx, drop_rate=0.0)
         n = steps or s["steps"]
-        opts = TrainOptions(steps=n, batch_size=s["batch"], learning_rate=1e-3,
+        batch = batch_size or s["batch"]
+        opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
                             warmup_steps=min(100, n // 10), save_every=10**9)
         model = build_model(cfg, opts)  # the weights both sides start from
         weights = {name: torch.from_numpy(arr.copy()) for name, _, arr in
@@ -245,7 +259,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     peak = max(peaks)
-    tokens = s["batch"] * ctx
+    tokens = batch * ctx
     fpt = flops_per_token(cfg, ctx)
     summary: dict[str, dict[str, Any]] = {}
     for side, rs in runs.items():
@@ -280,8 +294,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         g["met"] = g["value"] <= g["goal"] if name.startswith(("first", "rss")) \
             else g["value"] >= g["goal"]
     return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
-                       "vocab_size": cfg.vocab_size, "context": ctx, "batch": s["batch"],
+                       "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
                        "steps": n, "warm_steps_left_out": WARM, "preset": preset,
+                       "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
                        "data": "stdlib (prepared here)" if data is None else str(data)},
             "flops_per_token": fpt, "peak_flops": peak, "summary": summary,
             "jax_breakdown_ms": br, "goals": goals, "runs": runs}

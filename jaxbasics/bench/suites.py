@@ -40,7 +40,7 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
     ``meta["complete"]`` False until the return: a caller that writes it each time keeps what
     finished when a run is cut short. ``pretrain``: keyword arguments of
     :func:`jaxbasics.bench.pretrain.run_pretrain` (``data``, ``preset``, ``context``,
-    ``steps``)."""
+    ``steps``, ``batch_size``)."""
     unknown = set(suites) - set(SUITES) - set(NAMED_ONLY)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from "

@@ -60,7 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=None,
                    help="pretrain suite: context length (None: the size's, 128 at cpu)")
     p.add_argument("--steps", type=int, default=None,
-                   help="pretrain suite: steps per run (None: the size's, 40 at cpu)")
+                   help="pretrain suite: steps per run (None: the size's, 60 at cpu)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pretrain suite: rows per batch (None: the size's, 32 at cpu)")
 
 
 def _patterns(text: str) -> list[str]:
@@ -101,7 +103,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
                             variants=args.variants,
                             pretrain={k: getattr(args, k) for k in ("data", "preset", "context",
-                                                                    "steps")
+                                                                    "steps", "batch_size")
                                       if getattr(args, k) is not None},
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
@@ -251,7 +253,8 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     cfg = p["config"]
     t = Table(title=f"pretraining on the same shards: d={cfg['emb_dim']}, {cfg['n_layers']} "
                     f"layers, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, batch "
-                    f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps; peak "
+                    f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps (JAX "
+                    f"{cfg.get('jax_steps_per_call', 1)} a call); peak "
                     f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s (2048² fp32 matmul, this run)",
               title_justify="left")
     for col in ("", "steady ms/step", "tokens/s", "MFU", "first step s (cold / warm cache)",

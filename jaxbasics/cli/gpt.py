@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matrices")
     t.add_argument("--accumulate", type=int, default=1,
                    help="micro-batches per update (every labelled token weighs alike)")
-    t.add_argument("--steps-per-call", type=int, default=1, metavar="K",
+    t.add_argument("--steps-per-call", type=_steps_per_call, default="auto", metavar="K",
                    help="updates per compiled call, as one lax.scan (same results, less "
-                        "overhead per step)")
+                        "overhead per step); auto: 4 in runs of 50 steps or more, the first "
+                        "update alone, else 1")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "
@@ -178,6 +179,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
                    help="one name per RUN for the legend, in order (default: the folders)")
     p.set_defaults(func=_cmd_plot)
+
+
+def _steps_per_call(text: str) -> int | str:
+    """--steps-per-call's value: 'auto' or a whole number (its range: TrainOptions)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}"
+                                         ) from None
 
 
 def _record_typed(parser: argparse.ArgumentParser) -> None:
