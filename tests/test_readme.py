@@ -94,19 +94,47 @@ NOT_RUN = {
 }
 
 
+#: runs the README's `jaxbasics` commands, given as argument lists after the shell's
+#: expansion, one after the other through the console script's own entry point, in one process
+#: (JAX and Flax imported once for all of them, not once a command); stops at the first failure
+DRIVER = """
+import contextlib, io, json, sys, traceback
+from jaxbasics.cli import main
+results = []
+for argv in json.loads(sys.stdin.read()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exit_:
+            rc = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
+    if rc:
+        break
+print(json.dumps(results))
+"""
+
+
 @pytest.mark.slow
 def test_every_readme_command_runs_as_written_in_the_order_shown(tmp_path):
     """Each ```bash line of the README, top to bottom, in one folder (runs/ and data/ carry
     over from command to command, as for a reader), scaled down only by SMALLER; what NOT_RUN
-    lists is parsed, not run. The README's `generate` line overflowed the context of the model
-    `train` had just written, and nobody ran it."""
+    lists is parsed, not run. Each command's words are the shell's (bash expands variables and
+    quotes, as for a reader); the `jaxbasics` ones then run through the console script's entry
+    point, in one Python process (DRIVER). The README's `generate` line overflowed the context
+    of the model `train` had just written, and nobody ran it."""
+    import json
     import shlex
     import subprocess
+    import sys
 
     from jaxbasics.cli import build_parser
 
     lines = [line for block in _bash_blocks() for line in block.splitlines() if line.strip()]
-    ran, outputs, parsed = [], {}, 0
+    ran, commands, parsed = [], [], 0
     for line in lines:
         for command in line.split(" && "):
             if any(command.startswith(k) for k in NOT_RUN):
@@ -119,12 +147,27 @@ def test_every_readme_command_runs_as_written_in_the_order_shown(tmp_path):
                 continue
             for pattern, replacement, _why in SMALLER:
                 command = re.sub(pattern, replacement, command)
-            script = "\n".join([*[c for c in ran if c.startswith("STDLIB=")], command])
-            done = subprocess.run(["bash", "-c", "set -e\n" + script], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=600, check=False)
-            assert done.returncode == 0, f"{line}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
             ran.append(command)
-            outputs[line] = done.stdout
+            if command.startswith("jaxbasics "):
+                commands.append((line, command))
+    # the words of each command as bash makes them, with the README's variables set
+    setup = [c for c in ran if not c.startswith("jaxbasics ")]
+    argvs = []
+    for _, command in commands:
+        words = subprocess.run(["bash", "-c", "\n".join(["set -e", *setup,
+                                                        f"printf '%s\\0' {command}"])],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                               check=True).stdout.split("\0")[:-1]
+        argvs.append(words[1:])  # after "jaxbasics"
+    assert len(argvs) == len(commands) and all(argvs)
+    run = subprocess.run([sys.executable, "-c", DRIVER], cwd=tmp_path, input=json.dumps(argvs),
+                         capture_output=True, text=True, timeout=1200, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    for (line, _), r in zip(commands, results, strict=False):
+        assert r["rc"] == 0, f"{line}\n{r['stdout'][-1500:]}\n{r['stderr'][-3000:]}"
+    assert len(results) == len(commands)
+    outputs = {line: r["stdout"] for (line, _), r in zip(commands, results, strict=True)}
     assert len(ran) >= 10 and parsed >= 5
     answer, note = next(v for k, v in outputs.items() if '--prompt "123+456="' in k).splitlines()
     assert answer.startswith("123+456=") and "least significant digit first" in note

@@ -35,7 +35,7 @@ from typing import Any
 #: rounds
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"corpus": 200_000, "vocab": 0, "model": (32, 2, 2), "context": 32, "batch": 4,
-              "steps": 6, "rounds": 1},
+              "steps": 6, "rounds": 1, "steps_per_call": 2},  # K > 1 as a long run has
     "cpu": {"corpus": 4_000_000, "vocab": 4096, "model": (128, 4, 4), "context": 128,
             "batch": 32, "steps": 60, "rounds": 2},
     "full": {"corpus": 20_000_000, "vocab": 8192, "model": (768, 12, 12), "context": 1024,
@@ -99,7 +99,7 @@ def compute(i):
     jax.block_until_ready(state[2])
 compute(0)
 device = med(compute) / K
-fetch = med(lambda i: (float(np.asarray(state[2]["loss"])), float(np.asarray(state[2]["grad_norm"]))))
+fetch = med(lambda i: (np.asarray(state[2]["loss"]), np.asarray(state[2]["grad_norm"])))
 print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
                   "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
@@ -231,6 +231,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         n = steps or s["steps"]
         batch = batch_size or s["batch"]
         opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
+                            steps_per_call=s.get("steps_per_call", "auto"),
                             warmup_steps=min(100, n // 10), save_every=10**9)
         model = build_model(cfg, opts)  # the weights both sides start from
         weights = {name: torch.from_numpy(arr.copy()) for name, _, arr in
@@ -240,7 +241,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         cfg_d = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
         opts_d = {f: getattr(opts, f) for f in ("steps", "batch_size", "learning_rate",
                                                 "warmup_steps", "weight_decay", "clip_norm",
-                                                "min_lr_ratio", "save_every")}
+                                                "min_lr_ratio", "save_every",
+                                                "steps_per_call")}
         spec = {"cfg": cfg_d, "opts": opts_d, "data": str(folder), "cache": str(work / "xla"),
                 "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9}
         spec["torch_device"] = str(torch_device())  # where JAX runs, or an error saying why not
