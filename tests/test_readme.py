@@ -8,8 +8,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: the guides whose commands and code run here, in this order: the README, then the page its
+#: pretraining section continues on (its commands use the README's $STDLIB, data and runs)
+GUIDES = ["README.md", "docs/pretraining.md"]
+
+
+def _blocks(language: str, guides: list[str] = GUIDES) -> list[str]:
+    return [block for guide in guides for block in
+            re.findall(rf"```{language}\n(.*?)\n```", (ROOT / guide).read_text(), re.S)]
+
+
 def _bash_blocks() -> list[str]:
-    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    return _blocks("bash")
 
 
 def test_readme_has_install_and_test_commands_and_ci_runs_the_test_one():
@@ -23,16 +33,16 @@ def test_readme_has_install_and_test_commands_and_ci_runs_the_test_one():
 
 
 def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
-    """Each ```python block, in a folder of its own: the SimpleNet loss, and pretraining
+    """Each ```python block of the GUIDES, in a folder of its own: the SimpleNet loss, and pretraining
     through the top-level names (prepare -> train -> evaluate -> export) on the standard
     library's email package, which leaves the run's loss.png and a folder transformers reads."""
-    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    blocks = _blocks("python")
     scopes = []
     for i, block in enumerate(blocks):
         (tmp_path / str(i)).mkdir()
         monkeypatch.chdir(tmp_path / str(i))
         scope: dict = {}
-        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own code)
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the guides' own code)
         scopes.append(scope)
     loss = next(s["loss"] for s in scopes if "loss" in s)
     assert 0.0 < float(loss) < 2.0  # BCE of a fresh SimpleNet on a balanced toy batch

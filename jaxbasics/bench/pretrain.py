@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -265,7 +266,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     fpt = flops_per_token(cfg, ctx)
     summary: dict[str, dict[str, Any]] = {}
     for side, rs in runs.items():
-        step_ms = sorted(x["steady_step_ms"] for x in rs)[len(rs) // 2]
+        step_ms = statistics.median(x["steady_step_ms"] for x in rs)  # of 2: their mean
         warm = [x for x in rs if x["compile_cache"] == "warm"] or rs
         summary[side] = {
             "steady_step_ms": step_ms, "tokens_per_s": tokens / step_ms * 1e3,
@@ -276,7 +277,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
             "peak_rss_mib": max(x["peak_rss"] for x in rs) / 2**20,
             "first_loss": rs[0]["losses"][0]}
     jax_rs = runs["jax"]
-    br = {k: 1e3 * sorted(x["breakdown_s"][k] for x in jax_rs)[len(jax_rs) // 2]
+    br = {k: 1e3 * statistics.median(x["breakdown_s"][k] for x in jax_rs)
           for k in jax_rs[0]["breakdown_s"]}
     br["host_rest"] = summary["jax"]["steady_step_ms"] - sum(br.values())
     j, e = summary["jax"], summary["torch_eager"]
