@@ -262,15 +262,39 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     peak = max(peaks)
-    tokens = batch * ctx
     fpt = flops_per_token(cfg, ctx)
+    summary, br, goals = summarize(runs, tokens=batch * ctx, flops_per_token=fpt, peak=peak)
+    return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+                       "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
+                       "steps": n, "warm_steps_left_out": WARM, "preset": preset,
+                       "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
+                       "data": "stdlib (prepared here)" if data is None else str(data)},
+            "flops_per_token": fpt, "peak_flops": peak, "summary": summary,
+            "jax_breakdown_ms": br, "goals": goals, "runs": runs}
+
+
+def _paired(runs: dict[str, list[dict]], side: str) -> float:
+    """``side``'s steady step over JAX's, round by round (the runs of one round ran next to
+    each other, so the host's drift between rounds cancels), the median of those ratios."""
+    return statistics.median(o["steady_step_ms"] / j["steady_step_ms"]
+                             for o, j in zip(runs[side], runs["jax"], strict=True))
+
+
+def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: float,
+              peak: float) -> tuple[dict, dict, dict]:
+    """From each side's runs (as :func:`run_pretrain` records them): the summary per side
+    (steady ms/step: the median over rounds, tokens/s, MFU against ``peak`` FLOP/s, first step
+    cold and warm, wall, peak RSS, first loss), the JAX step's breakdown in ms (each phase's
+    median; ``host_rest``: the steady step less their sum, negative where the phases timed
+    alone after the run took longer than in it) and each goal of :data:`GOALS` with its value
+    and whether it is met (step ratios paired by round: :func:`_paired`)."""
     summary: dict[str, dict[str, Any]] = {}
     for side, rs in runs.items():
         step_ms = statistics.median(x["steady_step_ms"] for x in rs)  # of 2: their mean
         warm = [x for x in rs if x["compile_cache"] == "warm"] or rs
         summary[side] = {
             "steady_step_ms": step_ms, "tokens_per_s": tokens / step_ms * 1e3,
-            "mfu": fpt * tokens / (step_ms / 1e3) / peak,
+            "mfu": flops_per_token * tokens / (step_ms / 1e3) / peak,
             "first_step_s_cold": rs[0]["first_step_s"],
             "first_step_s_warm": min(x["first_step_s"] for x in warm),
             "wall_s": min(x["wall_s"] for x in rs),
@@ -281,7 +305,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
           for k in jax_rs[0]["breakdown_s"]}
     br["host_rest"] = summary["jax"]["steady_step_ms"] - sum(br.values())
     j, e = summary["jax"], summary["torch_eager"]
-    goals = {"step_vs_torch_eager": {"value": e["steady_step_ms"] / j["steady_step_ms"],
+    goals = {"step_vs_torch_eager": {"value": _paired(runs, "torch_eager"),
                                      "goal": GOALS["step_vs_torch_eager"]},
              "first_step_over_eager_s": {"value": j["first_step_s_warm"] - e["first_step_s_warm"],
                                          "goal": GOALS["first_step_over_eager_s"]},
@@ -289,17 +313,11 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                               "goal": GOALS["rss_vs_torch"]}}
     if "torch_compile" in summary:
         c = summary["torch_compile"]
-        goals["step_vs_torch_compile"] = {"value": c["steady_step_ms"] / j["steady_step_ms"],
+        goals["step_vs_torch_compile"] = {"value": _paired(runs, "torch_compile"),
                                           "goal": GOALS["step_vs_torch_compile"]}
         goals["rss_vs_torch"]["value"] = j["peak_rss_mib"] / min(e["peak_rss_mib"],
                                                                 c["peak_rss_mib"])
     for name, g in goals.items():
         g["met"] = g["value"] <= g["goal"] if name.startswith(("first", "rss")) \
             else g["value"] >= g["goal"]
-    return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
-                       "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
-                       "steps": n, "warm_steps_left_out": WARM, "preset": preset,
-                       "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
-                       "data": "stdlib (prepared here)" if data is None else str(data)},
-            "flops_per_token": fpt, "peak_flops": peak, "summary": summary,
-            "jax_breakdown_ms": br, "goals": goals, "runs": runs}
+    return summary, br, goals

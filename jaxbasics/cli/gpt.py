@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="micro-batches per update (every labelled token weighs alike)")
     t.add_argument("--steps-per-call", type=_steps_per_call, default="auto", metavar="K",
                    help="updates per compiled call, as one lax.scan (same results, less "
-                        "overhead per step); auto: 4 in runs of 50 steps or more, the first "
-                        "update alone, else 1")
+                        "overhead per step); auto: 4 in runs of 50 steps or more (the first "
+                        "4 updates one a call, so the first loss shows at once), else 1")
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "

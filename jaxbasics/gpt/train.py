@@ -398,7 +398,8 @@ def call_sizes(start: int, end: int, opts: TrainOptions, eval_every: int = 0) ->
     (:func:`resolve_steps_per_call`) where a whole call fits between multiples of K (so a
     resumed run calls the same programs on the same steps) and before the next checkpoint
     (and evaluation, every ``eval_every`` steps when > 0), else 1. With ``"auto"`` the run's
-    first update (step 0) is a call of its own, so that its loss shows after one step, not K.
+    first update (step 0) is a call of its own, so that its loss shows after one step, not K
+    (steps 1 to K-1 follow one a call too, up to the first multiple of K).
     Only two programs are ever compiled for a run: the K-update loop and the single update."""
     k, sizes, step = resolve_steps_per_call(opts), [], start
     stops = [e for e in (opts.save_every, eval_every) if e > 0]
