@@ -610,6 +610,34 @@ def test_pretrain_suite_trains_both_frameworks_on_the_same_batches_from_the_same
                                  "rss_vs_torch"}
 
 
+def test_pretrain_goals_pair_each_round_and_the_summary_takes_medians():
+    """Two rounds on a drifting host: round 2 slower on both sides. The step goals compare the
+    runs of one round with each other (the median of the per-round ratios), the summary's step
+    is each side's median (of two: their mean), RSS the largest, first steps cold and warm."""
+    from jaxbasics.bench.pretrain import summarize
+
+    def run(ms, first, rss, cache):
+        return {"steady_step_ms": ms, "first_step_s": first, "wall_s": 10 * first,
+                "peak_rss": rss * 2**20, "losses": [5.0], "compile_cache": cache,
+                "breakdown_s": {"device_compute": ms / 2e3}}
+
+    runs = {"jax": [run(300.0, 8.0, 900, "cold"), run(400.0, 4.0, 700, "warm")],
+            "torch_eager": [run(330.0, 3.0, 800, "cold"), run(480.0, 3.5, 820, "warm")]}
+    summary, br, goals = summarize(runs, tokens=1000, flops_per_token=1e6, peak=1e12)
+    assert summary["jax"]["steady_step_ms"] == 350.0
+    assert summary["jax"]["tokens_per_s"] == pytest.approx(1000 / 0.35)
+    assert summary["jax"]["mfu"] == pytest.approx(1e6 * 1000 / 0.35 / 1e12)
+    assert (summary["jax"]["first_step_s_cold"], summary["jax"]["first_step_s_warm"]) == (8.0, 4.0)
+    assert summary["jax"]["peak_rss_mib"] == 900
+    assert goals["step_vs_torch_eager"]["value"] == pytest.approx((330 / 300 + 480 / 400) / 2)
+    assert goals["step_vs_torch_eager"]["met"] is False  # 1.15 < 1.2
+    assert goals["first_step_over_eager_s"]["value"] == pytest.approx(0.5)  # 4.0 - 3.5
+    assert goals["first_step_over_eager_s"]["met"] is True
+    assert goals["rss_vs_torch"]["value"] == pytest.approx(900 / 820)
+    assert br["device_compute"] == pytest.approx(175.0)
+    assert br["host_rest"] == pytest.approx(175.0)
+
+
 def test_pretrain_options_without_the_pretrain_suite_are_refused():
     with pytest.raises(ValueError, match="--preset belong to the pretrain suite"):
         run_suites(("neuron",), "smoke", pretrain={"preset": "gpt2"})
