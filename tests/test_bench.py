@@ -608,6 +608,9 @@ def test_pretrain_suite_trains_both_frameworks_on_the_same_batches_from_the_same
     assert sum(br.values()) == pytest.approx(out["summary"]["jax"]["steady_step_ms"])
     assert set(out["goals"]) == {"step_vs_torch_eager", "first_step_over_eager_s",
                                  "rss_vs_torch"}
+    # one round: no run with a warm compile cache, and the goal says it compared cold starts
+    assert out["summary"]["jax"]["first_step_s_warm"] is None
+    assert out["goals"]["first_step_over_eager_s"]["cache"] == "cold"
 
 
 def test_pretrain_goals_pair_each_round_and_the_summary_takes_medians():

@@ -284,19 +284,20 @@ def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: floa
               peak: float) -> tuple[dict, dict, dict]:
     """From each side's runs (as :func:`run_pretrain` records them): the summary per side
     (steady ms/step: the median over rounds, tokens/s, MFU against ``peak`` FLOP/s, first step
-    cold and warm, wall, peak RSS, first loss), the JAX step's breakdown in ms (each phase's
+    cold and warm: from the process's launch to its first loss, None warm where only one round
+    ran; wall, peak RSS, first loss), the JAX step's breakdown in ms (each phase's
     median; ``host_rest``: the steady step less their sum, negative where the phases timed
     alone after the run took longer than in it) and each goal of :data:`GOALS` with its value
     and whether it is met (step ratios paired by round: :func:`_paired`)."""
     summary: dict[str, dict[str, Any]] = {}
     for side, rs in runs.items():
         step_ms = statistics.median(x["steady_step_ms"] for x in rs)  # of 2: their mean
-        warm = [x for x in rs if x["compile_cache"] == "warm"] or rs
+        warm = [x["first_step_s"] for x in rs if x["compile_cache"] == "warm"]
         summary[side] = {
             "steady_step_ms": step_ms, "tokens_per_s": tokens / step_ms * 1e3,
             "mfu": flops_per_token * tokens / (step_ms / 1e3) / peak,
             "first_step_s_cold": rs[0]["first_step_s"],
-            "first_step_s_warm": min(x["first_step_s"] for x in warm),
+            "first_step_s_warm": min(warm) if warm else None,  # None: one round, no warm run
             "wall_s": min(x["wall_s"] for x in rs),
             "peak_rss_mib": max(x["peak_rss"] for x in rs) / 2**20,
             "first_loss": rs[0]["losses"][0]}
@@ -305,9 +306,12 @@ def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: floa
           for k in jax_rs[0]["breakdown_s"]}
     br["host_rest"] = summary["jax"]["steady_step_ms"] - sum(br.values())
     j, e = summary["jax"], summary["torch_eager"]
+    # the goal is set with a warm compile cache; a single round has only cold runs: said so
+    cache = "warm" if j["first_step_s_warm"] is not None else "cold"
+    first_step_gap = j[f"first_step_s_{cache}"] - e[f"first_step_s_{cache}"]
     goals = {"step_vs_torch_eager": {"value": _paired(runs, "torch_eager"),
                                      "goal": GOALS["step_vs_torch_eager"]},
-             "first_step_over_eager_s": {"value": j["first_step_s_warm"] - e["first_step_s_warm"],
+             "first_step_over_eager_s": {"value": first_step_gap, "cache": cache,
                                          "goal": GOALS["first_step_over_eager_s"]},
              "rss_vs_torch": {"value": j["peak_rss_mib"] / e["peak_rss_mib"],
                               "goal": GOALS["rss_vs_torch"]}}

@@ -257,13 +257,13 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
                     f"{cfg.get('jax_steps_per_call', 1)} a call); peak "
                     f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s (2048² fp32 matmul, this run)",
               title_justify="left")
-    for col in ("", "steady ms/step", "tokens/s", "MFU", "first step s (cold / warm cache)",
+    for col in ("", "steady ms/step", "tokens/s", "MFU", "launch to 1st loss s (cold / warm cache)",
                 "wall s", "peak RSS MiB", "loss at step 1"):
         t.add_column(col, justify="right")
     for name, e in p["summary"].items():
         t.add_row(name, _f(e["steady_step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
                   _f(e["mfu"], ".1%"),
-                  f"{e['first_step_s_cold']:.1f} / {e['first_step_s_warm']:.1f}",
+                  f"{e['first_step_s_cold']:.1f} / {_f(e['first_step_s_warm'], '.1f')}",
                   _f(e["wall_s"], ",.1f"), _f(e["peak_rss_mib"], ",.0f"),
                   _f(e["first_loss"], ".6f"))
     c.print(t)
@@ -278,6 +278,7 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     for col in ("goal", "measured", "target", "met"):
         t.add_column(col)
     for name, g in p["goals"].items():
-        t.add_row(name.replace("_", " "), f"{g['value']:.2f}", f"{g['goal']:.2f}",
-                  "met" if g["met"] else "NOT met")
+        label = name.replace("_", " ") + (" (cold cache: one round)"
+                                          if g.get("cache") == "cold" else "")
+        t.add_row(label, f"{g['value']:.2f}", f"{g['goal']:.2f}", "met" if g["met"] else "NOT met")
     c.print(t)

@@ -153,7 +153,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 f"(--val-fraction {rule['val_fraction']}) a split would hold no document")
     boms = sum(1 for s in manifest["sources"] if s.get("bom"))
     if boms:
-        c.print(f"  {boms} file(s) began with a UTF-8 byte-order mark: dropped, not text")
+        c.print(f"  {boms} file(s) began with a UTF-8 byte-order mark: the mark dropped (it is not "
+                "text), the file read")
     skipped = manifest["skipped"]
     if skipped["files"] or skipped["records"]:
         c.print(f"  left out (not text, --skip-bad): {skipped['files']} file(s), "

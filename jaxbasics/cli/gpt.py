@@ -514,8 +514,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 bpb = f", {r['val_bpb']:.3f} bits/byte" if r["val_bpb"] is not None else ""
                 progress.console.print(f"step {step}: validation loss {r['val_loss']:.4f} "
                                        f"(perplexity {r['val_ppl']:.2f}{bpb}); {_speed(r)}")
-                if r.get("sample"):
-                    progress.console.print(f"  sample: {r['sample']!r}")
+                if r.get("sample") and evaluation is not None:  # the prompt, then what follows
+                    text = (evaluation.sample_prompt or "") + r["sample"]
+                    progress.console.print(f"  sample: {text!r}")
         import signal
 
         def terminate(signum: int, frame: Any) -> None:
