@@ -73,8 +73,8 @@ class TrainOptions:
         for name in ("steps", "batch_size", "accumulate", "save_every"):
             checks.positive_int(getattr(self, name), name)
         if self.steps_per_call != "auto" and (
-                isinstance(self.steps_per_call, bool) or not isinstance(self.steps_per_call, int)
-                or self.steps_per_call <= 0):
+                isinstance(self.steps_per_call, bool)
+                or not isinstance(self.steps_per_call, int | np.integer) or self.steps_per_call <= 0):
             raise ValueError(f"steps_per_call must be a positive integer or 'auto', got "
                              f"{self.steps_per_call!r}")
         if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
