@@ -211,6 +211,7 @@ def test_every_command_the_readme_names_in_its_text_is_run_or_covered():
         "jaxbasics tour": "tests/test_cli.py", "jaxbasics compare": "tests/test_compare.py",
         "jaxbasics graph": "tests/test_graph.py", "jaxbasics compare --gpt2":
         "tests/test_compare_gpt2.py", "jaxbasics train": "the GPT-2 block",
+        "jaxbasics export": "docs/pretraining.md's commands, run after the README's",
     }
     text = (ROOT / "README.md").read_text()
     named = set(re.findall(r"`(jaxbasics [a-z][^`]*)`", text))
