@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from helpers import run_python
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxbasics"
@@ -65,32 +66,46 @@ def test_private_attributes_of_other_modules_are_not_used():
     assert not wrong, "\n".join(wrong)
 
 
-def test_import_and_the_cli_parser_load_no_flax_optax_or_gpt_code():
-    code = ("import json, sys\nimport jaxbasics\nbefore = sorted(sys.modules)\n"
-            "from jaxbasics.cli import build_parser\nbuild_parser()\n"
-            "print(json.dumps([before, sorted(sys.modules)]))\n"
-            "jaxbasics.GPT_CONFIG_124M, jaxbasics.SimpleNet\n"
-            "assert 'flax' in sys.modules and 'jaxbasics.gpt.config' in sys.modules\n")
-    done = run_python(code)
+#: one interpreter for both lightness tests below: what `import jaxbasics` and the CLI's parser
+#: load, dir(), and where the top-level pretraining names come from (which loads them)
+LIGHTNESS_PROBE = """
+import json, sys
+import jaxbasics
+before = sorted(sys.modules)
+from jaxbasics.cli import build_parser
+build_parser()
+after_parser = sorted(sys.modules)
+listed = dir(jaxbasics)
+after_dir = sorted(sys.modules)
+names = ['prepare', 'PrepareOptions', 'TokenData', 'PretrainData', 'TrainOptions',
+         'Evaluation', 'train', 'evaluate', 'load_run', 'export']
+where = {n: getattr(jaxbasics, n).__module__ for n in names}
+jaxbasics.GPT_CONFIG_124M, jaxbasics.SimpleNet
+assert 'flax' in sys.modules and 'jaxbasics.gpt.config' in sys.modules
+print(json.dumps([before, after_parser, after_dir, listed, where]))
+"""
+
+
+@pytest.fixture(scope="module")
+def lightness():
+    done = run_python(LIGHTNESS_PROBE)
     assert done.returncode == 0, done.stderr[-2000:]
-    after_import, after_parser = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.xdist_group("lightness")
+def test_import_and_the_cli_parser_load_no_flax_optax_or_gpt_code(lightness):
+    after_import, after_parser = lightness[:2]
     for loaded in (after_import, after_parser):
         heavy = [m for m in loaded if m.split(".")[0] in ("flax", "optax", "torch", "jax")
                  or m.startswith(("jaxbasics.gpt.model", "jaxbasics.gpt.train"))]
         assert not heavy, heavy[:10]
 
 
-def test_the_pretraining_api_is_top_level_lazily_and_dir_lists_only_public_names():
-    code = ("import json, sys\nimport jaxbasics\n"
-            "names = ['prepare', 'PrepareOptions', 'TokenData', 'PretrainData', 'TrainOptions',\n"
-            "         'Evaluation', 'train', 'evaluate', 'load_run', 'export']\n"
-            "light = not [m for m in sys.modules if m.startswith(('flax', 'optax'))]\n"
-            "where = {n: getattr(jaxbasics, n).__module__ for n in names}\n"
-            "print(json.dumps([light, dir(jaxbasics), where]))\n")
-    done = run_python(code)
-    assert done.returncode == 0, done.stderr[-2000:]
-    light, listed, where = json.loads(done.stdout)
-    assert light
+@pytest.mark.xdist_group("lightness")
+def test_the_pretraining_api_is_top_level_lazily_and_dir_lists_only_public_names(lightness):
+    _, _, after_dir, listed, where = lightness
+    assert not [m for m in after_dir if m.startswith(("flax", "optax"))]  # dir() loads none
     assert where == {"prepare": "jaxbasics.data.prepare", "PrepareOptions": "jaxbasics.data.prepare",
                      "TokenData": "jaxbasics.data.batches", "PretrainData": "jaxbasics.gpt.data",
                      "TrainOptions": "jaxbasics.gpt.train", "Evaluation": "jaxbasics.gpt.train",
