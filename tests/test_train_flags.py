@@ -38,6 +38,19 @@ def test_preset_gpt2_with_tied_embeddings_is_gpt2s_124m_parameters():
         assert (cfg.n_layers, cfg.emb_dim, cfg.n_heads) == want
 
 
+def test_steps_per_call_defaults_to_auto_and_takes_a_number():
+    """The default reaches TrainOptions as 'auto' (4 updates a call from 50 steps on:
+    test_gpt_train's call_sizes cases); a number passes through; anything else is named."""
+    from jaxbasics.gpt.train import TrainOptions, resolve_steps_per_call
+
+    assert build_parser().parse_args(["train"]).steps_per_call == "auto"
+    assert build_parser().parse_args(["train", "--steps-per-call", "8"]).steps_per_call == 8
+    assert resolve_steps_per_call(TrainOptions(steps=600)) == 4  # the README's stdlib runs
+    assert resolve_steps_per_call(TrainOptions(steps=20)) == 1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--steps-per-call", "four"])
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("flags")
