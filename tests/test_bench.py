@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -639,6 +640,23 @@ def test_pretrain_goals_pair_each_round_and_the_summary_takes_medians():
     assert goals["rss_vs_torch"]["value"] == pytest.approx(900 / 820)
     assert br["device_compute"] == pytest.approx(175.0)
     assert br["host_rest"] == pytest.approx(175.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),  # was the size's 4
+    ({"steps": 0}, "steps must be a positive integer, got 0"),
+    ({"context": -1}, "context must be a positive integer, got -1"),
+    ({"preset": "gpt5"}, "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, got 'gpt5'"),
+])
+def test_pretrain_suite_refuses_bad_settings_before_preparing_anything(monkeypatch, kwargs,
+                                                                       message):
+    """A 0 was read as 'the size's' (``batch_size or 4``) and the run went on; a bad preset was
+    named only after the corpus had been prepared."""
+    from jaxbasics.bench import pretrain
+
+    monkeypatch.setattr(pretrain, "make_data", lambda *a: pytest.fail("prepared a corpus"))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        pretrain.run_pretrain("smoke", compile_torch=False, log=lambda m: None, **kwargs)
 
 
 def test_pretrain_options_without_the_pretrain_suite_are_refused():

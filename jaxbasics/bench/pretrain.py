@@ -201,36 +201,42 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
     a user's run of that length gets; returns a JSON-ready
     dict: each run's figures, the medians per side, the JAX step's breakdown, the ratios and
-    whether each goal (:data:`GOALS`) is met."""
+    whether each goal (:data:`GOALS`) is met. ``ValueError`` names a size, preset, context,
+    step count or batch size out of range before anything is prepared or run."""
+    from jaxbasics import checks
+    from jaxbasics.gpt.config import PRESETS, GPTConfig, flops_per_token
+
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    for value, name in ((context, "context"), (steps, "steps"), (batch_size, "batch_size")):
+        if value is not None:  # 0 is refused, not taken for "the size's"
+            checks.positive_int(value, name)
     import torch
 
     from jaxbasics.bench.device import measured_matmul_peak
     from jaxbasics.compare.device import torch_device
     from jaxbasics.compare.torch_gpt import flax_in_torch_layout
-    from jaxbasics.gpt.config import PRESETS, GPTConfig, flops_per_token
     from jaxbasics.gpt.data import PretrainData
     from jaxbasics.gpt.model import parameter_table
     from jaxbasics.gpt.train import TrainOptions, build_model
     from jaxbasics.params import split_params
 
     s = SIZES[size]
+    ctx = s["context"] if context is None else context
+    n = s["steps"] if steps is None else steps
+    batch = s["batch"] if batch_size is None else batch_size
     work = Path(tempfile.mkdtemp(prefix="jaxbasics-bench-pretrain-"))
     try:
         folder = Path(data) if data is not None else make_data(work, size, log)
-        ctx = context or s["context"]
         task = PretrainData(folder, ctx)
         if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
             base = PRESETS[preset]
         else:
             d, layers, heads = s["model"]
             base = GPTConfig(emb_dim=d, n_layers=layers, n_heads=heads)
         cfg = base.replace(vocab_size=task.vocab_size, context_length=ctx, drop_rate=0.0)
-        n = steps or s["steps"]
-        batch = batch_size or s["batch"]
         opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
                             steps_per_call=s.get("steps_per_call", "auto"),
                             warmup_steps=min(100, n // 10), save_every=10**9)

@@ -405,9 +405,8 @@ def call_sizes(start: int, end: int, opts: TrainOptions, eval_every: int = 0) ->
     stops = [e for e in (opts.save_every, eval_every) if e > 0]
     first_alone = opts.steps_per_call == "auto"
     while step < end:
-        whole = k > 1 and step % k == 0 and step + k <= end and not (first_alone and step == 0) \
-            and all(
-            step // e == (step + k - 1) // e for e in stops)
+        whole = (k > 1 and step % k == 0 and step + k <= end and not (first_alone and step == 0)
+                 and all(step // e == (step + k - 1) // e for e in stops))
         sizes.append(k if whole else 1)
         step += sizes[-1]
     return sizes
