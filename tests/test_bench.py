@@ -640,6 +640,27 @@ def test_pretrain_goals_pair_each_round_and_the_summary_takes_medians():
     assert goals["rss_vs_torch"]["value"] == pytest.approx(900 / 820)
     assert br["device_compute"] == pytest.approx(175.0)
     assert br["host_rest"] == pytest.approx(175.0)
+    # a peak below what a side reached (measured on a busy host, or a kernel outrunning the
+    # probe, as PyTorch's did a 2048² matmul on an H200): no MFU over 100 % is given
+    summary, _, _ = summarize(runs, tokens=1000, flops_per_token=1e6, peak=2.7e9)
+    assert summary["jax"]["mfu"] is None and summary["torch_eager"]["mfu"] == pytest.approx(
+        1e6 * 1000 / 0.405 / 2.7e9)
+
+
+def test_pretrain_suite_in_bf16_computes_in_bf16_on_both_sides():
+    """``--bf16``: JAX as ``train --bf16`` (XLA attention off an NVIDIA GPU), PyTorch under
+    autocast; from the same weights on the same batches the losses agree to bf16 rounding
+    (and not to float32's: both sides did round), and the peak names its source."""
+    from jaxbasics.bench.pretrain import run_pretrain
+
+    out = run_pretrain("smoke", steps=4, compile_torch=False, bf16=True, log=lambda m: None)
+    assert out["config"]["dtype"] == "bfloat16 compute, float32 parameters"
+    assert out["config"]["jax_attention"] == "xla"
+    assert out["peak_source"] == "best fp32 matmul measured in this run"
+    j, t = out["runs"]["jax"][0]["losses"], out["runs"]["torch_eager"][0]["losses"]
+    np.testing.assert_allclose(j, t, rtol=2e-2)
+    fp32 = math.log(out["config"]["vocab_size"])
+    assert j[0] == pytest.approx(fp32, rel=0.05) and j[0] != t[0]
 
 
 @pytest.mark.parametrize("kwargs, message", [

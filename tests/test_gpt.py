@@ -161,6 +161,8 @@ def test_bad_model_arguments():
             GPT(TINY, dtype=dtype, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="attention='cudnn' needs dtype bfloat16 or float16 .*got float32"):
         GPT(TINY, attention="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"attention='cudnn' has no dropout .*got cfg.drop_rate 0.1"):
+        GPT(TINY, dtype=jnp.bfloat16, attention="cudnn", rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str 'gpt2'"):
         parameter_count("gpt2")
 
@@ -210,3 +212,16 @@ def test_token_ids_closed_over_by_a_jitted_function_are_checked_not_traced(model
     bad = jnp.array([[1, 2, TINY.vocab_size]])
     with pytest.raises(ValueError, match=f"idx must hold token ids in \\[0, {TINY.vocab_size}\\)"):
         jax.jit(lambda p: nnx.merge(graphdef, p)(bad))(params)
+
+
+def test_a_model_built_for_cudnn_attention_decodes_through_xla():
+    """cuDNN's kernel takes no KV cache, so generation with a model built with
+    ``attention="cudnn"`` (as train builds it on an NVIDIA GPU in bf16) runs XLA's attention:
+    on any device, token for token what the same weights give built with ``"xla"``."""
+    from jaxbasics.gpt.generate import generate
+
+    cfg = TINY.replace(drop_rate=0.0)
+    prompt = jnp.asarray([[1, 2, 3], [4, 5, 6]])
+    fast, plain = (GPT(cfg, dtype=jnp.bfloat16, attention=a, rngs=nnx.Rngs(0))
+                   for a in ("cudnn", "xla"))
+    np.testing.assert_array_equal(generate(fast, prompt, 6), generate(plain, prompt, 6))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import re
 import signal
 
 import chex
@@ -655,3 +656,41 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     tx = make_optimizer(opts, parameter_table(model))
     step, restored, _ = checkpoint.restore(tmp_path, params, tx.init(params))
     assert step == 4 and all(np.isfinite(a).all() for a in jax.tree.leaves(restored))
+
+
+class _FakeDevice:
+    """What resolve_attention reads of a device: platform, kind, client's platform_version."""
+
+    def __init__(self, platform, kind, version):
+        self.platform, self.device_kind = platform, kind
+        self.client = type("Client", (), {"platform_version": version})()
+
+
+def test_attention_auto_is_cudnn_exactly_where_cudnn_can_run():
+    """``attention="auto"``: cuDNN flash attention on an NVIDIA GPU with bf16 compute, no
+    dropout and one scale for all blocks; XLA's everywhere else. An explicit ``"cudnn"`` off
+    an NVIDIA GPU is refused by name before any model is built."""
+    from jaxbasics.gpt.train import resolve_attention
+
+    cfg = GPTConfig(drop_rate=0.0)
+    cuda = _FakeDevice("gpu", "NVIDIA H200", "cuda 13000")
+    assert resolve_attention("auto", cfg, True, cuda) == "cudnn"
+    assert resolve_attention("auto", cfg, False, cuda) == "xla"  # float32: no flash kernel
+    assert resolve_attention("auto", cfg.replace(drop_rate=0.1), True, cuda) == "xla"
+    assert resolve_attention("auto", cfg.replace(scale_attn_by_inverse_layer_idx=True), True,
+                             cuda) == "xla"
+    assert resolve_attention("xla", cfg, True, cuda) == "xla"
+    for bad, why in ((dict(bf16=False), "bfloat16 compute (bf16), got float32"),
+                     (dict(drop_rate=0.1), "no dropout (cuDNN's kernel has none), got drop_rate 0.1"),
+                     (dict(scale_attn_by_inverse_layer_idx=True), "one attention scale for every")):
+        bf16 = bad.pop("bf16", True)
+        with pytest.raises(ValueError, match=re.escape(f"attention 'cudnn' needs {why}")):
+            resolve_attention("cudnn", cfg.replace(**bad), bf16, cuda)
+    for other in (_FakeDevice("gpu", "AMD Instinct MI300X", "rocm 60300"),
+                  _FakeDevice("tpu", "TPU v5 lite", "PJRT C API"), jax.devices()[0]):
+        assert resolve_attention("auto", cfg, True, other) == "xla"
+        with pytest.raises(ValueError, match=r"attention 'cudnn' needs an NVIDIA GPU \(cuDNN\), "
+                                             rf"but JAX runs on {other.platform} "):
+            resolve_attention("cudnn", cfg, True, other)
+    with pytest.raises(ValueError, match=r"attention implementation must be one of .*'flash'"):
+        TrainOptions(attention="flash")

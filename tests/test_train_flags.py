@@ -131,6 +131,8 @@ def test_a_run_made_from_python_with_a_custom_shape_resumes_from_the_command_lin
     (["--dropout", "1.5"], "--dropout must be"),
     (["--n-embd", "30", "--n-head", "4"], "--n-embd must be divisible by --n-head"),
     (["--min-lr", "0.1", "--lr", "0.01"], "--min-lr (as a ratio of --lr) must be"),
+    (["--attention", "cudnn", "--bf16"], "--attention 'cudnn' needs an NVIDIA GPU (cuDNN), but "
+                                         "JAX runs on cpu"),
 ])
 def test_train_errors_speak_the_command_lines_words(argv, message, tmp_path, capsys):
     assert main(["train", "--quiet", "--out", str(tmp_path / "none"), *argv]) == 2

@@ -14,8 +14,13 @@ compilation cache, the later ones with the cache it filled (the same for Inducto
 Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones;
 a step ends when its loss is on the host, and the updates of one JAX call of K, ``train``'s
 ``steps_per_call``, share that call's time), time to the first step's loss from the process's
-launch, wall for all steps, peak RSS, the first step's loss, MFU against a 2048² fp32 matmul
-measured in the same run; for JAX a breakdown of one step from timers around each phase.
+launch, wall for all steps, peak RSS, the first step's loss, MFU against
+:func:`jaxbasics.bench.device.peak_flops` (a known accelerator's data-sheet dense bf16 peak, on
+a CPU the best 2048² fp32 matmul measured in the same run, before and after every round; an
+MFU above 100 % is withheld, None, as a peak measured while the host was busy); for JAX a
+breakdown of one step from timers around each phase. With ``bf16`` both sides compute in
+bfloat16 with float32 parameters: JAX as ``train --bf16`` (cuDNN attention on an NVIDIA GPU:
+:func:`jaxbasics.gpt.train.resolve_attention`), PyTorch under ``torch.autocast``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ compute(0)
 device = med(compute) / K
 fetch = med(lambda i: (np.asarray(state[2]["loss"]), np.asarray(state[2]["grad_norm"])))
 print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
+                  "attention": model.attention,
                   "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
                                   "device_compute": device, "metric_fetch": fetch}}))
@@ -140,8 +146,9 @@ for step in range(steps):
     x, y = torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
     for group in opt.param_groups:
         group["lr"] = lr(step)
-    logits = run(x)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+        logits = run(x)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_norm"])
@@ -193,13 +200,14 @@ def make_data(folder: Path, size: str, log: Callable[[str], Any]) -> Path:
 def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | None = None,
                  context: int | None = None, steps: int | None = None,
                  batch_size: int | None = None, compile_torch: bool = True,
-                 log: Callable[[str], Any] = print) -> dict[str, Any]:
+                 bf16: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the comparison of the module docstring at ``size`` (:data:`SIZES`) on ``data`` (a
     prepared DATA folder; None: the standard library, prepared here), the model of the size or
     of ``preset`` (:data:`jaxbasics.gpt.config.PRESETS`) at ``context``, ``steps`` and
     ``batch_size`` rows a batch (None: the size's); ``train``'s own ``steps_per_call`` default
     (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
-    a user's run of that length gets; returns a JSON-ready
+    a user's run of that length gets; ``bf16``: both sides in bfloat16 compute (module
+    docstring); returns a JSON-ready
     dict: each run's figures, the medians per side, the JAX step's breakdown, the ratios and
     whether each goal (:data:`GOALS`) is met. ``ValueError`` names a size, preset, context,
     step count or batch size out of range before anything is prepared or run."""
@@ -215,7 +223,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
             checks.positive_int(value, name)
     import torch
 
-    from jaxbasics.bench.device import measured_matmul_peak
+    from jaxbasics.bench.device import peak_flops
     from jaxbasics.compare.device import torch_device
     from jaxbasics.compare.torch_gpt import flax_in_torch_layout
     from jaxbasics.gpt.data import PretrainData
@@ -238,7 +246,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
             base = GPTConfig(emb_dim=d, n_layers=layers, n_heads=heads)
         cfg = base.replace(vocab_size=task.vocab_size, context_length=ctx, drop_rate=0.0)
         opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
-                            steps_per_call=s.get("steps_per_call", "auto"),
+                            steps_per_call=s.get("steps_per_call", "auto"), bf16=bf16,
                             warmup_steps=min(100, n // 10), save_every=10**9)
         model = build_model(cfg, opts)  # the weights both sides start from
         weights = {name: torch.from_numpy(arr.copy()) for name, _, arr in
@@ -249,14 +257,16 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         opts_d = {f: getattr(opts, f) for f in ("steps", "batch_size", "learning_rate",
                                                 "warmup_steps", "weight_decay", "clip_norm",
                                                 "min_lr_ratio", "save_every",
-                                                "steps_per_call")}
+                                                "steps_per_call", "bf16")}
         spec = {"cfg": cfg_d, "opts": opts_d, "data": str(folder), "cache": str(work / "xla"),
-                "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9}
+                "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9,
+                "bf16": bf16}
         spec["torch_device"] = str(torch_device())  # where JAX runs, or an error saying why not
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
         sides = ["jax", "torch_eager"] + (["torch_compile"] if compile_torch else [])
         runs: dict[str, list[dict]] = {k: [] for k in sides}
-        peaks = [measured_matmul_peak(2048)]
+        peak, peak_source = peak_flops()  # measured on a CPU: again after every round
+        peaks, measured = [peak], peak_source.startswith("best")
         for r in range(s["rounds"]):
             for side in sides:
                 log(f"pretrain: round {r + 1} of {s['rounds']}, {side} ({n} steps)")
@@ -264,7 +274,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                        _launch(_TORCH, {**spec, "compile": side == "torch_compile"}, env))
                 out["compile_cache"] = "cold" if r == 0 else "warm"
                 runs[side].append(out)
-            peaks.append(measured_matmul_peak(2048))
+            if measured:
+                peaks.append(peak_flops()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     peak = max(peaks)
@@ -273,9 +284,12 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                        "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
                        "steps": n, "warm_steps_left_out": WARM, "preset": preset,
+                       "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
+                       "jax_attention": runs["jax"][0].get("attention", "xla"),
                        "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
                        "data": "stdlib (prepared here)" if data is None else str(data)},
-            "flops_per_token": fpt, "peak_flops": peak, "summary": summary,
+            "flops_per_token": fpt, "peak_flops": peak, "peak_source": peak_source,
+            "summary": summary,
             "jax_breakdown_ms": br, "goals": goals, "runs": runs}
 
 
@@ -289,7 +303,8 @@ def _paired(runs: dict[str, list[dict]], side: str) -> float:
 def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: float,
               peak: float) -> tuple[dict, dict, dict]:
     """From each side's runs (as :func:`run_pretrain` records them): the summary per side
-    (steady ms/step: the median over rounds, tokens/s, MFU against ``peak`` FLOP/s, first step
+    (steady ms/step: the median over rounds, tokens/s, MFU against ``peak`` FLOP/s (None
+    above 100 %: a peak measured while the host was busy), first step
     cold and warm: from the process's launch to its first loss, None warm where only one round
     ran; wall, peak RSS, first loss), the JAX step's breakdown in ms (each phase's
     median; ``host_rest``: the steady step less their sum, negative where the phases timed
@@ -301,7 +316,8 @@ def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: floa
         warm = [x["first_step_s"] for x in rs if x["compile_cache"] == "warm"]
         summary[side] = {
             "steady_step_ms": step_ms, "tokens_per_s": tokens / step_ms * 1e3,
-            "mfu": flops_per_token * tokens / (step_ms / 1e3) / peak,
+            "mfu": mfu if (mfu := flops_per_token * tokens / (step_ms / 1e3) / peak) <= 1.0
+            else None,
             "first_step_s_cold": rs[0]["first_step_s"],
             "first_step_s_warm": min(warm) if warm else None,  # None: one round, no warm run
             "wall_s": min(x["wall_s"] for x in rs),

@@ -51,7 +51,8 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
         raise ValueError(f"variants (--variants) choose among the gpt2 suite's variants, and the "
                          f"suites here are {', '.join(suites)}: add gpt2 or leave variants out")
     if pretrain and "pretrain" not in suites:
-        raise ValueError(f"--{', --'.join(sorted(pretrain))} belong to the pretrain suite, and "
+        named = ", --".join(sorted(k.replace("_", "-") for k in pretrain))
+        raise ValueError(f"--{named} belong to the pretrain suite, and "
                          f"the suites here are {', '.join(suites)}: add pretrain or leave them out")
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)

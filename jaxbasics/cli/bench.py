@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain suite: steps per run (None: the size's, 60 at cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pretrain suite: rows per batch (None: the size's, 32 at cpu)")
+    p.add_argument("--bf16", action="store_true",
+                   help="pretrain suite: both sides in bfloat16 compute (JAX as train --bf16, "
+                        "PyTorch under autocast), float32 parameters")
 
 
 def _patterns(text: str) -> list[str]:
@@ -103,8 +106,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
                             variants=args.variants,
                             pretrain={k: getattr(args, k) for k in ("data", "preset", "context",
-                                                                    "steps", "batch_size")
-                                      if getattr(args, k) is not None},
+                                                                    "steps", "batch_size",
+                                                                    "bf16")
+                                      if getattr(args, k) not in (None, False)},
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
@@ -254,8 +258,11 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     t = Table(title=f"pretraining on the same shards: d={cfg['emb_dim']}, {cfg['n_layers']} "
                     f"layers, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, batch "
                     f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps (JAX "
-                    f"{cfg.get('jax_steps_per_call', 1)} a call); peak "
-                    f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s (2048² fp32 matmul, this run)",
+                    f"{cfg.get('jax_steps_per_call', 1)} a call), "
+                    f"{'bf16' if cfg.get('dtype', 'float32') != 'float32' else 'fp32'}, JAX "
+                    f"attention {cfg.get('jax_attention', 'xla')}; peak "
+                    f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s "
+                    f"({p.get('peak_source', '2048² fp32 matmul, this run')})",
               title_justify="left")
     for col in ("", "steady ms/step", "tokens/s", "MFU", "launch to 1st loss s (cold / warm cache)",
                 "wall s", "peak RSS MiB", "loss at step 1"):

@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recompute block activations in the backward pass: 'full' (when given "
                         "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU, "
                         "where it is fastest, 'off' elsewhere)")
+    t.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
+                   help="attention kernel: 'cudnn' (cuDNN flash attention: NVIDIA GPU, --bf16, "
+                        "no --dropout), 'xla' (any device), or 'auto' ('cudnn' where it "
+                        "applies, else 'xla')")
     t.add_argument("--preset", choices=["tiny", *PRESETS], default="tiny",
                    help="model size: tiny (d=128, 4 layers, 4 heads) or a GPT-2 size; "
                         "--n-layer, --n-embd, --n-head change it")
@@ -217,7 +221,7 @@ FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "learning_rate": "--l
          "warmup_steps": "--warmup", "min_lr_ratio": "--min-lr (as a ratio of --lr)",
          "schedule": "--schedule", "weight_decay": "--weight-decay", "b2": "--beta2",
          "clip_norm": "--grad-clip", "accumulate": "--accumulate", "bf16": "--bf16",
-         "remat": "--remat", "seed": "--seed", "save_every": "--save-every",
+         "remat": "--remat", "attention": "--attention", "seed": "--seed", "save_every": "--save-every",
          "steps_per_call": "--steps-per-call", "n_layers": "--n-layer", "emb_dim": "--n-embd",
          "n_heads": "--n-head", "tie_embeddings": "--tie-embeddings", "qkv_bias": "--qkv-bias",
          "drop_rate": "--dropout", "context_length": "--context", "vocab_size": "--vocab-size",
@@ -405,6 +409,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         addition_accuracy,
         check_fresh,
         check_resumable,
+        resolve_attention,
         run_meta,
         task_seq_len,
         task_vocab,
@@ -456,8 +461,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             clip_norm=args.grad_clip or float("inf"),
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
-                            seed=args.seed, save_every=args.save_every,
+                            attention=args.attention, seed=args.seed, save_every=args.save_every,
                             steps_per_call=args.steps_per_call)
+        resolve_attention(opts.attention, cfg, opts.bf16)  # refused here, before any output
         evaluation = None
         if isinstance(task, PretrainData) and task.val is not None and args.eval_every > 0:
             evaluation = Evaluation(every=args.eval_every, batches=args.eval_batches,

@@ -118,8 +118,9 @@ class CausalSelfAttention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, pos, 0, 0))
             v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
             cache = (k, v)
+        # cuDNN's kernel takes no KV cache: decoding computes the same function through XLA
         out = causal_attention(q, k, v, pos=pos, drop_rate=self.drop_rate, key=key,
-                               implementation=self.implementation,
+                               implementation="xla" if cache is not None else self.implementation,
                                scale=self.cfg.attention_scale(layer))  # (B, T, H, hd)
         return self.proj(out.reshape(b * t, d)), cache
 
@@ -190,8 +191,13 @@ class GPT(nnx.Module):
         the fastest, since it moves far less memory; any other name of a
         ``jax.checkpoint_policies`` policy is accepted too.
       attention: ``"xla"`` (default, any device) or ``"cudnn"`` (cuDNN flash attention on
-        NVIDIA GPUs, bfloat16/float16, no attention dropout or KV cache); see
+        NVIDIA GPUs, bfloat16/float16, no dropout: ``cfg.drop_rate`` must be 0; decoding with
+        a KV cache computes the same function through XLA); see
         :mod:`jaxbasics.gpt.attention`.
+
+    Raises:
+      ValueError: ``attention="cudnn"`` with a float32 ``dtype``, dropout, or
+        ``scale_attn_by_inverse_layer_idx``.
       rngs: parameter initialisation keys.
     """
 
@@ -205,6 +211,9 @@ class GPT(nnx.Module):
         if attention == "cudnn" and dtype not in (jnp.bfloat16, jnp.float16):
             raise ValueError(f"attention='cudnn' needs dtype bfloat16 or float16 (cuDNN's flash "
                              f"attention), got {dtype}; use attention='xla' for {dtype}")
+        if attention == "cudnn" and cfg.drop_rate > 0:
+            raise ValueError(f"attention='cudnn' has no dropout (cuDNN's flash attention), got "
+                             f"cfg.drop_rate {cfg.drop_rate}; use drop_rate 0 or attention='xla'")
         if attention == "cudnn" and cfg.scale_attn_by_inverse_layer_idx:
             raise ValueError("attention='cudnn' takes one scale for all blocks, but "
                              "cfg.scale_attn_by_inverse_layer_idx scales each block's scores "

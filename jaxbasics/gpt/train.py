@@ -30,6 +30,7 @@ from flax import nnx
 
 from jaxbasics import checks
 from jaxbasics.gpt import checkpoint, plots
+from jaxbasics.gpt.attention import check_implementation
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, PretrainData, TextDataset, step_key
 from jaxbasics.gpt.generate import generate
@@ -62,6 +63,8 @@ class TrainOptions:
     bf16: bool = False  # bfloat16 compute, float32 parameters and optimizer state
     # see GPT: False, True/"full", "dots", a checkpoint policy name, or "auto" (resolve_remat)
     remat: bool | str = "auto"
+    # attention kernel, see GPT: "xla", "cudnn" or "auto" (resolve_attention)
+    attention: str = "auto"
     seed: int = 0
     save_every: int = 500
     # optimizer updates per compiled call (make_gpt_train_loop): fewer dispatches and, on CPU,
@@ -85,6 +88,8 @@ class TrainOptions:
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
             checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
+        if self.attention != "auto":
+            check_implementation(self.attention)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
                              f"{self.schedule!r}")
@@ -158,10 +163,41 @@ def resolve_remat(remat: bool | str, backend: str | None = None) -> bool | str:
     return remat
 
 
+def resolve_attention(attention: str, cfg: GPTConfig, bf16: bool,
+                      device: jax.Device | None = None) -> str:
+    """The attention kernel to build the model with (:mod:`jaxbasics.gpt.attention`):
+    ``"auto"`` is ``"cudnn"`` (cuDNN's fused flash attention) where it applies and ``"xla"``
+    elsewhere; it applies on an NVIDIA GPU (``device``, default: JAX's first) with bfloat16
+    compute (``bf16``), no dropout (``cfg.drop_rate`` 0: the kernel has none) and one attention
+    scale for every block (not ``scale_attn_by_inverse_layer_idx``). The two compute the same
+    function (to rounding); on an H200 at GPT-2 124M's shape cuDNN's step took 0.57 of XLA's
+    (docs/performance.md). Any other value is checked and returned; ``"cudnn"`` where it does
+    not apply is refused (``ValueError`` saying which condition fails)."""
+    check = attention if attention == "auto" else check_implementation(attention)
+    device = device or jax.devices()[0]
+    cuda = device.platform == "gpu" and "cuda" in str(
+        getattr(device.client, "platform_version", "")).lower()
+    usable = bf16 and cfg.drop_rate == 0.0 and not cfg.scale_attn_by_inverse_layer_idx
+    if check == "cudnn" and not (cuda and usable):
+        why = (f"an NVIDIA GPU (cuDNN), but JAX runs on {device.platform} "
+               f"({device.device_kind})" if not cuda else
+               "bfloat16 compute (bf16), got float32" if not bf16 else
+               f"no dropout (cuDNN's kernel has none), got drop_rate {cfg.drop_rate}"
+               if cfg.drop_rate else "one attention scale for every block, got "
+               "scale_attn_by_inverse_layer_idx")
+        raise ValueError(f"attention 'cudnn' needs {why}; use 'xla' or 'auto'")
+    if check != "auto":
+        return check
+    return "cudnn" if cuda and usable else "xla"
+
+
 def build_model(cfg: GPTConfig, opts: TrainOptions) -> GPT:
-    """The GPT for ``cfg`` with the compute dtype and remat setting of ``opts``."""
+    """The GPT for ``cfg`` with the compute dtype, remat setting and attention kernel of
+    ``opts`` (:func:`resolve_remat`, :func:`resolve_attention`)."""
     return GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32,
-               remat=resolve_remat(opts.remat), rngs=nnx.Rngs(opts.seed))
+               remat=resolve_remat(opts.remat),
+               attention=resolve_attention(opts.attention, cfg, opts.bf16),
+               rngs=nnx.Rngs(opts.seed))
 
 
 def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -781,9 +817,10 @@ def _first_non_finite(records: list[dict]) -> tuple[int, str, float] | None:
 
 
 #: options that may differ when a run is resumed: they change no parameter (how many steps
-#: go in one call, how often a checkpoint is written) or extend it (``steps``: the schedule is
+#: go in one call, how often a checkpoint is written, which kernel computes attention: the
+#: same function to rounding) or extend it (``steps``: the schedule is
 #: re-planned to the new length, :func:`learning_rate_schedule`)
-RESUME_MAY_DIFFER = ("steps", "steps_per_call", "save_every")
+RESUME_MAY_DIFFER = ("steps", "steps_per_call", "save_every", "attention")
 
 
 def _resume_view(key: str, value: dict) -> dict:
