@@ -349,9 +349,12 @@ def test_train_loop_is_k_calls_of_the_step():
     p3, s3, m3 = make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys,
                                                                  keys)
     assert m3["loss"].shape == m3["grad_norm"].shape == (3,)
+    # to float32 rounding: under this suite's XLA flags (tests/conftest.py) a fused kernel may
+    # round an update inside the scan and alone differently in the last bit; with XLA's
+    # default emitters they are bit-identical (test_k_update_calls_are_bit_identical_...)
     np.testing.assert_allclose(m3["loss"], losses, rtol=1e-6)
-    chex.assert_trees_all_close(p3, p, rtol=1e-6, atol=1e-7)
-    chex.assert_trees_all_close(s3, s, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(p3, p, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(s3, s, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match=r"xs and ys must be \(N, B, T\) and keys \(N\), got "
                        r"xs \(3, 8, 9\), ys \(3, 8, 9\), keys \(2,\)"):
         make_gpt_train_loop(graphdef, tx, donate=False)(params, tx.init(params), xs, ys, keys[:2])
@@ -361,9 +364,11 @@ def test_train_loop_is_k_calls_of_the_step():
 @RESUME
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
-    """Bit for bit the run of one call per step (accumulate=1: one jitted step per update;
-    accumulate=2: one call per update's two micro-batches), with dropout and checkpoints that
-    do not fall on a call boundary; a run may resume with another steps_per_call."""
+    """The run of one call per step (accumulate=1: one jitted step per update; accumulate=2:
+    one call per update's two micro-batches), with dropout and checkpoints that do not fall on
+    a call boundary; a run may resume with another steps_per_call. The same steps and records;
+    the numbers to float32 rounding under this suite's XLA flags (tests/conftest.py), bit for
+    bit under XLA's default ones (test_k_update_calls_are_bit_identical_under_default_xla)."""
     task = AdditionTask(2)
     cfg = CFG.replace(drop_rate=0.1)
     opts = dataclasses.replace(SPC_OPTS, accumulate=accumulate)
@@ -375,9 +380,67 @@ def test_steps_per_call_changes_nothing_but_the_calls(tmp_path, accumulate):
     # into a K-update loop is test_ctrl_c_inside_a_multi_step_call_saves...)
     resumed = train(cfg, task, dataclasses.replace(opts, steps_per_call=1), run_dir=tmp_path,
                     resume=True)
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
-    chex.assert_trees_all_equal(resumed.params, whole.params)
-    chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
+    np.testing.assert_allclose([r["loss"] for r in resumed.history],
+                               [r["loss"] for r in whole.history], rtol=1e-6)
+    chex.assert_trees_all_close(resumed.params, whole.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(resumed.opt_state, whole.opt_state, rtol=1e-5, atol=1e-6)
+
+
+BIT_IDENTICAL = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jaxbasics.gpt.config import GPTConfig
+from jaxbasics.gpt.data import AdditionTask
+from jaxbasics.gpt.model import parameter_table
+from jaxbasics.gpt.train import (TrainOptions, build_model, make_gpt_train_loop,
+                                 make_gpt_train_step, make_optimizer)
+from jaxbasics.params import split_params
+
+cfg = GPTConfig(vocab_size=256, context_length=16, emb_dim=64, n_heads=4, n_layers=2,
+                drop_rate=0.1)
+model = build_model(cfg, TrainOptions())
+graphdef, params = split_params(model)
+tx = make_optimizer(TrainOptions(steps=10, warmup_steps=2), parameter_table(model))
+task = AdditionTask(2)
+# 3 updates of 2 micro-batches of 8 rows each: (3, 2, 8, T), keys (3, 2)
+batches = [[task.batch(2 * i + j, 8) for j in range(2)] for i in range(3)]
+xs = np.stack([np.stack([x for x, _ in b]) for b in batches])
+ys = np.stack([np.stack([y for _, y in b]) for b in batches])
+keys = jnp.stack([jnp.stack([jax.random.key(2 * i + j) for j in range(2)]) for i in range(3)])
+step = make_gpt_train_step(graphdef, tx, accumulate=True, donate=False)
+p, s, losses = params, tx.init(params), []
+for i in range(3):
+    p, s, m = step(p, s, xs[i], ys[i], keys[i])
+    losses.append(float(m["loss"]))
+p3, s3, m3 = make_gpt_train_loop(graphdef, tx, accumulate=True, donate=False)(
+    params, tx.init(params), xs, ys, keys)
+same = lambda a, b: all(np.array_equal(x, y) for x, y in
+                        zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+print(json.dumps({"losses": [float(v) for v in m3["loss"]] == losses,
+                  "params": same(p3, p), "opt_state": same(s3, s)}))
+"""
+
+
+@pytest.mark.slow
+def test_k_update_calls_are_bit_identical_under_default_xla():
+    """With XLA's default fusion emitters, as users run it, three updates in one call (a
+    lax.scan) equal three calls of the step bit for bit, with dropout and two micro-batches an
+    update: losses, parameters and optimizer state (docs/performance.md says so; train's
+    K-update calls, checkpoints and resumes around them are the same programs, tested above).
+    In a process of its own, since this suite compiles with the older emitters
+    (tests/conftest.py); LLVM's optimisation level stays at the suite's 0, which changes no
+    value."""
+    import json
+    import os
+
+    from helpers import run_python
+
+    flags = os.environ.get("XLA_FLAGS", "").replace("--xla_cpu_use_fusion_emitters=false", "")
+    done = run_python(BIT_IDENTICAL, env={**os.environ, "XLA_FLAGS": flags.strip()})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "losses": True, "params": True, "opt_state": True}
 
 
 @functools.cache
