@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "
-                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU, "
-                        "where it is fastest, 'off' elsewhere)")
+                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU "
+                        "and on GPU with XLA's attention, where it is fastest, else 'off')")
     t.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
                    help="attention kernel: 'cudnn' (cuDNN flash attention: NVIDIA GPU, --bf16, "
                         "no --dropout), 'xla' (any device), or 'auto' ('cudnn' where it "
