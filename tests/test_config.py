@@ -78,15 +78,20 @@ def test_config_is_frozen_and_has_head_dim():
 
 def test_flops_per_token_counted_by_hand():
     cfg = GPTConfig(vocab_size=10, context_length=8, emb_dim=4, n_heads=2, n_layers=1)
-    # weights that multiply (no position table): token embedding 10·4 = 40; block: LayerNorm 8,
-    # QKV 3·4·4 = 48, out-proj 16 + 4 = 20, LayerNorm 8, MLP 4·16 + 16 = 80 and 16·4 + 4 = 68;
-    # final LayerNorm 8; head 40: N = 40 + 232 + 8 + 40 = 320
+    # weights that multiply (no position table, and the token table is a lookup too): block:
+    # LayerNorm 8, QKV 3·4·4 = 48, out-proj 16 + 4 = 20, LayerNorm 8, MLP 4·16 + 16 = 80 and
+    # 16·4 + 4 = 68; final LayerNorm 8; head 10·4 = 40: N = 232 + 8 + 40 = 280
     # attention per token: Q·Kᵀ and scores·V, 2·T·d each, ×3 for the backward: 12·L·T·d
-    assert flops_per_token(cfg) == 6 * 320 + 12 * 1 * 8 * 4 == 2304
-    assert flops_per_token(cfg, 4) == 6 * 320 + 12 * 1 * 4 * 4 == 2112
-    # GPT-2 124M untied (nanoGPT's estimate_mfu gives the same 6·N + 12·L·H·Q·T)
-    n = 163_009_536 - 1024 * 768
-    assert flops_per_token(GPT_CONFIG_124M) == 6 * n + 12 * 12 * 1024 * 768 == 1_086_584_832
+    assert flops_per_token(cfg) == 6 * 280 + 12 * 1 * 8 * 4 == 2064
+    assert flops_per_token(cfg, 4) == 6 * 280 + 12 * 1 * 4 * 4 == 1872
+    # tied, the one matrix is the head: the same count (the FLOPs do not change)
+    assert flops_per_token(cfg.replace(tie_embeddings=True)) == 2064
+    # GPT-2 124M untied: 163,009,536 parameters less the two tables; tied it has 124,412,160
+    # less the position table, the same N (nanoGPT's estimate_mfu: 6·N + 12·L·H·Q·T, N its
+    # tied model's parameters without the position table)
+    n = 163_009_536 - 1024 * 768 - 50257 * 768
+    assert n == 124_412_160 - 1024 * 768 == 123_625_728
+    assert flops_per_token(GPT_CONFIG_124M) == 6 * n + 12 * 12 * 1024 * 768 == 855_000_576
     with pytest.raises(ValueError, match="seq_len must be a positive integer, got 0"):
         flops_per_token(cfg, 0)
     with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str"):

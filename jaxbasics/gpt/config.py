@@ -164,9 +164,11 @@ def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
     """Training FLOPs per token (forward + backward) of :class:`jaxbasics.gpt.model.GPT` for
     ``cfg`` at sequence length ``seq_len`` (default ``cfg.context_length``)::
 
-        6·N + 12·L·T·d      N: parameter_count(cfg, include_position=False) (the position
-                            table is a lookup, no matmul), L layers, T sequence length,
-                            d width (= heads · head dims)
+        6·N + 12·L·T·d      N: the parameters that multiply: parameter_count(cfg) less the
+                            position table and, untied, the token table (each a lookup, no
+                            matmul; tied, the one matrix is the head's and counts once, so
+                            tied and untied models count alike), L layers, T sequence
+                            length, d width (= heads · head dims)
 
     6·N is 2 FLOPs per multiply-add of every weight in the forward pass and twice that in the
     backward one (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1);
@@ -181,6 +183,8 @@ def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
       ValueError: ``seq_len`` is not a positive integer.
     """
     n = parameter_count(cfg, include_position=False)  # refuses anything but a GPTConfig
+    if not cfg.tie_embeddings:  # the token table is looked up; the head's matrix multiplies
+        n -= cfg.vocab_size * cfg.emb_dim
     if seq_len is not None:
         checks.positive_int(seq_len, "seq_len")
     t = cfg.context_length if seq_len is None else seq_len
