@@ -11,6 +11,8 @@
 #   gpt2-bf16.json   GPT-2 124M step, bf16 variants (torch.compile off)
 #   pretrain.json    train --data beside a PyTorch loop, GPT-2 124M on 20 MB, 60 steps
 #   pretrain-bf16.json  the same in bfloat16 compute (JAX with cuDNN attention, PyTorch autocast)
+#   pretrain-bf16-remat.json  again with remat="dots" beside cuDNN's attention (train's "auto"
+#                    leaves it off there until this is measured)
 #   parts.json       the GPT-2 step's parts timed alone
 # and log.txt with every step's output. DEVICE (gpu or tpu; cpu to rehearse) and SIZE (full;
 # smoke to rehearse) come from the environment, and ONLY (names of steps, e.g. "pretrain
@@ -70,5 +72,7 @@ step pretrain 200 --suite pretrain --size "$size" --steps 60 --no-compile \
     --out "$out/pretrain.json"
 step pretrain-bf16 200 --suite pretrain --size "$size" --steps 60 --no-compile --bf16 \
     --out "$out/pretrain-bf16.json"
+step pretrain-bf16-remat 200 --suite pretrain --size "$size" --steps 60 --no-compile --bf16 \
+    --remat dots --out "$out/pretrain-bf16-remat.json"
 step parts 120 --suite gpt2-parts --size "$size" --out "$out/parts.json"
 say "done"

@@ -655,7 +655,7 @@ def test_pretrain_suite_in_bf16_computes_in_bf16_on_both_sides():
 
     out = run_pretrain("smoke", steps=4, compile_torch=False, bf16=True, log=lambda m: None)
     assert out["config"]["dtype"] == "bfloat16 compute, float32 parameters"
-    assert out["config"]["jax_attention"] == "xla"
+    assert out["config"]["jax_attention"] == "xla" and out["config"]["jax_remat"] == "dots"
     assert out["peak_source"] == "best fp32 matmul measured in this run"
     j, t = out["runs"]["jax"][0]["losses"], out["runs"]["torch_eager"][0]["losses"]
     np.testing.assert_allclose(j, t, rtol=2e-2)
@@ -683,3 +683,31 @@ def test_pretrain_suite_refuses_bad_settings_before_preparing_anything(monkeypat
 def test_pretrain_options_without_the_pretrain_suite_are_refused():
     with pytest.raises(ValueError, match="--preset belong to the pretrain suite"):
         run_suites(("neuron",), "smoke", pretrain={"preset": "gpt2"})
+
+
+@pytest.mark.parametrize("argv, given", [
+    ([], {}),
+    (["--steps", "0", "--batch-size", "4"], {"steps": 0, "batch_size": 4}),  # 0 reaches the check
+    (["--bf16", "--remat", "off"], {"bf16": True, "remat": False}),
+    (["--remat", "dots", "--preset", "gpt2"], {"remat": "dots", "preset": "gpt2"}),
+])
+def test_the_pretrain_suites_options_reach_it_as_given(monkeypatch, argv, given):
+    from jaxbasics.bench import suites
+
+    seen = {}
+
+    def run(suite_names, size, **kwargs):
+        seen.update(kwargs["pretrain"])
+        raise ValueError("stop")
+
+    monkeypatch.setattr(suites, "run_suites", run)
+    assert main(["bench", "--suite", "pretrain", "--size", "smoke", *argv]) == 2
+    assert seen == given
+
+
+def test_a_bad_remat_for_the_pretrain_suite_is_named_before_anything_is_prepared(monkeypatch):
+    from jaxbasics.bench import pretrain
+
+    monkeypatch.setattr(pretrain, "make_data", lambda *a: pytest.fail("prepared a corpus"))
+    with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots'"):
+        pretrain.run_pretrain("smoke", remat="sometimes", compile_torch=False, log=lambda m: None)

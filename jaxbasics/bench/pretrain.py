@@ -107,7 +107,7 @@ compute(0)
 device = med(compute) / K
 fetch = med(lambda i: (np.asarray(state[2]["loss"]), np.asarray(state[2]["grad_norm"])))
 print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
-                  "attention": model.attention,
+                  "attention": model.attention, "remat": model.remat,
                   "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
                                   "device_compute": device, "metric_fetch": fetch}}))
@@ -200,14 +200,16 @@ def make_data(folder: Path, size: str, log: Callable[[str], Any]) -> Path:
 def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | None = None,
                  context: int | None = None, steps: int | None = None,
                  batch_size: int | None = None, compile_torch: bool = True,
-                 bf16: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
+                 bf16: bool = False, remat: bool | str = "auto",
+                 log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the comparison of the module docstring at ``size`` (:data:`SIZES`) on ``data`` (a
     prepared DATA folder; None: the standard library, prepared here), the model of the size or
     of ``preset`` (:data:`jaxbasics.gpt.config.PRESETS`) at ``context``, ``steps`` and
     ``batch_size`` rows a batch (None: the size's); ``train``'s own ``steps_per_call`` default
     (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
     a user's run of that length gets; ``bf16``: both sides in bfloat16 compute (module
-    docstring); returns a JSON-ready
+    docstring); ``remat``: the JAX side's (``train --remat``; "auto": train's default,
+    :func:`jaxbasics.gpt.train.resolve_remat`); returns a JSON-ready
     dict: each run's figures, the medians per side, the JAX step's breakdown, the ratios and
     whether each goal (:data:`GOALS`) is met. ``ValueError`` names a size, preset, context,
     step count or batch size out of range before anything is prepared or run."""
@@ -221,6 +223,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     for value, name in ((context, "context"), (steps, "steps"), (batch_size, "batch_size")):
         if value is not None:  # 0 is refused, not taken for "the size's"
             checks.positive_int(value, name)
+    from jaxbasics.gpt.train import resolve_remat
+
+    resolve_remat(remat)  # a bad policy named before anything is prepared
     import torch
 
     from jaxbasics.bench.device import peak_flops
@@ -247,6 +252,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         cfg = base.replace(vocab_size=task.vocab_size, context_length=ctx, drop_rate=0.0)
         opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
                             steps_per_call=s.get("steps_per_call", "auto"), bf16=bf16,
+                            remat=remat,
                             warmup_steps=min(100, n // 10), save_every=10**9)
         model = build_model(cfg, opts)  # the weights both sides start from
         weights = {name: torch.from_numpy(arr.copy()) for name, _, arr in
@@ -257,7 +263,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         opts_d = {f: getattr(opts, f) for f in ("steps", "batch_size", "learning_rate",
                                                 "warmup_steps", "weight_decay", "clip_norm",
                                                 "min_lr_ratio", "save_every",
-                                                "steps_per_call", "bf16")}
+                                                "steps_per_call", "bf16", "remat")}
         spec = {"cfg": cfg_d, "opts": opts_d, "data": str(folder), "cache": str(work / "xla"),
                 "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9,
                 "bf16": bf16}
@@ -286,6 +292,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                        "steps": n, "warm_steps_left_out": WARM, "preset": preset,
                        "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
                        "jax_attention": runs["jax"][0].get("attention", "xla"),
+                       "jax_remat": runs["jax"][0].get("remat", "dots"),
                        "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
                        "data": "stdlib (prepared here)" if data is None else str(data)},
             "flops_per_token": fpt, "peak_flops": peak, "peak_source": peak_source,

@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain suite: steps per run (None: the size's, 60 at cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pretrain suite: rows per batch (None: the size's, 32 at cpu)")
+    p.add_argument("--remat", default=None, metavar="POLICY",
+                   help="pretrain suite: the JAX side's remat, as train --remat takes it "
+                        "('dots', 'full', 'off'; None: train's default, auto)")
     p.add_argument("--bf16", action="store_true",
                    help="pretrain suite: both sides in bfloat16 compute (JAX as train --bf16, "
                         "PyTorch under autocast), float32 parameters")
@@ -73,6 +76,17 @@ def _patterns(text: str) -> list[str]:
     if not patterns:
         raise argparse.ArgumentTypeError(f"expected comma-separated name patterns, got {text!r}")
     return patterns
+
+
+def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pretrain suite's options the command line gave (a 0 is given, and refused there)."""
+    given = {k: getattr(args, k) for k in ("data", "preset", "context", "steps", "batch_size")
+             if getattr(args, k) is not None}
+    if args.bf16:
+        given["bf16"] = True
+    if args.remat is not None:
+        given["remat"] = False if args.remat == "off" else args.remat
+    return given
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -105,10 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = run_suites(suites, args.size, compile_torch=False if args.no_compile else None,
                             variants=args.variants,
-                            pretrain={k: getattr(args, k) for k in ("data", "preset", "context",
-                                                                    "steps", "batch_size",
-                                                                    "bf16")
-                                      if getattr(args, k) not in (None, False)},
+                            pretrain=_pretrain_options(args),
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
@@ -260,7 +271,8 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
                     f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps (JAX "
                     f"{cfg.get('jax_steps_per_call', 1)} a call), "
                     f"{'bf16' if cfg.get('dtype', 'float32') != 'float32' else 'fp32'}, JAX "
-                    f"attention {cfg.get('jax_attention', 'xla')}; peak "
+                    f"attention {cfg.get('jax_attention', 'xla')}, remat "
+                    f"{cfg.get('jax_remat', 'dots') or 'off'}; peak "
                     f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s "
                     f"({p.get('peak_source', '2048² fp32 matmul, this run')})",
               title_justify="left")
