@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,12 @@ def time_once(fn: Callable[[], Any], *, sync: Callable[[Any], Any] = block) -> t
 
 def default_device() -> jax.Device:
     """The device JAX puts a new array on: ``jax_default_device`` where it is set (``jaxbasics
-    bench --device``), else the first device of JAX's default backend."""
-    return next(iter(jnp.zeros(()).devices()))
+    bench --device``; a device or a platform name), else the first device of JAX's default
+    backend. Allocates nothing, so it may be asked while a function is traced."""
+    chosen = getattr(jax.config, "jax_default_device", None)
+    if chosen is None:
+        return jax.devices()[0]
+    return jax.devices(chosen)[0] if isinstance(chosen, str) else chosen
 
 
 # Dense (no sparsity) bf16 tensor-core peaks per JAX device, from the vendors' data sheets, in

@@ -124,11 +124,15 @@ def test_a_run_directory_scores_as_its_model_and_mismatches_are_named(tiny, tmp_
     _, params = split_params(model)
     _, hf_params = split_params(hf_model)
     opt_state = make_optimizer(opts, parameter_table(model)).init(params)
+    # trained with cuDNN's attention (on a GPU): the kernel is this machine's choice on loading,
+    # or a run from a GPU could not be scored, sampled or exported on a laptop
     checkpoint.save(tmp_path / "run", 3, hf_params, opt_state,
-                    {"config": hf_model.cfg.to_dict(), "options": dataclasses.asdict(opts),
+                    {"config": hf_model.cfg.to_dict(),
+                     "options": {**dataclasses.asdict(opts), "attention": "cudnn"},
                      "task": {"kind": "test"}, "history": []})
     load_tokenizer(root / "hf").save(tmp_path / "run" / "tokenizer")
     loaded, tok = load_run(tmp_path / "run")
+    assert loaded.attention == "xla"
     assert tok.encode(TEXTS[1]) == load_tokenizer(root / "hf").encode(TEXTS[1])
     capsys.readouterr()
     assert main(["eval", "--run", str(tmp_path / "run"), "--data", str(root / "data"),

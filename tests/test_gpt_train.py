@@ -724,10 +724,11 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
 
 
 class _FakeDevice:
-    """What resolve_attention reads of a device: platform, kind, client's platform_version."""
+    """What resolve_attention reads of a device: platform, kind, client's platform_version,
+    compute capability."""
 
-    def __init__(self, platform, kind, version):
-        self.platform, self.device_kind = platform, kind
+    def __init__(self, platform, kind, version, capability=None):
+        self.platform, self.device_kind, self.compute_capability = platform, kind, capability
         self.client = type("Client", (), {"platform_version": version})()
 
 
@@ -738,19 +739,32 @@ def test_attention_auto_is_cudnn_exactly_where_cudnn_can_run():
     from jaxbasics.gpt.train import resolve_attention
 
     cfg = GPTConfig(drop_rate=0.0)
-    cuda = _FakeDevice("gpu", "NVIDIA H200", "cuda 13000")
+    cuda = _FakeDevice("gpu", "NVIDIA H200", "cuda 13000", "9.0")
     assert resolve_attention("auto", cfg, True, cuda) == "cudnn"
+    mesh = type("Mesh", (), {"shape": {"data": 2, "fsdp": 2, "tensor": 1}})()
+    assert resolve_attention("auto", cfg, True, cuda, mesh) == "cudnn"  # heads whole
     assert resolve_attention("auto", cfg, False, cuda) == "xla"  # float32: no flash kernel
     assert resolve_attention("auto", cfg.replace(drop_rate=0.1), True, cuda) == "xla"
     assert resolve_attention("auto", cfg.replace(scale_attn_by_inverse_layer_idx=True), True,
                              cuda) == "xla"
     assert resolve_attention("xla", cfg, True, cuda) == "xla"
+    volta = _FakeDevice("gpu", "Tesla V100-SXM2-16GB", "cuda 12030", "7.0")
+    tensor = type("Mesh", (), {"shape": {"data": 2, "tensor": 2}})()
     for bad, why in ((dict(bf16=False), "bfloat16 compute (bf16), got float32"),
                      (dict(drop_rate=0.1), "no dropout (cuDNN's kernel has none), got drop_rate 0.1"),
-                     (dict(scale_attn_by_inverse_layer_idx=True), "one attention scale for every")):
-        bf16 = bad.pop("bf16", True)
+                     (dict(scale_attn_by_inverse_layer_idx=True), "one attention scale for every"),
+                     (dict(emb_dim=96, n_heads=8), "a head size that is a multiple of 8 and at "
+                                                   "most 128, got 12"),
+                     (dict(emb_dim=512, n_heads=2), "a head size that is a multiple of 8 and at "
+                                                    "most 128, got 256"),
+                     (dict(device=volta), "an NVIDIA GPU of compute capability 8.0 or later, "
+                                          "got 7.0 (Tesla V100-SXM2-16GB)"),
+                     (dict(mesh=tensor), "heads kept whole on each device, got a mesh with "
+                                         "tensor=2")):
+        bf16, device, on = bad.pop("bf16", True), bad.pop("device", cuda), bad.pop("mesh", None)
+        assert resolve_attention("auto", cfg.replace(**bad), bf16, device, on) == "xla"
         with pytest.raises(ValueError, match=re.escape(f"attention 'cudnn' needs {why}")):
-            resolve_attention("cudnn", cfg.replace(**bad), bf16, cuda)
+            resolve_attention("cudnn", cfg.replace(**bad), bf16, device, on)
     for other in (_FakeDevice("gpu", "AMD Instinct MI300X", "rocm 60300"),
                   _FakeDevice("tpu", "TPU v5 lite", "PJRT C API"), jax.devices()[0]):
         assert resolve_attention("auto", cfg, True, other) == "xla"

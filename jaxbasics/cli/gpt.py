@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out: its own options are the defaults, and "
                           "only options typed here are compared with them (--steps, "
-                          "--save-every, --steps-per-call, --quiet may differ; data is known "
+                          "--save-every, --steps-per-call, --attention, --quiet may differ; "
+                          "data is known "
                           "by content, so a moved folder resumes); --steps beyond the run "
                           "extends it, the schedule re-planned to the new --steps from the "
                           "current step")
@@ -329,6 +330,7 @@ def _defaults_from_run(args: argparse.Namespace, meta: dict, typed: set[str]) ->
              "warmup": o["warmup_steps"], "weight_decay": o["weight_decay"],
              "accumulate": o["accumulate"], "bf16": o["bf16"],
              "remat": "off" if o["remat"] is False else o["remat"], "seed": o["seed"],
+             "attention": o.get("attention", "auto"),
              "save_every": o["save_every"], "steps_per_call": o.get("steps_per_call", 1),
              "beta2": o.get("b2", 0.95), "schedule": o.get("schedule", "cosine"),
              "grad_clip": 0.0 if o.get("clip_norm", 1.0) == float("inf") else o.get("clip_norm", 1.0)}
@@ -463,7 +465,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
                             attention=args.attention, seed=args.seed, save_every=args.save_every,
                             steps_per_call=args.steps_per_call)
-        resolve_attention(opts.attention, cfg, opts.bf16)  # refused here, before any output
+        # refused here, before any output; the kernel the run takes is said in its first line
+        attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
         evaluation = None
         if isinstance(task, PretrainData) and task.val is not None and args.eval_every > 0:
             evaluation = Evaluation(every=args.eval_every, batches=args.eval_batches,
@@ -496,6 +499,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"; {opts.steps} steps of {opts.batch_size}×{task_seq_len(task)} tokens"
             f"{' ×' + str(opts.accumulate) if opts.accumulate > 1 else ''}"
             f"{', bf16' if opts.bf16 else ''}"
+            f"{', cuDNN attention' if attention == 'cudnn' else ''}"
             f"{f', mesh {dict(mesh.shape)}' if mesh is not None else ''}")
     if old is not None:
         c.print(f"resuming {args.out} from step {old['step']} to step {opts.steps}"

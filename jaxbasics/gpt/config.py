@@ -145,7 +145,7 @@ def parameter_count(cfg: GPTConfig, *, tie_embeddings: bool | None = None,
         final       LayerNorm 2d + head V·d (0 when tied)
 
     ``tie_embeddings`` overrides ``cfg.tie_embeddings``; ``include_position=False`` leaves out
-    the C·d position table (the N in the 6N FLOPs-per-token rule).
+    the C·d position table (:func:`flops_per_token` leaves out the token table too, untied).
     GPT_CONFIG_124M: 163,009,536 untied, 124,412,160 tied.
     """
     if not isinstance(cfg, GPTConfig):
@@ -164,19 +164,19 @@ def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
     """Training FLOPs per token (forward + backward) of :class:`jaxbasics.gpt.model.GPT` for
     ``cfg`` at sequence length ``seq_len`` (default ``cfg.context_length``)::
 
-        6·N + 12·L·T·d      N: the parameters that multiply: parameter_count(cfg) less the
-                            position table and, untied, the token table (each a lookup, no
-                            matmul; tied, the one matrix is the head's and counts once, so
-                            tied and untied models count alike), L layers, T sequence
-                            length, d width (= heads · head dims)
+        6·N + 12·L·T·d      N: parameter_count(cfg) less the position table and, untied,
+                            the token table (each a lookup, no matmul; tied, the one matrix
+                            is the head's and counts once, so tied and untied models count
+                            alike), L layers, T sequence length, d width (= heads · head dims)
 
     6·N is 2 FLOPs per multiply-add of every weight in the forward pass and twice that in the
     backward one (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1);
     12·L·T·d is the attention scores Q·Kᵀ and their product with V, 2·T·d each per token and
     layer in the forward pass, times 3 for forward + backward (PaLM, Chowdhery et al. 2022,
     appendix B; nanoGPT's ``estimate_mfu``). The count is of the full T×T score matrix, the
-    causal mask not halving it; biases, LayerNorms, softmax and the optimizer are left out, as
-    both references do. The numerator of MFU: tokens/s · flops_per_token / peak FLOP/s.
+    causal mask not halving it. N keeps the biases and LayerNorm parameters, as nanoGPT's does
+    (0.07 % of GPT-2 124M's N, though they multiply nothing); softmax and the optimizer are
+    left out, as both references do. The numerator of MFU: tokens/s · flops_per_token / peak FLOP/s.
 
     Raises:
       TypeError: ``cfg`` is not a :class:`GPTConfig`.

@@ -194,11 +194,11 @@ class GPT(nnx.Module):
         NVIDIA GPUs, bfloat16/float16, no dropout: ``cfg.drop_rate`` must be 0; decoding with
         a KV cache computes the same function through XLA); see
         :mod:`jaxbasics.gpt.attention`.
+      rngs: parameter initialisation keys.
 
     Raises:
       ValueError: ``attention="cudnn"`` with a float32 ``dtype``, dropout, or
         ``scale_attn_by_inverse_layer_idx``.
-      rngs: parameter initialisation keys.
     """
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any = jnp.float32, remat: bool | str = False,

@@ -38,6 +38,7 @@ from jaxbasics.gpt.model import GPT, parameter_table, remat_policy
 from jaxbasics.losses import cross_entropy
 from jaxbasics.params import split_params
 from jaxbasics.step import make_step
+from jaxbasics.timing import default_device
 
 #: what :func:`train` learns from: each has ``batch(step, batch_size) -> (x, y)``, a pure
 #: function of (seed, step), and a ``tokenizer``
@@ -156,49 +157,68 @@ def resolve_remat(remat: bool | str, backend: str | None = None,
                   attention: str = "xla") -> bool | str:
     """The ``remat`` setting to build the model with: ``"auto"`` is ``"dots"`` where keeping
     only the matmul outputs and recomputing the elementwise work measured fastest, on a CPU
-    and on a GPU (``backend``, default JAX's) whose attention is XLA's (``attention``: at GPT-2
-    124M's shape on an H200 1.12x the step in fp32 and 1.09x in bf16, with a third of the
-    memory; docs/performance.md); ``False`` beside cuDNN's attention and on a TPU, where it
-    was not measured. Any other value is checked and returned."""
+    and on a GPU (``backend``, default: :func:`jaxbasics.timing.default_device`'s platform)
+    whose attention is XLA's (``attention``: at GPT-2 124M's shape on an H200 1.12x the step
+    in fp32 and 1.09x in bf16, with a third of the memory; docs/performance.md); ``False``
+    beside cuDNN's attention and on a TPU, where it was not measured. Any other value is
+    checked and returned."""
     if remat == "auto":
-        backend = backend or jax.default_backend()
+        backend = backend or default_device().platform
         return "dots" if backend == "cpu" or (backend == "gpu" and attention == "xla") else False
     remat_policy(remat)
     return remat
 
 
+def _cudnn_refusal(cfg: GPTConfig, bf16: bool, device: Any, mesh: Any) -> str | None:
+    """Why cuDNN's flash attention cannot run this model here, or None where it can."""
+    cuda = device.platform == "gpu" and "cuda" in str(
+        getattr(device.client, "platform_version", "")).lower()
+    capability = getattr(device, "compute_capability", None)
+    major = int(str(capability).split(".")[0]) if capability else 0
+    tensor = dict(getattr(mesh, "shape", {}) or {}).get("tensor", 1)
+    if not cuda:
+        return f"an NVIDIA GPU (cuDNN), but JAX runs on {device.platform} ({device.device_kind})"
+    if major < 8:
+        return (f"an NVIDIA GPU of compute capability 8.0 or later, got {capability} "
+                f"({device.device_kind})")
+    if not bf16:
+        return "bfloat16 compute (bf16), got float32"
+    if cfg.drop_rate:
+        return f"no dropout (cuDNN's kernel has none), got drop_rate {cfg.drop_rate}"
+    if cfg.scale_attn_by_inverse_layer_idx:
+        return "one attention scale for every block, got scale_attn_by_inverse_layer_idx"
+    if cfg.head_dim % 8 or cfg.head_dim > 128:
+        return f"a head size that is a multiple of 8 and at most 128, got {cfg.head_dim}"
+    if tensor > 1:
+        return f"heads kept whole on each device, got a mesh with tensor={tensor}"
+    return None
+
+
 def resolve_attention(attention: str, cfg: GPTConfig, bf16: bool,
-                      device: jax.Device | None = None) -> str:
+                      device: jax.Device | None = None, mesh: Any = None) -> str:
     """The attention kernel to build the model with (:mod:`jaxbasics.gpt.attention`):
     ``"auto"`` is ``"cudnn"`` (cuDNN's fused flash attention) where it applies and ``"xla"``
-    elsewhere; it applies on an NVIDIA GPU (``device``, default: JAX's first) with bfloat16
-    compute (``bf16``), no dropout (``cfg.drop_rate`` 0: the kernel has none) and one attention
-    scale for every block (not ``scale_attn_by_inverse_layer_idx``). The two compute the same
+    elsewhere. It applies on an NVIDIA GPU of compute capability 8.0 or later (``device``,
+    default: :func:`jaxbasics.timing.default_device`) with bfloat16 compute (``bf16``), no
+    dropout (``cfg.drop_rate`` 0: the kernel has none), one attention scale for every block
+    (not ``scale_attn_by_inverse_layer_idx``), a head size that is a multiple of 8 up to 128,
+    and, on a ``mesh``, no ``tensor`` axis splitting the heads. The two compute the same
     function (to rounding); on an H200 at GPT-2 124M's shape cuDNN's step took 0.57 of XLA's
     (docs/performance.md). Any other value is checked and returned; ``"cudnn"`` where it does
     not apply is refused (``ValueError`` saying which condition fails)."""
     check = attention if attention == "auto" else check_implementation(attention)
-    device = device or jax.devices()[0]
-    cuda = device.platform == "gpu" and "cuda" in str(
-        getattr(device.client, "platform_version", "")).lower()
-    usable = bf16 and cfg.drop_rate == 0.0 and not cfg.scale_attn_by_inverse_layer_idx
-    if check == "cudnn" and not (cuda and usable):
-        why = (f"an NVIDIA GPU (cuDNN), but JAX runs on {device.platform} "
-               f"({device.device_kind})" if not cuda else
-               "bfloat16 compute (bf16), got float32" if not bf16 else
-               f"no dropout (cuDNN's kernel has none), got drop_rate {cfg.drop_rate}"
-               if cfg.drop_rate else "one attention scale for every block, got "
-               "scale_attn_by_inverse_layer_idx")
-        raise ValueError(f"attention 'cudnn' needs {why}; use 'xla' or 'auto'")
-    if check != "auto":
+    if check == "xla":
         return check
-    return "cudnn" if cuda and usable else "xla"
+    why = _cudnn_refusal(cfg, bf16, device or default_device(), mesh)
+    if check == "cudnn" and why is not None:
+        raise ValueError(f"attention 'cudnn' needs {why}; use 'xla' or 'auto'")
+    return "xla" if why is not None else "cudnn"
 
 
-def build_model(cfg: GPTConfig, opts: TrainOptions) -> GPT:
+def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
     """The GPT for ``cfg`` with the compute dtype, remat setting and attention kernel of
-    ``opts`` (:func:`resolve_remat`, :func:`resolve_attention`)."""
-    attention = resolve_attention(opts.attention, cfg, opts.bf16)
+    ``opts`` (:func:`resolve_remat`, :func:`resolve_attention`, for a run on ``mesh``)."""
+    attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
     return GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32,
                remat=resolve_remat(opts.remat, attention=attention), attention=attention,
                rngs=nnx.Rngs(opts.seed))
@@ -535,7 +555,7 @@ def train(cfg: GPTConfig, task: Task, opts: TrainOptions, *,
         old = check_resumable(run_dir, meta)
     elif run_dir is not None:
         check_fresh(run_dir, overwrite)
-    model = build_model(cfg, opts)
+    model = build_model(cfg, opts, mesh)
     graphdef, params = split_params(model)
     table = parameter_table(model)
     tx = make_optimizer(opts, table)
