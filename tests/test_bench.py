@@ -601,6 +601,7 @@ def test_pretrain_suite_trains_both_frameworks_on_the_same_batches_from_the_same
     assert jax_run["losses"][0] == pytest.approx(math.log(out["config"]["vocab_size"]), rel=0.05)
     for side, s in out["summary"].items():
         assert 0 < s["first_step_s_cold"] < s["wall_s"], side
+        assert s["device_peak_mib"] is None, side  # a CPU's memory is the RSS
         assert s["steady_step_ms"] > 0 and s["peak_rss_mib"] > 50, side
         assert s["mfu"] == pytest.approx(out["flops_per_token"] * s["tokens_per_s"]
                                          / out["peak_flops"])
@@ -640,6 +641,16 @@ def test_pretrain_goals_pair_each_round_and_the_summary_takes_medians():
     assert goals["rss_vs_torch"]["value"] == pytest.approx(900 / 820)
     assert br["device_compute"] == pytest.approx(175.0)
     assert br["host_rest"] == pytest.approx(175.0)
+    assert summary["jax"]["device_peak_mib"] is None and "device_memory_vs_torch" not in goals
+    # on an accelerator each run also reports its device's peak: the larger of each side's
+    # rounds, and the memory goal on them
+    for side, peaks in (("jax", (3000, 3100)), ("torch_eager", (2900, 2800))):
+        for r, peak in zip(runs[side], peaks, strict=True):
+            r["device_peak"] = peak * 2**20
+    summary, _, goals = summarize(runs, tokens=1000, flops_per_token=1e6, peak=1e12)
+    assert summary["jax"]["device_peak_mib"] == 3100
+    assert goals["device_memory_vs_torch"] == {"value": pytest.approx(3100 / 2900), "goal": 1.1,
+                                               "met": True}
     # a peak below what a side reached (measured on a busy host, or a kernel outrunning the
     # probe, as PyTorch's did a 2048² matmul on an H200): no MFU over 100 % is given
     summary, _, _ = summarize(runs, tokens=1000, flops_per_token=1e6, peak=2.7e9)
@@ -711,3 +722,31 @@ def test_a_bad_remat_for_the_pretrain_suite_is_named_before_anything_is_prepared
     monkeypatch.setattr(pretrain, "make_data", lambda *a: pytest.fail("prepared a corpus"))
     with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots'"):
         pretrain.run_pretrain("smoke", remat="sometimes", compile_torch=False, log=lambda m: None)
+
+
+def test_the_h200_pretraining_results_print_as_stored_and_with_device_memory(capsys):
+    """The stored H200 run (benchmarks/results/nvidia-h200/pretrain.json) prints its figures;
+    a run that measured its device's peak (runs since this date) gets that column and goal."""
+    from jaxbasics.bench.pretrain import summarize
+    from jaxbasics.cli.bench import print_tables
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "nvidia-h200",
+                        "pretrain.json")
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    print_tables(result)
+    out = capsys.readouterr().out
+    assert "NVIDIA H200" in out and "141.7" in out and "85.0" in out  # steady ms a step
+    assert "data sheet, dense bf16" in out and "device peak MiB" not in out
+    p = result["pretrain"]
+    for side, mib in (("jax", 20_000), ("torch_eager", 16_000)):
+        for r in p["runs"][side]:
+            r["device_peak"] = mib * 2**20
+    c = p["config"]
+    p["summary"], p["jax_breakdown_ms"], p["goals"] = summarize(
+        p["runs"], tokens=c["batch"] * c["context"], flops_per_token=p["flops_per_token"],
+        peak=p["peak_flops"])
+    print_tables(result)
+    out = capsys.readouterr().out
+    assert "device peak MiB" in out and "20,000" in out and "16,000" in out
+    assert re.search(r"device memory vs torch\s*│\s*1\.25\s*│\s*1\.10\s*│\s*NOT met", out), out

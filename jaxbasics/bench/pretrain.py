@@ -14,7 +14,8 @@ compilation cache, the later ones with the cache it filled (the same for Inducto
 Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones;
 a step ends when its loss is on the host, and the updates of one JAX call of K, ``train``'s
 ``steps_per_call``, share that call's time), time to the first step's loss from the process's
-launch, wall for all steps, peak RSS, the first step's loss, MFU against
+launch, wall for all steps, peak RSS (and on an accelerator its memory at its highest, with
+the same goal as RSS's), the first step's loss, MFU against
 :func:`jaxbasics.bench.device.peak_flops` (a known accelerator's data-sheet dense bf16 peak, on
 a CPU the best 2048² fp32 matmul measured in the same run, before and after every round; an
 MFU above 100 % is withheld, None, as a peak measured while the host was busy); for JAX a
@@ -79,6 +80,7 @@ result = train(cfg, task, opts, on_step=lambda step, record: stamps.append(time.
 end = time.time()
 losses = [r["loss"] for r in result.history]
 rss = peak_rss()
+device_peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")  # None on CPU
 # the breakdown: each phase of one step timed alone, after the run (programs compiled)
 model = build_model(cfg, opts)
 graphdef, params = split_params(model)
@@ -108,6 +110,7 @@ device = med(compute) / K
 fetch = med(lambda i: (np.asarray(state[2]["loss"]), np.asarray(state[2]["grad_norm"])))
 print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
                   "attention": model.attention, "remat": model.remat,
+                  "device_peak": device_peak,
                   "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
                                   "device_compute": device, "metric_fetch": fetch}}))
@@ -156,7 +159,8 @@ for step in range(steps):
     losses.append(loss.item())
     stamps.append(time.time())
 print(json.dumps({"stamps": stamps, "end": time.time(), "losses": losses,
-                  "peak_rss": peak_rss()}))
+                  "peak_rss": peak_rss(), "device_peak": torch.cuda.max_memory_allocated(device)
+                  if device.type == "cuda" else None}))
 """
 
 
@@ -329,6 +333,9 @@ def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: floa
             "first_step_s_warm": min(warm) if warm else None,  # None: one round, no warm run
             "wall_s": min(x["wall_s"] for x in rs),
             "peak_rss_mib": max(x["peak_rss"] for x in rs) / 2**20,
+            # an accelerator's memory at its highest (allocated, not reserved), None on a CPU
+            "device_peak_mib": None if any(x.get("device_peak") is None for x in rs)
+            else max(x["device_peak"] for x in rs) / 2**20,
             "first_loss": rs[0]["losses"][0]}
     jax_rs = runs["jax"]
     br = {k: 1e3 * statistics.median(x["breakdown_s"][k] for x in jax_rs)
@@ -350,7 +357,11 @@ def summarize(runs: dict[str, list[dict]], *, tokens: int, flops_per_token: floa
                                           "goal": GOALS["step_vs_torch_compile"]}
         goals["rss_vs_torch"]["value"] = j["peak_rss_mib"] / min(e["peak_rss_mib"],
                                                                 c["peak_rss_mib"])
+    if j["device_peak_mib"] is not None and e["device_peak_mib"] is not None:
+        # on an accelerator the memory that limits a run is the device's: its goal as RSS's
+        goals["device_memory_vs_torch"] = {"value": j["device_peak_mib"] / e["device_peak_mib"],
+                                           "goal": GOALS["rss_vs_torch"]}
     for name, g in goals.items():
-        g["met"] = g["value"] <= g["goal"] if name.startswith(("first", "rss")) \
+        g["met"] = g["value"] <= g["goal"] if name.startswith(("first", "rss", "device")) \
             else g["value"] >= g["goal"]
     return summary, br, goals

@@ -276,14 +276,17 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
                     f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s "
                     f"({p.get('peak_source', '2048² fp32 matmul, this run')})",
               title_justify="left")
+    device = any(e.get("device_peak_mib") is not None for e in p["summary"].values())
     for col in ("", "steady ms/step", "tokens/s", "MFU", "launch to 1st loss s (cold / warm cache)",
-                "wall s", "peak RSS MiB", "loss at step 1"):
+                "wall s", "peak RSS MiB", *(["device peak MiB"] if device else []),
+                "loss at step 1"):
         t.add_column(col, justify="right")
     for name, e in p["summary"].items():
         t.add_row(name, _f(e["steady_step_ms"], ",.1f"), _f(e["tokens_per_s"], ",.0f"),
                   _f(e["mfu"], ".1%"),
                   f"{e['first_step_s_cold']:.1f} / {_f(e['first_step_s_warm'], '.1f')}",
                   _f(e["wall_s"], ",.1f"), _f(e["peak_rss_mib"], ",.0f"),
+                  *([_f(e.get("device_peak_mib"), ",.0f")] if device else []),
                   _f(e["first_loss"], ".6f"))
     c.print(t)
     t = Table(title="the JAX step taken apart (each phase timed alone), ms", title_justify="left")
