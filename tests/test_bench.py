@@ -679,6 +679,8 @@ def test_pretrain_suite_in_bf16_computes_in_bf16_on_both_sides():
     ({"steps": 0}, "steps must be a positive integer, got 0"),
     ({"context": -1}, "context must be a positive integer, got -1"),
     ({"preset": "gpt5"}, "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, got 'gpt5'"),
+    ({"steps": 1}, "steps must be at least 2 (the first one compiles, and a steady step is "
+                   "measured after it), got 1"),
 ])
 def test_pretrain_suite_refuses_bad_settings_before_preparing_anything(monkeypatch, kwargs,
                                                                        message):
@@ -692,7 +694,8 @@ def test_pretrain_suite_refuses_bad_settings_before_preparing_anything(monkeypat
 
 
 def test_pretrain_options_without_the_pretrain_suite_are_refused():
-    with pytest.raises(ValueError, match="--preset belong to the pretrain suite"):
+    with pytest.raises(ValueError, match=r"--preset only apply to the pretrain suite \(suites "
+                                         r"here: neuron\): add pretrain or leave them out"):
         run_suites(("neuron",), "smoke", pretrain={"preset": "gpt2"})
 
 
@@ -749,4 +752,18 @@ def test_the_h200_pretraining_results_print_as_stored_and_with_device_memory(cap
     print_tables(result)
     out = capsys.readouterr().out
     assert "device peak MiB" in out and "20,000" in out and "16,000" in out
-    assert re.search(r"device memory vs torch\s*│\s*1\.25\s*│\s*1\.10\s*│\s*NOT met", out), out
+    assert re.search(r"device memory vs torch\s*│\s*1\.25\s*│\s*≤ 1\.10\s*│\s*NOT met", out), out
+
+
+def test_the_steady_step_never_includes_the_compiling_call_and_refusals_speak_flags(
+        monkeypatch, capsys):
+    """A run of 4 steps took its 'steady' step as the median of all four, the compiling call
+    among them (4,278 ms against 2 a step, a new user found); short runs now leave out their
+    first half. The command line names its own options in the refusals."""
+    from jaxbasics.bench import pretrain
+    from jaxbasics.bench.pretrain import WARM, warm_left_out
+
+    assert [warm_left_out(n) for n in (2, 3, 4, 6, 15, 16, 60)] == [1, 1, 2, 3, 7, WARM, WARM]
+    monkeypatch.setattr(pretrain, "make_data", lambda *a: pytest.fail("prepared a corpus"))
+    assert main(["bench", "--suite", "pretrain", "--size", "smoke", "--steps", "0"]) == 2
+    assert "jaxbasics bench: --steps must be a positive integer, got 0" in capsys.readouterr().err

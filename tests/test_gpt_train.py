@@ -769,7 +769,7 @@ def test_attention_auto_is_cudnn_exactly_where_cudnn_can_run():
                   _FakeDevice("tpu", "TPU v5 lite", "PJRT C API"), jax.devices()[0]):
         assert resolve_attention("auto", cfg, True, other) == "xla"
         with pytest.raises(ValueError, match=r"attention 'cudnn' needs an NVIDIA GPU \(cuDNN\), "
-                                             rf"but JAX runs on {other.platform} "):
+                                             rf"but JAX runs on {other.platform}[ ;]"):
             resolve_attention("cudnn", cfg, True, other)
     with pytest.raises(ValueError, match=r"attention implementation must be one of .*'flash'"):
         TrainOptions(attention="flash")

@@ -11,7 +11,8 @@ start-up (imports + compile) are its own; the runs are interleaved, JAX, eager, 
 again, so that the host's drift falls on all three. The first JAX run starts with an empty
 compilation cache, the later ones with the cache it filled (the same for Inductor's).
 
-Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones;
+Reported per run: steady ms per step (median of the steps after the first ``WARM`` ones, or
+after the first half in runs shorter than ``2 · WARM``: :func:`warm_left_out`;
 a step ends when its loss is on the host, and the updates of one JAX call of K, ``train``'s
 ``steps_per_call``, share that call's time), time to the first step's loss from the process's
 launch, wall for all steps, peak RSS (and on an accelerator its memory at its highest, with
@@ -48,6 +49,12 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {"corpus": 20_000_000, "vocab": 8192, "model": (768, 12, 12), "context": 1024,
              "batch": 16, "steps": 40, "rounds": 2}}
 WARM = 8  # steps left out of the steady median (compiles, first touches, warm caches)
+
+
+def warm_left_out(steps: int) -> int:
+    """How many of a run's first ``steps`` the steady median leaves out: :data:`WARM`, or half
+    of a run shorter than twice that (so that the compiling call never sets the median)."""
+    return WARM if steps >= 2 * WARM else steps // 2
 GOALS = {"step_vs_torch_eager": 1.2, "step_vs_torch_compile": 1.0,
          "first_step_over_eager_s": 1.0, "rss_vs_torch": 1.1}
 
@@ -178,7 +185,7 @@ def _launch(script: str, spec: dict, env: dict[str, str]) -> dict[str, Any]:
     for k in out.get("calls", [1] * len(stamps)):
         steps += [(ends[made + k] - ends[made]) / k] * k
         made += k
-    steady = sorted(steps[WARM:] or steps)
+    steady = sorted(steps[warm_left_out(len(steps)):])
     out.update(first_step_s=stamps[0] - start, wall_s=out.pop("end") - start,
                steady_step_ms=1e3 * steady[len(steady) // 2], steps=len(stamps))
     return out
@@ -227,6 +234,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     for value, name in ((context, "context"), (steps, "steps"), (batch_size, "batch_size")):
         if value is not None:  # 0 is refused, not taken for "the size's"
             checks.positive_int(value, name)
+    if steps == 1:
+        raise ValueError("steps must be at least 2 (the first one compiles, and a steady step "
+                         "is measured after it), got 1")
     from jaxbasics.gpt.train import resolve_remat
 
     resolve_remat(remat)  # a bad policy named before anything is prepared
@@ -293,7 +303,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     summary, br, goals = summarize(runs, tokens=batch * ctx, flops_per_token=fpt, peak=peak)
     return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                        "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
-                       "steps": n, "warm_steps_left_out": WARM, "preset": preset,
+                       "steps": n, "warm_steps_left_out": warm_left_out(n), "preset": preset,
                        "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
                        "jax_attention": runs["jax"][0].get("attention", "xla"),
                        "jax_remat": runs["jax"][0].get("remat", "dots"),

@@ -52,8 +52,8 @@ def run_suites(suites: tuple[str, ...], size: str, *, compile_torch: bool | None
                          f"suites here are {', '.join(suites)}: add gpt2 or leave variants out")
     if pretrain and "pretrain" not in suites:
         named = ", --".join(sorted(k.replace("_", "-") for k in pretrain))
-        raise ValueError(f"--{named} belong to the pretrain suite, and "
-                         f"the suites here are {', '.join(suites)}: add pretrain or leave them out")
+        raise ValueError(f"--{named} only apply to the pretrain suite (suites here: "
+                         f"{', '.join(suites)}): add pretrain or leave them out")
     settings = SMALL[size]
     compile_torch = bool(settings["compile"] if compile_torch is None else compile_torch)
     has_torch = _torch_ok()

@@ -78,6 +78,15 @@ def _patterns(text: str) -> list[str]:
     return patterns
 
 
+def _in_flags(message: str) -> str:
+    """A pretrain-suite message that starts with one of its keywords, in the command line's
+    words (``batch_size must be`` -> ``--batch-size must be``)."""
+    field, _, rest = message.partition(" ")
+    if field in ("steps", "context", "batch_size", "preset", "remat"):
+        return f"--{field.replace('_', '-')} {rest}"
+    return message
+
+
 def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
     """The pretrain suite's options the command line gave (a 0 is given, and refused there)."""
     given = {k: getattr(args, k) for k in ("data", "preset", "context", "steps", "batch_size")
@@ -123,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
-        print(f"jaxbasics bench: {err}", file=sys.stderr)
+        print(f"jaxbasics bench: {_in_flags(str(err))}", file=sys.stderr)
         return 2
     print_tables(result)
     if args.out:
@@ -302,5 +311,7 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     for name, g in p["goals"].items():
         label = name.replace("_", " ") + (" (cold cache: one round)"
                                           if g.get("cache") == "cold" else "")
-        t.add_row(label, f"{g['value']:.2f}", f"{g['goal']:.2f}", "met" if g["met"] else "NOT met")
+        below = name.startswith(("first", "rss", "device"))  # the rest: at least the target
+        t.add_row(label, f"{g['value']:.2f}", f"{'≤' if below else '≥'} {g['goal']:.2f}",
+                  "met" if g["met"] else "NOT met")
     c.print(t)

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out: its own options are the defaults, and "
                           "only options typed here are compared with them (--steps, "
-                          "--save-every, --steps-per-call, --attention, --quiet may differ; "
-                          "data is known "
+                          "--save-every, --steps-per-call, --attention, --quiet may differ, "
+                          "any other difference is refused; data is known "
                           "by content, so a moved folder resumes); --steps beyond the run "
                           "extends it, the schedule re-planned to the new --steps from the "
                           "current step")

@@ -177,7 +177,8 @@ def _cudnn_refusal(cfg: GPTConfig, bf16: bool, device: Any, mesh: Any) -> str | 
     major = int(str(capability).split(".")[0]) if capability else 0
     tensor = dict(getattr(mesh, "shape", {}) or {}).get("tensor", 1)
     if not cuda:
-        return f"an NVIDIA GPU (cuDNN), but JAX runs on {device.platform} ({device.device_kind})"
+        kind = "" if device.device_kind == device.platform else f" ({device.device_kind})"
+        return f"an NVIDIA GPU (cuDNN), but JAX runs on {device.platform}{kind}"
     if major < 8:
         return (f"an NVIDIA GPU of compute capability 8.0 or later, got {capability} "
                 f"({device.device_kind})")
