@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.cli.help import DefaultsFormatter
+from jaxbasics.cli.help import DefaultsFormatter, in_flags
 from jaxbasics.cli.paths import require_writable
 
 
@@ -78,13 +78,9 @@ def _patterns(text: str) -> list[str]:
     return patterns
 
 
-def _in_flags(message: str) -> str:
-    """A pretrain-suite message that starts with one of its keywords, in the command line's
-    words (``batch_size must be`` -> ``--batch-size must be``)."""
-    field, _, rest = message.partition(" ")
-    if field in ("steps", "context", "batch_size", "preset", "remat"):
-        return f"--{field.replace('_', '-')} {rest}"
-    return message
+#: run_pretrain's keywords as bench's options (the words of its refusals)
+PRETRAIN_FLAGS = {"steps": "--steps", "context": "--context", "batch_size": "--batch-size",
+                  "preset": "--preset", "remat": "--remat"}
 
 
 def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             on_update=(lambda r: write_json(r, args.out)) if args.out else None,
                             log=lambda msg: print(f"· {msg}", file=sys.stderr, flush=True))
     except (RuntimeError, ValueError) as err:
-        print(f"jaxbasics bench: {_in_flags(str(err))}", file=sys.stderr)
+        print(f"jaxbasics bench: {in_flags(str(err), PRETRAIN_FLAGS)}", file=sys.stderr)
         return 2
     print_tables(result)
     if args.out:
@@ -274,6 +270,8 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     """The pretrain suite's tables: each side's figures, the JAX step's breakdown, the goals."""
     from rich.table import Table
 
+    from jaxbasics.bench.pretrain import at_most
+
     cfg = p["config"]
     t = Table(title=f"pretraining on the same shards: d={cfg['emb_dim']}, {cfg['n_layers']} "
                     f"layers, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, batch "
@@ -311,7 +309,6 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     for name, g in p["goals"].items():
         label = name.replace("_", " ") + (" (cold cache: one round)"
                                           if g.get("cache") == "cold" else "")
-        below = name.startswith(("first", "rss", "device"))  # the rest: at least the target
-        t.add_row(label, f"{g['value']:.2f}", f"{'≤' if below else '≥'} {g['goal']:.2f}",
+        t.add_row(label, f"{g['value']:.2f}", f"{'≤' if at_most(name) else '≥'} {g['goal']:.2f}",
                   "met" if g["met"] else "NOT met")
     c.print(t)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.cli.help import DefaultsFormatter
+from jaxbasics.cli.help import DefaultsFormatter, in_flags
 from jaxbasics.gpt.config import PRESETS
 
 
@@ -228,19 +228,6 @@ FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "learning_rate": "--l
          "drop_rate": "--dropout", "context_length": "--context", "vocab_size": "--vocab-size",
          "every": "--eval-every", "batches": "--eval-batches", "digits": "--digits",
          "data": "the data (by content)", "tokenizer": "the data's tokenizer", "kind": "the task"}
-
-
-def _in_flags(message: str) -> str:
-    """A library message in train's words: its leading field name, and every field name with an
-    underscore, as the option (``batch_size must be`` -> ``--batch-size must be``)."""
-    import re
-
-    field, _, rest = message.partition(" ")
-    if field in FLAGS and FLAGS[field].startswith("--"):
-        message = f"{FLAGS[field]} {rest}"
-    return re.sub(r"(?<![\w-])([a-z0-9]+_[a-z0-9_]+)(?![\w])",
-                  lambda m: FLAGS[m[1]] if FLAGS.get(m[1], "").startswith("--") else m[1],
-                  message)
 
 
 CACHE_ENV = "JAXBASICS_COMPILE_CACHE"  # "0" (or off/false/no) turns the compilation cache off
@@ -483,7 +470,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             check_fresh(args.out, args.overwrite)
         require_writable(args.out, "--out", is_dir=True)
     except (ValueError, TypeError) as err:
-        return _fail("train", ValueError(_in_flags(str(err))))
+        return _fail("train", ValueError(in_flags(str(err), FLAGS)))
     except (FileNotFoundError, ImportError) as err:
         return _fail("train", err)
 
