@@ -159,10 +159,17 @@ def test_bad_model_arguments():
     for dtype in ("float8", jnp.int32, "not-a-dtype"):
         with pytest.raises(TypeError, match=rf"dtype must be a floating dtype .*got {dtype!r}"):
             GPT(TINY, dtype=dtype, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="attention='cudnn' needs dtype bfloat16 or float16 .*got float32"):
+    with pytest.raises(ValueError, match=r"attention='cudnn' needs bfloat16 or float16 compute "
+                                         r"\(cuDNN's flash attention\), got float32; use "):
         GPT(TINY, attention="cudnn", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"attention='cudnn' has no dropout .*got cfg.drop_rate 0.1"):
+    with pytest.raises(ValueError, match=r"attention='cudnn' needs no dropout .*got drop_rate 0.1"):
         GPT(TINY, dtype=jnp.bfloat16, attention="cudnn", rngs=nnx.Rngs(0))
+    bare = TINY.replace(drop_rate=0.0)
+    with pytest.raises(ValueError, match="needs one attention scale for every block"):
+        GPT(bare.replace(scale_attn_by_inverse_layer_idx=True), dtype=jnp.bfloat16,
+            attention="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="a multiple of 8 and at most 128, got 6; use "):
+        GPT(bare.replace(emb_dim=24), dtype=jnp.float16, attention="cudnn", rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="cfg must be a GPTConfig, got str 'gpt2'"):
         parameter_count("gpt2")
 

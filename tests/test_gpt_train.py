@@ -750,7 +750,8 @@ def test_attention_auto_is_cudnn_exactly_where_cudnn_can_run():
     assert resolve_attention("xla", cfg, True, cuda) == "xla"
     volta = _FakeDevice("gpu", "Tesla V100-SXM2-16GB", "cuda 12030", "7.0")
     tensor = type("Mesh", (), {"shape": {"data": 2, "tensor": 2}})()
-    for bad, why in ((dict(bf16=False), "bfloat16 compute (bf16), got float32"),
+    for bad, why in ((dict(bf16=False), "bfloat16 or float16 compute (cuDNN's flash attention), "
+                                        "got float32"),
                      (dict(drop_rate=0.1), "no dropout (cuDNN's kernel has none), got drop_rate 0.1"),
                      (dict(scale_attn_by_inverse_layer_idx=True), "one attention scale for every"),
                      (dict(emb_dim=96, n_heads=8), "a head size that is a multiple of 8 and at "

@@ -42,6 +42,27 @@ def check_implementation(implementation: Any) -> str:
     return implementation
 
 
+def cudnn_model_refusal(*, head_dim: int, dtype: Any, drop_rate: float,
+                        per_layer_scale: bool) -> str | None:
+    """Why ``"cudnn"`` cannot compute a model's attention, whatever the device, as the end of
+    a sentence "needs ...", or None where it can: cuDNN's flash kernel takes bfloat16 or
+    float16 inputs (``dtype``), has no dropout (``drop_rate`` must be 0), takes one Python
+    scale for all blocks (not ``per_layer_scale``: GPT's ``scale_attn_by_inverse_layer_idx``)
+    and a head size (``head_dim``) that is a multiple of 8, at most 128. The device's part
+    (an NVIDIA GPU of compute capability 8.0 or later) is
+    :func:`jaxbasics.gpt.train.resolve_attention`'s."""
+    name = jnp.dtype(dtype).name
+    if name not in ("bfloat16", "float16"):
+        return f"bfloat16 or float16 compute (cuDNN's flash attention), got {name}"
+    if drop_rate:
+        return f"no dropout (cuDNN's kernel has none), got drop_rate {drop_rate}"
+    if per_layer_scale:
+        return "one attention scale for every block, got scale_attn_by_inverse_layer_idx"
+    if head_dim % 8 or head_dim > 128:
+        return f"a head size that is a multiple of 8 and at most 128, got {head_dim}"
+    return None
+
+
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, pos: jax.Array | int = 0,
                      drop_rate: float = 0.0, key: jax.Array | None = None,
                      implementation: str = "xla", scale: Any = None) -> jax.Array:

@@ -45,7 +45,7 @@ from flax import nnx
 
 from jaxbasics import checks
 from jaxbasics.gpt import matmul
-from jaxbasics.gpt.attention import causal_attention, check_implementation
+from jaxbasics.gpt.attention import causal_attention, check_implementation, cudnn_model_refusal
 from jaxbasics.gpt.config import GPTConfig
 
 INIT_STD = 0.02
@@ -197,8 +197,9 @@ class GPT(nnx.Module):
       rngs: parameter initialisation keys.
 
     Raises:
-      ValueError: ``attention="cudnn"`` with a float32 ``dtype``, dropout, or
-        ``scale_attn_by_inverse_layer_idx``.
+      ValueError: ``attention="cudnn"`` with a float32 ``dtype``, dropout,
+        ``scale_attn_by_inverse_layer_idx`` or a head size cuDNN does not take
+        (:func:`~jaxbasics.gpt.attention.cudnn_model_refusal`).
     """
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any = jnp.float32, remat: bool | str = False,
@@ -208,16 +209,10 @@ class GPT(nnx.Module):
         remat_policy(remat)  # validate early
         check_implementation(attention)
         dtype = checks.dtype_of(dtype, "dtype", floating=True)
-        if attention == "cudnn" and dtype not in (jnp.bfloat16, jnp.float16):
-            raise ValueError(f"attention='cudnn' needs dtype bfloat16 or float16 (cuDNN's flash "
-                             f"attention), got {dtype}; use attention='xla' for {dtype}")
-        if attention == "cudnn" and cfg.drop_rate > 0:
-            raise ValueError(f"attention='cudnn' has no dropout (cuDNN's flash attention), got "
-                             f"cfg.drop_rate {cfg.drop_rate}; use drop_rate 0 or attention='xla'")
-        if attention == "cudnn" and cfg.scale_attn_by_inverse_layer_idx:
-            raise ValueError("attention='cudnn' takes one scale for all blocks, but "
-                             "cfg.scale_attn_by_inverse_layer_idx scales each block's scores "
-                             "differently; use attention='xla'")
+        if attention == "cudnn" and (why := cudnn_model_refusal(
+                head_dim=cfg.head_dim, dtype=dtype, drop_rate=cfg.drop_rate,
+                per_layer_scale=cfg.scale_attn_by_inverse_layer_idx)) is not None:
+            raise ValueError(f"attention='cudnn' needs {why}; use attention='xla'")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
         emb_init = nnx.initializers.normal(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, rngs=rngs,

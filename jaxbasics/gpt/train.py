@@ -30,7 +30,7 @@ from flax import nnx
 
 from jaxbasics import checks
 from jaxbasics.gpt import checkpoint, plots
-from jaxbasics.gpt.attention import check_implementation
+from jaxbasics.gpt.attention import check_implementation, cudnn_model_refusal
 from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, PretrainData, TextDataset, step_key
 from jaxbasics.gpt.generate import generate
@@ -182,14 +182,12 @@ def _cudnn_refusal(cfg: GPTConfig, bf16: bool, device: Any, mesh: Any) -> str | 
     if major < 8:
         return (f"an NVIDIA GPU of compute capability 8.0 or later, got {capability} "
                 f"({device.device_kind})")
-    if not bf16:
-        return "bfloat16 compute (bf16), got float32"
-    if cfg.drop_rate:
-        return f"no dropout (cuDNN's kernel has none), got drop_rate {cfg.drop_rate}"
-    if cfg.scale_attn_by_inverse_layer_idx:
-        return "one attention scale for every block, got scale_attn_by_inverse_layer_idx"
-    if cfg.head_dim % 8 or cfg.head_dim > 128:
-        return f"a head size that is a multiple of 8 and at most 128, got {cfg.head_dim}"
+    why = cudnn_model_refusal(head_dim=cfg.head_dim,
+                              dtype=jnp.bfloat16 if bf16 else jnp.float32,
+                              drop_rate=cfg.drop_rate,
+                              per_layer_scale=cfg.scale_attn_by_inverse_layer_idx)
+    if why is not None:
+        return why
     if tensor > 1:
         return f"heads kept whole on each device, got a mesh with tensor={tensor}"
     return None
