@@ -755,6 +755,32 @@ def test_the_h200_pretraining_results_print_as_stored_and_with_device_memory(cap
     assert re.search(r"device memory vs torch\s*│\s*1\.25\s*│\s*≤ 1\.10\s*│\s*NOT met", out), out
 
 
+def test_results_name_the_cpu_model(tmp_path, capsys):
+    """Every result's meta names the host's CPU model (Linux's cpuinfo; platform's answer
+    where there is none), and the printed title shows it."""
+    import platform
+
+    from jaxbasics.bench.device import cpu_model, device_info
+    from jaxbasics.cli.bench import print_tables
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                    "model name\t: AMD EPYC 7B13 64-Core Processor\nflags\t: fpu\n")
+    assert cpu_model(str(info)) == "AMD EPYC 7B13 64-Core Processor"
+    fallback = platform.processor() or platform.machine()
+    info.write_text("processor\t: 0\nCPU part\t: 0xd0c\n")  # no model line
+    assert cpu_model(str(info)) == fallback
+    assert cpu_model(str(tmp_path / "missing")) == fallback
+    assert device_info()["cpu_model"] == cpu_model()
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "nvidia-h200",
+                        "pretrain.json")
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    result["meta"]["cpu_model"] = "Test CPU 9000"
+    print_tables(result)
+    assert "host cores (Test CPU 9000)" in capsys.readouterr().out
+
+
 def test_the_steady_step_never_includes_the_compiling_call_and_refusals_speak_flags(
         monkeypatch, capsys):
     """A run of 4 steps took its 'steady' step as the median of all four, the compiling call

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_minimums_are_those_pyproject_gives_pip():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    bounds = dict(re.fullmatch(r"([a-z]+)>=([\d.]+)", d).groups() for d in deps)
+    bounds = dict(re.fullmatch(r"([a-z_]+)>=([\d.]+)(?:,<[\d.]+)?", d).groups() for d in deps)
     assert {name: bounds[name] for name in requirements.MINIMUM} == requirements.MINIMUM
 
 

@@ -17,16 +17,31 @@ from jaxbasics import timing
 from jaxbasics.timing import PEAK_BF16_FLOPS, table_peak_flops  # noqa: F401 (this module's names)
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The host CPU's model name (from Linux's ``cpuinfo`` file, e.g. "AMD EPYC"), or what
+    :mod:`platform` knows where that file is missing or names no model."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model", "hardware")):
+                    name = line.split(":", 1)[1].strip()
+                    if name:
+                        return name
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info() -> dict:
-    """Platform, device kind and count (of :func:`jaxbasics.timing.default_device`'s platform), host, library
-    versions and the date."""
+    """Platform, device kind and count (of :func:`jaxbasics.timing.default_device`'s
+    platform), host, CPU model (:func:`cpu_model`), library versions and the date."""
     import flax
     import optax
 
     dev = timing.default_device()
     info = {"platform": dev.platform, "device_kind": dev.device_kind,
             "device_count": len(jax.devices(dev.platform)), "host": platform.node(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
             # host cores this process may run on (what `taskset` leaves it), and all of them
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(), "cpus_total": os.cpu_count(),
@@ -35,6 +50,7 @@ def device_info() -> dict:
             "float32_matmul": "tf32 (JAX default precision; PyTorch set to 'high')"
             if dev.platform == "gpu" else "float32",
             "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "ml_dtypes": _version("ml_dtypes"),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             # settings that change CPU timings a lot: a preloaded allocator, XLA flags, threads
             "env": {k: os.environ[k] for k in ("LD_PRELOAD", "XLA_FLAGS", "OMP_NUM_THREADS")
@@ -47,6 +63,15 @@ def device_info() -> dict:
     except ImportError:
         info["torch"] = None
     return info
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def peak_flops(device: jax.Device | None = None) -> tuple[float, str]:

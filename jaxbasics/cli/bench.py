@@ -155,7 +155,7 @@ def print_tables(result: dict[str, Any]) -> None:
     c = make_console()
     m = result["meta"]
     cores = (f", {m['cpus_usable']} of {m['cpus_total']} host cores" if "cpus_usable" in m
-             else "")
+             else "") + (f" ({m['cpu_model']})" if m.get("cpu_model") else "")
     c.rule(f"[bold]{m['device_kind']} ×{m['device_count']} ({m['platform']}), size {m['size']}, "
            f"JAX {m['jax']}, PyTorch {m.get('torch')}{cores}")
     rows = []
