@@ -23,6 +23,9 @@ def test_wall_shares_divide_each_moment_among_the_ops_running():
     assert sum(shares.values()) + idle == 32  # the span
     three, _ = wall_shares([("x", 0, 3), ("y", 0, 3), ("z", 0, 3), ("x", 3, 1)])
     assert three == {"x": 2, "y": 1, "z": 1}  # an op that ends as another starts: no overlap
+    # an event of no duration takes no time, inside another or alone, and leaves idle time idle
+    assert wall_shares([("z", 5, 0), ("a", 0, 10), ("b", 20, 10), ("y", 15, 0)]) == (
+        {"a": 10, "b": 10}, 10)
     with pytest.raises(ValueError, match="event 'a' has a negative duration -1"):
         wall_shares([("a", 0, -1)])
 

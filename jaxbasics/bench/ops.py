@@ -48,7 +48,9 @@ def wall_shares(events: Iterable[tuple[str, float, float]]) -> tuple[dict[str, f
             raise ValueError(f"event {name!r} has a negative duration {duration}")
         names.append(name)
         points += [(start, 1, i), (start + duration, -1, i)]
-    points.sort(key=lambda p: (p[0], p[1]))  # ends before starts at one instant
+    # at one instant starts before ends, so that an event of no duration comes and goes
+    # (the order among events that touch does not matter: no time passes between them)
+    points.sort(key=lambda p: (p[0], -p[1]))
     shares: dict[str, float] = defaultdict(float)
     active: set[int] = set()
     idle, last = 0.0, None
