@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbasics.bench.ops import hlo_ops, profile_update, wall_shares
+from jaxbasics.bench.ops import PARTS, hlo_ops, part_of, profile_update, wall_shares
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,10 +56,37 @@ def test_step_ops_script_profiles_train_s_update_op_by_op(tmp_path):
     assert any("transpose(jvp())" in n and n.endswith("dot_general") for n in names)
     assert any("transpose(jvp())" not in n and n.endswith("dot_general") for n in names)
     assert all(row["ms"] >= 0 and row["events"] > 0 for row in r["ops"])
-    assert len(done.stdout.strip().splitlines()) == 3 + 5 + 1  # header, 5 ops, the file
+    assert len(done.stdout.strip().splitlines()) == 5 + 5 + 1  # header, 5 ops, the file
+    assert sum(r["parts_ms"].values()) == pytest.approx(r["busy_ms_per_update"])
+    assert all(r["parts_ms"][p] > 0 for p in ("attention", "projections", "head and loss"))
     bad = subprocess.run([sys.executable, "benchmarks/step_ops.py", "--calls", "0"], cwd=ROOT,
                          capture_output=True, text=True, check=False, timeout=60)
     assert bad.returncode == 2 and "--calls must be at least 1, got 0" in bad.stderr
+
+
+def test_ops_are_parted_by_their_named_scope_or_where_they_ran():
+    cfg = {"n_layers": 4}
+
+    def row(op_name, events=4, opcode="fusion"):
+        return {"op_name": op_name, "events": events, "opcode": opcode}
+
+    for r, part in (
+            (row("jit(fn)/while/body/closed_call/jvp()/while/body/closed_call/attention/div"),
+             "attention"),
+            (row("x/transpose(jvp())/checkpoint/attention/nqk,nkd->nqd/transpose", opcode="dot"),
+             "attention"),
+            (row("jit(fn)/while/body/closed_call/transpose(jvp(head))/dot_general", 1),
+             "head and loss"),
+            (row("jit(fn)/while/body/closed_call/jvp(loss)/exp", 1), "head and loss"),
+            (row("x/transpose(jvp())/while/body/closed_call/checkpoint/dot_general"),
+             "projections"),
+            (row("x/checkpoint/transpose", opcode="dot"), "projections"),
+            (row("x/checkpoint/rematted_computation/tanh"), "blocks' other work"),
+            (row("x/heads/overhead/add"), "blocks' other work"),  # not the scope 'head'
+            (row("jit(fn)/while/body/closed_call/div", 1), "everything else")):
+        assert part_of(r, cfg) == part, r
+    assert set(PARTS) == {"attention", "projections", "head and loss", "blocks' other work",
+                          "everything else"}
 
 
 def test_profile_update_refuses_a_bad_size_or_call_count():

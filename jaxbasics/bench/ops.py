@@ -82,13 +82,57 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
     return ops
 
 
+PARTS = ("attention", "projections", "head and loss", "blocks' other work", "everything else")
+
+
+def _scope(name: str, scope: str) -> bool:
+    """Whether JAX op_name ``name`` lies in the named scope ``scope`` (a path component, or
+    inside a transform's parentheses: ``.../attention/...``, ``jvp(head)``)."""
+    return re.search(rf"(^|[/(]){re.escape(scope)}([/)]|$)", name) is not None
+
+
+def part_of(row: dict[str, Any], config: dict[str, Any]) -> str:
+    """Which of :data:`PARTS` an op of :func:`profile_update` (a row, and the run's config)
+    belongs to: by the named scope its JAX op_name carries (the model names ``attention``
+    and ``head``, the loss ``loss``: :class:`jaxbasics.gpt.model.GPT`,
+    :func:`jaxbasics.gpt.train.lm_loss`), else by where it ran: once a layer (``events``
+    equal to the layer count) the products (op_name ending in ``dot_general``, or a dot) are
+    the projections and the rest the blocks' other work; once an update, everything else
+    (embeddings, AdamW). A fusion is named after one of its ops, so an op of two parts counts
+    in one; the rows say exactly what ran."""
+    name = row["op_name"]
+    if _scope(name, "attention"):
+        return "attention"
+    if _scope(name, "head") or _scope(name, "loss"):
+        return "head and loss"
+    if round(row["events"]) == config["n_layers"]:
+        if name.endswith("dot_general") or row.get("opcode") == "dot":
+            return "projections"
+        return "blocks' other work"
+    return "everything else"
+
+
+def parts(result: dict[str, Any]) -> dict[str, float]:
+    """ms an update of each of :data:`PARTS` (:func:`part_of`) in a :func:`profile_update`
+    result; they add up to its ``busy_ms_per_update``."""
+    total = dict.fromkeys(PARTS, 0.0)
+    for row in result["ops"]:
+        total[part_of(row, result["config"])] += row["ms"]
+    return total
+
+
 def profile_update(size: str = "cpu", calls: int = 2) -> dict[str, Any]:
     """Profile ``calls`` calls of ``train``'s K-update program (:data:`UPDATES_PER_CALL`
     updates each; AdamW, clipping, remat and attention as ``train``'s defaults choose them) at
-    ``size`` (:data:`SIZES`) on random tokens, after two unprofiled calls. Returns the wall
-    time per update, the profile's per-update busy and idle time and one row per op: its wall
-    share per update (:func:`wall_shares`), its events per update, shape and JAX op_name,
-    largest first. ``ValueError`` names a size or call count out of range."""
+    ``size`` (:data:`SIZES`) on random tokens, after two unprofiled calls. Returns, per
+    update: ``wall_ms_per_update``, the profiled calls' wall time (under the profiler, which
+    slows them); ``busy_ms_per_update``, the time some op ran; ``idle_ms_per_update``, the
+    time none ran between the profile's first op and its last (the rest of the wall time is
+    before the first op and after the last: dispatch and the wait for the result); and one
+    row per op, largest first: ``ms``, its wall share (:func:`wall_shares`), ``share``, that
+    over the busy time, ``events`` (executions per update: 1 outside the layer scan, one per
+    layer inside), shape, opcode and JAX op_name. ``ValueError`` names a size or call count
+    out of range."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
@@ -121,12 +165,12 @@ def profile_update(size: str = "cpu", calls: int = 2) -> dict[str, Any]:
         params, opt_state, m = loop(params, opt_state, x, y, keys)
         jax.block_until_ready(m)
     with tempfile.TemporaryDirectory(prefix="jaxbasics-ops-") as folder:
-        start = time.perf_counter()
         with jax.profiler.trace(folder, create_perfetto_trace=True):
+            start = time.perf_counter()  # the calls only, not the trace's writing
             for _ in range(calls):
                 params, opt_state, m = loop(params, opt_state, x, y, keys)
                 jax.block_until_ready(m)
-        wall = time.perf_counter() - start
+            wall = time.perf_counter() - start
         traces = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
         if not traces:
             raise RuntimeError(f"jax.profiler wrote no trace.json.gz under {folder}")

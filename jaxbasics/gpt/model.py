@@ -119,9 +119,11 @@ class CausalSelfAttention(nnx.Module):
             v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
             cache = (k, v)
         # cuDNN's kernel takes no KV cache: decoding computes the same function through XLA
-        out = causal_attention(q, k, v, pos=pos, drop_rate=self.drop_rate, key=key,
-                               implementation="xla" if cache is not None else self.implementation,
-                               scale=self.cfg.attention_scale(layer))  # (B, T, H, hd)
+        with jax.named_scope("attention"):  # names its ops in profiles (bench.ops)
+            out = causal_attention(q, k, v, pos=pos, drop_rate=self.drop_rate, key=key,
+                                   implementation="xla" if cache is not None
+                                   else self.implementation,
+                                   scale=self.cfg.attention_scale(layer))  # (B, T, H, hd)
         return self.proj(out.reshape(b * t, d)), cache
 
 
@@ -280,9 +282,10 @@ class GPT(nnx.Module):
         layer_cache = None if cache is None else (cache["k"], cache["v"])
         x, new_cache = scan_blocks(self.blocks, x, remat=self.remat, key=layer_key,
                                    cache=layer_cache, pos=pos)
-        x = self.ln_f(x.reshape(b * t, -1))  # (B·T, d): 2-D matmul for the head too
-        logits = self.tok_emb.attend(x) if self.head is None else self.head(x)
-        logits = logits.reshape(b, t, -1)
+        with jax.named_scope("head"):  # names its ops in profiles (bench.ops)
+            x = self.ln_f(x.reshape(b * t, -1))  # (B·T, d): 2-D matmul for the head too
+            logits = self.tok_emb.attend(x) if self.head is None else self.head(x)
+            logits = logits.reshape(b, t, -1)
         if new_cache is not None:
             new_cache = {"k": new_cache[0], "v": new_cache[1]}
         return logits.astype(jnp.float32), new_cache

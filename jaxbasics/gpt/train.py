@@ -230,7 +230,8 @@ def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> ja
     if key is not None:
         checks.random_key(key, "key")
     logits = model(x, deterministic=key is None, rng=key)
-    return cross_entropy(logits, y, ignore_index=IGNORE)
+    with jax.named_scope("loss"):  # names its ops in profiles (bench.ops)
+        return cross_entropy(logits, y, ignore_index=IGNORE)
 
 
 def lm_loss_sum(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None
@@ -242,8 +243,9 @@ def lm_loss_sum(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None
     if key is not None:
         checks.random_key(key, "key")
     logits = model(x, deterministic=key is None, rng=key)
-    return (cross_entropy(logits, y, reduction="sum", ignore_index=IGNORE),
-            (y != IGNORE).sum())
+    with jax.named_scope("loss"):  # names its ops in profiles (bench.ops)
+        return (cross_entropy(logits, y, reduction="sum", ignore_index=IGNORE),
+                (y != IGNORE).sum())
 
 
 def _metrics(loss: jax.Array, grads: Any) -> dict[str, jax.Array]:
