@@ -67,6 +67,33 @@ def test_auto_remat_keeps_matmul_outputs_where_measured_faster():
         TrainOptions(remat="often")
 
 
+def test_build_model_compiles_the_initialisation_to_the_weights_an_eager_build_gives():
+    """build_model runs GPT's initialisation as one jitted program; its weights equal those of
+    GPT(...) built eagerly, bit for bit (XLA would otherwise fold the init's scale into the
+    normal draw's constant: normal_init's barrier), untied and tied, float32 and bf16."""
+    from flax import nnx
+
+    from jaxbasics.gpt.model import GPT, normal_init
+
+    for cfg, opts in ((CFG, TrainOptions(seed=3)),
+                      (CFG.replace(tie_embeddings=True, qkv_bias=True),
+                       TrainOptions(seed=4, bf16=True))):
+        built = nnx.state(build_model(cfg, opts))
+        eager = nnx.state(GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32,
+                              rngs=nnx.Rngs(opts.seed)))
+        assert jax.tree.structure(built) == jax.tree.structure(eager)
+        for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(eager), strict=True):
+            assert a.dtype == b.dtype == jnp.float32
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the barrier is what keeps them equal: without it the compiled scale differs in last bits
+    key, shape = jax.random.key(0), (64, 96)
+    plain = jax.jit(lambda k: jax.random.normal(k, shape) * 0.02)(key)
+    eager = jax.random.normal(key, shape) * 0.02
+    assert (np.asarray(plain) != np.asarray(eager)).any()
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: normal_init(0.02)(k, shape))(key)),
+                                  np.asarray(eager))
+
+
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
 def test_schedule_warms_up_from_the_first_update_then_decays(kind):
     opts = TrainOptions(steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr_ratio=0.1,

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax import lax
 
 from jaxbasics import checks
 from jaxbasics.gpt import matmul
@@ -52,6 +53,19 @@ INIT_STD = 0.02
 
 KVCache = dict[str, jax.Array]  # {"k", "v"}: (n_layers, B, T_max, n_heads, head_dim)
 LAYERS = "layers"  # logical axis of the stacked blocks' leading n_layers dimension
+
+
+def normal_init(std: float) -> Callable[..., jax.Array]:
+    """``normal_init(std)`` with the same numbers eagerly and under ``jax.jit``:
+    ``normal(key, shape) · std``, an optimization barrier between the draw and the scale, so
+    that XLA cannot fold ``std`` into the draw's own √2 (it would, compiling the two products
+    as one, and change the weights' last bits; :func:`jaxbasics.gpt.train.build_model` builds
+    the model under ``jit``)."""
+    def init(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
+        return lax.optimization_barrier(jax.random.normal(key, shape, dtype)) * jnp.asarray(
+            std, dtype)
+
+    return init
 
 
 def declared(init: Any, axes: tuple[str, ...], hf_name: str, *, hf_transpose: bool = False
@@ -68,7 +82,7 @@ def _linear(n_in: int, n_out: int, axes: tuple[str, str], bias_axis: str | None,
             std: float, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
     """``nnx.Linear`` (kernel (n_in, n_out), normal(std); zero bias unless ``bias_axis`` is
     None) through :func:`jaxbasics.gpt.matmul.dot_general`, described by :func:`declared`."""
-    kernel_init = declared(nnx.initializers.normal(std), axes, f"{hf}.weight")
+    kernel_init = declared(normal_init(std), axes, f"{hf}.weight")
     bias_init = declared(nnx.initializers.zeros_init(), (bias_axis or "",), f"{hf}.bias")
     return nnx.Linear(n_in, n_out, use_bias=bias_axis is not None, dtype=dtype,
                       dot_general=matmul.dot_general, kernel_init=kernel_init,
@@ -216,7 +230,7 @@ class GPT(nnx.Module):
                 per_layer_scale=cfg.scale_attn_by_inverse_layer_idx)) is not None:
             raise ValueError(f"attention='cudnn' needs {why}; use attention='xla'")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
-        emb_init = nnx.initializers.normal(INIT_STD)
+        emb_init = normal_init(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, rngs=rngs,
                                  embedding_init=declared(emb_init, ("vocab", "embed"), "wte.weight"))
         self.pos_emb = nnx.Embed(cfg.context_length, cfg.emb_dim, dtype=dtype, rngs=rngs,
@@ -233,7 +247,7 @@ class GPT(nnx.Module):
         self.head = None if cfg.tie_embeddings else nnx.Linear(
             cfg.emb_dim, cfg.vocab_size, use_bias=False, dtype=dtype, rngs=rngs,
             dot_general=matmul.dot_general,
-            kernel_init=declared(nnx.initializers.normal(INIT_STD), ("embed", "vocab"),
+            kernel_init=declared(normal_init(INIT_STD), ("embed", "vocab"),
                                  "lm_head.weight", hf_transpose=True))
 
     def __call__(self, idx: jax.Array, *, deterministic: bool = True,
