@@ -16,6 +16,7 @@ memory at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,27 +215,37 @@ def resolve_attention(attention: str, cfg: GPTConfig, bf16: bool,
     return "xla" if why is not None else "cudnn"
 
 
+_GRAPHDEFS: dict[tuple[Any, ...], nnx.GraphDef] = {}  # _initial_state's, by its static args
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _initial_state(cfg: GPTConfig, dtype: Any, remat: bool | str, attention: str,
+                   key: jax.Array) -> nnx.State:
+    """GPT's parameters from ``key``, compiled once a model shape; the model's GraphDef is
+    kept in :data:`_GRAPHDEFS` when traced (a call that jit serves from its cache has the same
+    static arguments, hence an entry)."""
+    graphdef, state = nnx.split(GPT(cfg, dtype=dtype, remat=remat, attention=attention,
+                                    rngs=nnx.Rngs(key)))
+    _GRAPHDEFS[(cfg, dtype, remat, attention)] = graphdef
+    return state
+
+
 def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
     """The GPT for ``cfg`` with the compute dtype, remat setting and attention kernel of
     ``opts`` (:func:`resolve_remat`, :func:`resolve_attention`, for a run on ``mesh``),
-    initialised from ``opts.seed``. The initialisation runs as one compiled program (one
-    lowering and one compilation-cache lookup instead of one per eager operation: 0.2 s
-    sooner at the README's shape, 0.5 s at GPT-2's); its weights are those of building
-    ``GPT(...)`` eagerly to the last bit (:func:`jaxbasics.gpt.model.normal_init`; tested).
-    Raises what :class:`GPT` raises, before anything is compiled."""
+    initialised from ``opts.seed``. The initialisation runs as one compiled program, the seed's
+    key its argument: one program a model shape serves every seed (one lowering and one
+    compilation-cache lookup a process, where eagerly ~30 operations were lowered and looked
+    up one by one); its weights are those of building ``GPT(...)`` eagerly to the last bit
+    (:func:`jaxbasics.gpt.model.normal_init`; tested). The program holds the random draws of
+    several parameters at once: its peak memory is about 2.5 times the weights' (a training
+    run holds at least 4 times: weights, gradients, two AdamW moments). Raises what
+    :class:`GPT` raises, before anything is compiled."""
     attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
     remat = resolve_remat(opts.remat, attention=attention)
-    built: dict[str, nnx.GraphDef] = {}
-
-    def build() -> nnx.State:
-        graphdef, state = nnx.split(GPT(cfg, dtype=jnp.bfloat16 if opts.bf16 else jnp.float32,
-                                        remat=remat, attention=attention,
-                                        rngs=nnx.Rngs(opts.seed)))
-        built["graphdef"] = graphdef  # static: the same on every trace
-        return state
-
-    state = jax.jit(build)()
-    return nnx.merge(built["graphdef"], state)
+    static = (cfg, jnp.bfloat16 if opts.bf16 else jnp.float32, remat, attention)
+    state = _initial_state(*static, jax.random.key(opts.seed))
+    return nnx.merge(_GRAPHDEFS[static], state)
 
 
 def lm_loss(model: GPT, x: jax.Array, y: jax.Array, key: jax.Array | None) -> jax.Array:
