@@ -238,7 +238,7 @@ def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
     compilation-cache lookup a process, where eagerly ~30 operations were lowered and looked
     up one by one); its weights are those of building ``GPT(...)`` eagerly to the last bit
     (:func:`jaxbasics.gpt.model.normal_init`; tested). The program holds the random draws of
-    several parameters at once: its peak memory is about 2.5 times the weights' (a training
+    several parameters at once: its peak memory is up to about 2.5 times the weights' (a training
     run holds at least 4 times: weights, gradients, two AdamW moments). Raises what
     :class:`GPT` raises, before anything is compiled."""
     attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
