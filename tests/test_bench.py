@@ -755,6 +755,47 @@ def test_the_h200_pretraining_results_print_as_stored_and_with_device_memory(cap
     assert re.search(r"device memory vs torch\s*│\s*1\.25\s*│\s*≤ 1\.10\s*│\s*NOT met", out), out
 
 
+def test_pretrain_rounds_interleave_and_pair_by_round(monkeypatch, capsys):
+    """--rounds N runs every side N times, interleaved (JAX, eager, compiled, then again), the
+    first round with cold caches; the step goals are the median of the rounds' own ratios;
+    --rounds 0 is refused by its flag before anything is prepared."""
+    from jaxbasics.bench import pretrain
+
+    monkeypatch.setattr(pretrain, "make_data", lambda *a: pytest.fail("prepared a corpus"))
+    assert main(["bench", "--suite", "pretrain", "--size", "smoke", "--rounds", "0"]) == 2
+    assert "jaxbasics bench: --rounds must be a positive integer, got 0" in capsys.readouterr().err
+    monkeypatch.undo()
+    # steady ms a step by round: eager/JAX ratios 2.0, 1.0, 1.1 (median 1.1, mean 1.37)
+    steady = {"jax": [100.0, 200.0, 100.0], "torch_eager": [200.0, 200.0, 110.0],
+              "torch_compile": [50.0, 100.0, 300.0]}
+    order = []
+
+    def fake_launch(script, spec, env):
+        side = "jax" if script is pretrain._JAX else (
+            "torch_compile" if spec["compile"] else "torch_eager")
+        r = sum(1 for s, _ in order if s == side)
+        order.append((side, r))
+        out = {"steady_step_ms": steady[side][r], "first_step_s": 5.0 - r, "wall_s": 9.0,
+               "steps": 6, "losses": [5.5] * 6, "peak_rss": 100 * 2**20, "device_peak": None}
+        if side == "jax":
+            out.update(breakdown_s={"device_compute": 0.05}, attention="xla", remat="dots",
+                       steps_per_call=2)
+        return out
+
+    monkeypatch.setattr(pretrain, "_launch", fake_launch)
+    monkeypatch.setattr("jaxbasics.bench.device.peak_flops", lambda *a: (1e12, "test"))
+    out = pretrain.run_pretrain("smoke", rounds=3, log=lambda m: None)
+    sides = ["jax", "torch_eager", "torch_compile"]
+    assert order == [(side, r) for r in range(3) for side in sides]
+    assert out["config"]["rounds"] == 3
+    assert [x["compile_cache"] for x in out["runs"]["jax"]] == ["cold", "warm", "warm"]
+    g = out["goals"]
+    assert g["step_vs_torch_eager"]["value"] == pytest.approx(1.1)
+    assert g["step_vs_torch_compile"]["value"] == pytest.approx(0.5)  # 0.5, 0.5, 3.0
+    assert g["first_step_over_eager_s"] == {"value": 0.0, "cache": "warm", "goal": 1.0,
+                                            "met": True}
+
+
 def test_results_name_the_cpu_model(tmp_path, capsys):
     """Every result's meta names the host's CPU model (Linux's cpuinfo; platform's answer
     where there is none), and the printed title shows it."""

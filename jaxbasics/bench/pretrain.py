@@ -216,13 +216,17 @@ def make_data(folder: Path, size: str, log: Callable[[str], Any]) -> Path:
 
 def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | None = None,
                  context: int | None = None, steps: int | None = None,
-                 batch_size: int | None = None, compile_torch: bool = True,
+                 batch_size: int | None = None, rounds: int | None = None,
+                 compile_torch: bool = True,
                  bf16: bool = False, remat: bool | str = "auto",
                  log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the comparison of the module docstring at ``size`` (:data:`SIZES`) on ``data`` (a
     prepared DATA folder; None: the standard library, prepared here), the model of the size or
     of ``preset`` (:data:`jaxbasics.gpt.config.PRESETS`) at ``context``, ``steps`` and
-    ``batch_size`` rows a batch (None: the size's); ``train``'s own ``steps_per_call`` default
+    ``batch_size`` rows a batch, ``rounds`` interleaved rounds (None: the size's; the first
+    round starts with empty compilation caches, the others with warm ones; more rounds make
+    the steady-step ratios, medians of the rounds' ratios, less the host's drift);
+    ``train``'s own ``steps_per_call`` default
     (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
     a user's run of that length gets; ``bf16``: both sides in bfloat16 compute (module
     docstring); ``remat``: the JAX side's (``train --remat``; "auto": train's default,
@@ -237,7 +241,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    for value, name in ((context, "context"), (steps, "steps"), (batch_size, "batch_size")):
+    for value, name in ((context, "context"), (steps, "steps"), (batch_size, "batch_size"),
+                        (rounds, "rounds")):
         if value is not None:  # 0 is refused, not taken for "the size's"
             checks.positive_int(value, name)
     if steps == 1:
@@ -294,7 +299,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         runs: dict[str, list[dict]] = {k: [] for k in sides}
         peak, peak_source = peak_flops()  # measured (no data-sheet figure): after every round
         peaks, measured = [peak], table_peak_flops(default_device().device_kind) is None
-        for r in range(s["rounds"]):
+        for r in range(s["rounds"] if rounds is None else rounds):
             for side in sides:
                 log(f"pretrain: round {r + 1} of {s['rounds']}, {side} ({n} steps)")
                 out = (_launch(_JAX, spec, env) if side == "jax" else
@@ -311,6 +316,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                        "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
                        "steps": n, "warm_steps_left_out": warm_left_out(n), "preset": preset,
+                       "rounds": len(runs["jax"]),
                        "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
                        "jax_attention": runs["jax"][0].get("attention", "xla"),
                        "jax_remat": runs["jax"][0].get("remat", "dots"),

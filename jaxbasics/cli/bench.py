@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain suite: steps per run (None: the size's, 60 at cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pretrain suite: rows per batch (None: the size's, 32 at cpu)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="pretrain suite: interleaved rounds of every side (None: the size's, 2 "
+                        "at cpu; the first with empty compilation caches)")
     p.add_argument("--remat", default=None, metavar="POLICY",
                    help="pretrain suite: the JAX side's remat, as train --remat takes it "
                         "('dots', 'full', 'off'; None: train's default, auto)")
@@ -80,13 +83,13 @@ def _patterns(text: str) -> list[str]:
 
 #: run_pretrain's keywords as bench's options (the words of its refusals)
 PRETRAIN_FLAGS = {"steps": "--steps", "context": "--context", "batch_size": "--batch-size",
-                  "preset": "--preset", "remat": "--remat"}
+                  "rounds": "--rounds", "preset": "--preset", "remat": "--remat"}
 
 
 def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
     """The pretrain suite's options the command line gave (a 0 is given, and refused there)."""
-    given = {k: getattr(args, k) for k in ("data", "preset", "context", "steps", "batch_size")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("data", "preset", "context", "steps", "batch_size",
+                                           "rounds") if getattr(args, k) is not None}
     if args.bf16:
         given["bf16"] = True
     if args.remat is not None:
