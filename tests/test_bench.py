@@ -794,6 +794,11 @@ def test_pretrain_rounds_interleave_and_pair_by_round(monkeypatch, capsys):
     assert g["step_vs_torch_compile"]["value"] == pytest.approx(0.5)  # 0.5, 0.5, 3.0
     assert g["first_step_over_eager_s"] == {"value": 0.0, "cache": "warm", "goal": 1.0,
                                             "met": True}
+    from jaxbasics.cli.bench import print_tables
+
+    print_tables({"meta": {"device_kind": "cpu", "device_count": 1, "platform": "cpu",
+                           "size": "smoke", "jax": "x"}, "pretrain": out})
+    assert "6 steps, 3 rounds (JAX 2 a call)" in capsys.readouterr().out
 
 
 def test_results_name_the_cpu_model(tmp_path, capsys):

@@ -278,7 +278,8 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
     cfg = p["config"]
     t = Table(title=f"pretraining on the same shards: d={cfg['emb_dim']}, {cfg['n_layers']} "
                     f"layers, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, batch "
-                    f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps (JAX "
+                    f"{cfg['batch']}×{cfg['context']}, {cfg['steps']} steps"
+                    f"{', ' + str(cfg['rounds']) + ' rounds' if 'rounds' in cfg else ''} (JAX "
                     f"{cfg.get('jax_steps_per_call', 1)} a call), "
                     f"{'bf16' if cfg.get('dtype', 'float32') != 'float32' else 'fp32'}, JAX "
                     f"attention {cfg.get('jax_attention', 'xla')}, remat "
