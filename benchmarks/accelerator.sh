@@ -52,7 +52,7 @@ fi
 say "machine"
 { nvidia-smi -L 2>/dev/null; lscpu | grep -m1 "Model name"; python3 -c "
 import importlib.metadata as m
-print(', '.join(f'{p} {m.version(p)}' for p in ('jax', 'jaxlib', 'flax', 'optax', 'chex', 'torch')))
+print(', '.join(f'{p} {m.version(p)}' for p in ('jax', 'jaxlib', 'flax', 'optax', 'chex', 'ml_dtypes', 'torch')))
 import jax; print(jax.devices())"; } 2>&1 | tee -a "$log"
 
 if ! step smoke 150 --suite gpt2 --size smoke --no-compile --out "$out/smoke.json"; then
