@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from jaxbasics.bench.device import cpu_model
 from jaxbasics.bench.ops import SIZES, parts, profile_update
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -17,8 +18,6 @@ for value, name in ((args.calls, "--calls"), (args.top, "--top")):
     if value < 1:
         parser.error(f"{name} must be at least 1, got {value}")
 result = profile_update(args.size, args.calls)
-from jaxbasics.bench.device import cpu_model  # noqa: E402 (after the run: JAX is imported)
-
 result["cpu_model"] = cpu_model()
 print(f"{args.size}: {result['config']}, {result['cpu_model']}")
 print(f"{result['wall_ms_per_update']:.1f} ms an update (the profiled calls' wall time); some op "

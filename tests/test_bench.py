@@ -784,7 +784,9 @@ def test_pretrain_rounds_interleave_and_pair_by_round(monkeypatch, capsys):
 
     monkeypatch.setattr(pretrain, "_launch", fake_launch)
     monkeypatch.setattr("jaxbasics.bench.device.peak_flops", lambda *a: (1e12, "test"))
-    out = pretrain.run_pretrain("smoke", rounds=3, log=lambda m: None)
+    said = []
+    out = pretrain.run_pretrain("smoke", rounds=3, log=said.append)
+    assert "pretrain: round 3 of 3, torch_compile (6 steps)" in said  # not the size's 1
     sides = ["jax", "torch_eager", "torch_compile"]
     assert order == [(side, r) for r in range(3) for side in sides]
     assert out["config"]["rounds"] == 3

@@ -160,15 +160,17 @@ def profile_update(size: str = "cpu", calls: int = 2) -> dict[str, Any]:
     x, y = (rng.integers(0, s["vocab"], (k, s["batch"], s["context"]), dtype=np.int32)
             for _ in range(2))
     keys = jax.numpy.stack([step_key(0, i) for i in range(k)])
-    ops = hlo_ops(loop.lower(params, opt_state, x, y, keys).compile().as_text() or "")
-    for _ in range(2):  # compiled, buffers and thread pools warm
-        params, opt_state, m = loop(params, opt_state, x, y, keys)
+    # the program that runs is the one whose text names the ops: compiled once, called below
+    compiled = loop.lower(params, opt_state, x, y, keys).compile()
+    ops = hlo_ops(compiled.as_text() or "")
+    for _ in range(2):  # buffers and thread pools warm
+        params, opt_state, m = compiled(params, opt_state, x, y, keys)
         jax.block_until_ready(m)
     with tempfile.TemporaryDirectory(prefix="jaxbasics-ops-") as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
             start = time.perf_counter()  # the calls only, not the trace's writing
             for _ in range(calls):
-                params, opt_state, m = loop(params, opt_state, x, y, keys)
+                params, opt_state, m = compiled(params, opt_state, x, y, keys)
                 jax.block_until_ready(m)
             wall = time.perf_counter() - start
         traces = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)

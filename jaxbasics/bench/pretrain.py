@@ -266,6 +266,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     ctx = s["context"] if context is None else context
     n = s["steps"] if steps is None else steps
     batch = s["batch"] if batch_size is None else batch_size
+    n_rounds = s["rounds"] if rounds is None else rounds
     work = Path(tempfile.mkdtemp(prefix="jaxbasics-bench-pretrain-"))
     try:
         folder = Path(data) if data is not None else make_data(work, size, log)
@@ -299,9 +300,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         runs: dict[str, list[dict]] = {k: [] for k in sides}
         peak, peak_source = peak_flops()  # measured (no data-sheet figure): after every round
         peaks, measured = [peak], table_peak_flops(default_device().device_kind) is None
-        for r in range(s["rounds"] if rounds is None else rounds):
+        for r in range(n_rounds):
             for side in sides:
-                log(f"pretrain: round {r + 1} of {s['rounds']}, {side} ({n} steps)")
+                log(f"pretrain: round {r + 1} of {n_rounds}, {side} ({n} steps)")
                 out = (_launch(_JAX, spec, env) if side == "jax" else
                        _launch(_TORCH, {**spec, "compile": side == "torch_compile"}, env))
                 out["compile_cache"] = "cold" if r == 0 else "warm"
@@ -316,7 +317,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     return {"config": {"emb_dim": cfg.emb_dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                        "vocab_size": cfg.vocab_size, "context": ctx, "batch": batch,
                        "steps": n, "warm_steps_left_out": warm_left_out(n), "preset": preset,
-                       "rounds": len(runs["jax"]),
+                       "rounds": n_rounds,
                        "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
                        "jax_attention": runs["jax"][0].get("attention", "xla"),
                        "jax_remat": runs["jax"][0].get("remat", "dots"),
