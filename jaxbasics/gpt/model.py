@@ -56,7 +56,7 @@ LAYERS = "layers"  # logical axis of the stacked blocks' leading n_layers dimens
 
 
 def normal_init(std: float) -> Callable[..., jax.Array]:
-    """``normal_init(std)`` with the same numbers eagerly and under ``jax.jit``:
+    """``nnx.initializers.normal(std)`` with the same numbers eagerly and under ``jax.jit``:
     ``normal(key, shape) · std``, an optimization barrier between the draw and the scale, so
     that XLA cannot fold ``std`` into the draw's own √2 (it would, compiling the two products
     as one, and change the weights' last bits; :func:`jaxbasics.gpt.train.build_model` builds
