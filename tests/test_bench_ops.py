@@ -65,6 +65,7 @@ def test_step_ops_script_profiles_train_s_update_op_by_op(tmp_path):
 
 
 def test_ops_are_parted_by_their_named_scope_or_where_they_ran():
+    """Scanned layers run once a layer, unrolled ones carry the scope 'blocks'."""
     cfg = {"n_layers": 4}
 
     def row(op_name, events=4, opcode="fusion"):
@@ -83,6 +84,11 @@ def test_ops_are_parted_by_their_named_scope_or_where_they_ran():
             (row("x/checkpoint/transpose", opcode="dot"), "projections"),
             (row("x/checkpoint/rematted_computation/tanh"), "blocks' other work"),
             (row("x/heads/overhead/add"), "blocks' other work"),  # not the scope 'head'
+            # unrolled layers: once an update each, known by the scope 'blocks'
+            (row("jit(fn)/while/body/closed_call/jvp(blocks)/dot_general", 1), "projections"),
+            (row("jit(fn)/while/body/closed_call/transpose(jvp(blocks))/mul", 1),
+             "blocks' other work"),
+            (row("jit(fn)/while/body/closed_call/blocks/attention/exp", 1), "attention"),
             (row("jit(fn)/while/body/closed_call/div", 1), "everything else")):
         assert part_of(r, cfg) == part, r
     assert set(PARTS) == {"attention", "projections", "head and loss", "blocks' other work",

@@ -98,16 +98,21 @@ def test_initialisation_follows_gpt2():
     assert float(p["ln_f"]["scale"].min()) == 1.0
 
 
-@pytest.mark.parametrize("remat", [True, "dots"])
-def test_remat_gives_the_same_loss_and_gradients(remat):
+@pytest.mark.parametrize("remat, scan_layers", [(True, True), ("dots", True), (False, False)])
+def test_remat_and_unrolled_layers_give_the_same_loss_and_gradients(remat, scan_layers):
+    """Against the scanned model without remat, dropout on: the same keys reach each layer;
+    unrolled, the program has no loop left."""
     ids = _ids(2)
     grads = []
-    for setting in (False, remat):
-        graphdef, params = split_params(GPT(TINY, remat=setting, rngs=nnx.Rngs(0)))
+    for setting, scan in ((False, True), (remat, scan_layers)):
+        graphdef, params = split_params(GPT(TINY, remat=setting, scan_layers=scan,
+                                            rngs=nnx.Rngs(0)))
         def loss(p, graphdef=graphdef):
             return lm_loss(nnx.merge(graphdef, p), ids[:, :-1], ids[:, 1:], jax.random.key(0))
 
         grads.append(jax.jit(jax.value_and_grad(loss))(params))
+    forward = jax.jit(lambda p: nnx.merge(graphdef, p)(ids)).lower(params).as_text()
+    assert ("stablehlo.while" in forward) == scan_layers  # dropout's random bits loop too
     chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
 
@@ -154,6 +159,8 @@ def test_bad_model_arguments():
         init_cache(TINY, 1, 13)
     with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots' or a name"):
         GPT(TINY, remat="sometimes", rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="scan_layers must be True or False, got 'no'"):
+        GPT(TINY, scan_layers="no", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"attention implementation must be one of .* got 'sdpa'"):
         GPT(TINY, attention="sdpa", rngs=nnx.Rngs(0))
     for dtype in ("float8", jnp.int32, "not-a-dtype"):

@@ -17,6 +17,7 @@ from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
 from jaxbasics.gpt.model import ParamInfo, parameter_table
 from jaxbasics.gpt.train import (
+    UNROLL_MAX_WIDTH,
     TrainOptions,
     build_model,
     decay_mask,
@@ -24,6 +25,7 @@ from jaxbasics.gpt.train import (
     make_gpt_train_loop,
     make_gpt_train_step,
     make_optimizer,
+    resolve_layers,
     resolve_remat,
     train,
 )
@@ -57,14 +59,32 @@ def test_decay_mask_covers_matrices_and_embeddings_only():
 
 
 def test_auto_remat_keeps_matmul_outputs_where_measured_faster():
-    assert resolve_remat("auto", "cpu") == "dots"
+    assert resolve_remat("auto", "cpu") == "dots"  # layers scanned
+    assert resolve_remat("auto", "cpu", scan_layers=False) is False  # unrolled: save everything
     assert resolve_remat("auto", "gpu") == "dots"  # XLA's attention: measured faster on an H200
     assert resolve_remat("auto", "gpu", attention="cudnn") is False  # not measured beside it
     assert resolve_remat("auto", "tpu") is False
     assert resolve_remat("full", "cpu") == "full" and resolve_remat(False, "cpu") is False
-    assert build_model(CFG, TrainOptions()).remat == "dots"  # these tests run on the CPU
+    # these tests run on the CPU: CFG (d=64) is narrow, its layers unrolled
+    model = build_model(CFG, TrainOptions())
+    assert model.remat is False and model.scan_layers is False
+    model = build_model(CFG, TrainOptions(scan_layers=True))
+    assert model.remat == "dots" and model.scan_layers is True
     with pytest.raises(ValueError, match="remat must be False, True, 'full', 'dots'"):
         TrainOptions(remat="often")
+
+
+def test_auto_scan_layers_unrolls_narrow_models_on_a_cpu():
+    wide = CFG.replace(emb_dim=UNROLL_MAX_WIDTH + 64)
+    assert resolve_layers("auto", CFG, "cpu") is False
+    assert resolve_layers("auto", CFG.replace(emb_dim=UNROLL_MAX_WIDTH), "cpu") is False
+    assert resolve_layers("auto", wide, "cpu") is True
+    assert resolve_layers("auto", CFG, "gpu") is True and resolve_layers("auto", CFG, "tpu")
+    assert resolve_layers(True, CFG, "cpu") is True and resolve_layers(False, wide) is False
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match=f"scan_layers must be True, False or 'auto', got "
+                                             f"{bad!r}"):
+            TrainOptions(scan_layers=bad)
 
 
 def test_build_model_compiles_the_initialisation_to_the_weights_an_eager_build_gives():

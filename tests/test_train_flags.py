@@ -69,7 +69,8 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     run = tmp_path / "run"
     flags = ["--steps", "4", "--lr", "0.004", "--min-lr", "0.0004", "--schedule", "linear",
              "--warmup", "2", "--beta2", "0.99", "--grad-clip", "0.5", "--eval-every", "2",
-             "--eval-batches", "1", "--sample-prompt", "", "--attention", "xla"]
+             "--eval-batches", "1", "--sample-prompt", "", "--attention", "xla",
+             "--scan-layers", "on"]
     assert main(["train", "--data", str(data), *SHAPE, *flags, "--out", str(run)]) == 0
     meta = json.loads((run / "run.json").read_text())
     cfg, opts = meta["config"], meta["options"]
@@ -95,8 +96,9 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     for r in records[4:]:
         assert r["lr"] == pytest.approx(reference_lr(r["step"] - 1, 0.004, 0.0004, 2, 6, "linear"), rel=1e-5)
     assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]  # its own --eval-every
-    # and its own --attention (it was replaced by the default 'auto')
-    assert json.loads((run / "run.json").read_text())["options"]["attention"] == "xla"
+    # and its own --attention and --scan-layers (both replaced by the default 'auto')
+    resumed = json.loads((run / "run.json").read_text())["options"]
+    assert resumed["attention"] == "xla" and resumed["scan_layers"] is True
     # nothing to do: said, and the picture drawn
     (run / "loss.png").unlink()
     assert main(["train", "--out", str(run), "--resume", "--data", str(moved), "--quiet"]) == 0

@@ -93,19 +93,20 @@ def _scope(name: str, scope: str) -> bool:
 
 def part_of(row: dict[str, Any], config: dict[str, Any]) -> str:
     """Which of :data:`PARTS` an op of :func:`profile_update` (a row, and the run's config)
-    belongs to: by the named scope its JAX op_name carries (the model names ``attention``
-    and ``head``, the loss ``loss``: :class:`jaxbasics.gpt.model.GPT`,
-    :func:`jaxbasics.gpt.train.lm_loss`), else by where it ran: once a layer (``events``
-    equal to the layer count) the products (op_name ending in ``dot_general``, or a dot) are
-    the projections and the rest the blocks' other work; once an update, everything else
-    (embeddings, AdamW). A fusion is named after one of its ops, so an op of two parts counts
-    in one; the rows say exactly what ran."""
+    belongs to: by the named scope its JAX op_name carries (the model names ``attention``,
+    ``head`` and each layer's ``blocks``, the loss ``loss``:
+    :class:`jaxbasics.gpt.model.GPT`, :func:`jaxbasics.gpt.train.lm_loss`): in a block, the
+    products (op_name ending in ``dot_general``, or a dot) are the projections and the rest
+    the blocks' other work; outside the blocks, everything else (embeddings, AdamW). An op
+    without a scope that ran once a layer (``events`` equal to the layer count: inside the
+    layer scan, its bookkeeping) counts as a block's too. A fusion is named after one of
+    its ops, so an op of two parts counts in one; the rows say exactly what ran."""
     name = row["op_name"]
     if _scope(name, "attention"):
         return "attention"
     if _scope(name, "head") or _scope(name, "loss"):
         return "head and loss"
-    if round(row["events"]) == config["n_layers"]:
+    if _scope(name, "blocks") or round(row["events"]) == config["n_layers"]:
         if name.endswith("dot_general") or row.get("opcode") == "dot":
             return "projections"
         return "blocks' other work"

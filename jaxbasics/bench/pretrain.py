@@ -123,6 +123,7 @@ device = med(compute) / K
 fetch = med(lambda i: (np.asarray(state[2]["loss"]), np.asarray(state[2]["grad_norm"])))
 print(json.dumps({"steps_per_call": K, "calls": call_sizes(0, opts.steps, opts),
                   "attention": model.attention, "remat": model.remat,
+                  "scan_layers": model.scan_layers,
                   "device_peak": device_peak,
                   "stamps": stamps, "end": end, "losses": losses, "peak_rss": rss,
                   "breakdown_s": {"batch_gather": gather, "transfer": transfer,
@@ -219,6 +220,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                  batch_size: int | None = None, rounds: int | None = None,
                  compile_torch: bool = True,
                  bf16: bool = False, remat: bool | str = "auto",
+                 scan_layers: bool | str = "auto",
                  log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the comparison of the module docstring at ``size`` (:data:`SIZES`) on ``data`` (a
     prepared DATA folder; None: the standard library, prepared here), the model of the size or
@@ -230,7 +232,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     (4 updates a call from 50 steps on: :func:`jaxbasics.gpt.train.resolve_steps_per_call`), as
     a user's run of that length gets; ``bf16``: both sides in bfloat16 compute (module
     docstring); ``remat``: the JAX side's (``train --remat``; "auto": train's default,
-    :func:`jaxbasics.gpt.train.resolve_remat`); returns a JSON-ready
+    :func:`jaxbasics.gpt.train.resolve_remat`); ``scan_layers``: the JAX side's layer loop
+    (``train --scan-layers``; "auto": :func:`jaxbasics.gpt.train.resolve_layers`); returns a
+    JSON-ready
     dict: each run's figures, the medians per side, the JAX step's breakdown, the ratios and
     whether each goal (:data:`GOALS`) is met. ``ValueError`` names a size, preset, context,
     step count or batch size out of range before anything is prepared or run."""
@@ -248,9 +252,9 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     if steps == 1:
         raise ValueError("steps must be at least 2 (the first one compiles, and a steady step "
                          "is measured after it), got 1")
-    from jaxbasics.gpt.train import resolve_remat
+    from jaxbasics.gpt.train import TrainOptions
 
-    resolve_remat(remat)  # a bad policy named before anything is prepared
+    TrainOptions(remat=remat, scan_layers=scan_layers)  # a bad value named before any work
     import torch
 
     from jaxbasics.bench.device import peak_flops, table_peak_flops
@@ -258,7 +262,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
     from jaxbasics.compare.torch_gpt import flax_in_torch_layout
     from jaxbasics.gpt.data import PretrainData
     from jaxbasics.gpt.model import parameter_table
-    from jaxbasics.gpt.train import TrainOptions, build_model
+    from jaxbasics.gpt.train import build_model
     from jaxbasics.params import split_params
     from jaxbasics.timing import default_device
 
@@ -279,7 +283,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         cfg = base.replace(vocab_size=task.vocab_size, context_length=ctx, drop_rate=0.0)
         opts = TrainOptions(steps=n, batch_size=batch, learning_rate=1e-3,
                             steps_per_call=s.get("steps_per_call", "auto"), bf16=bf16,
-                            remat=remat,
+                            remat=remat, scan_layers=scan_layers,
                             warmup_steps=min(100, n // 10), save_every=10**9)
         model = build_model(cfg, opts)  # the weights both sides start from
         weights = {name: torch.from_numpy(arr.copy()) for name, _, arr in
@@ -290,7 +294,8 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
         opts_d = {f: getattr(opts, f) for f in ("steps", "batch_size", "learning_rate",
                                                 "warmup_steps", "weight_decay", "clip_norm",
                                                 "min_lr_ratio", "save_every",
-                                                "steps_per_call", "bf16", "remat")}
+                                                "steps_per_call", "bf16", "remat",
+                                                "scan_layers")}
         spec = {"cfg": cfg_d, "opts": opts_d, "data": str(folder), "cache": str(work / "xla"),
                 "weights": str(work / "weights.pt"), "repeats": 5 if size == "smoke" else 9,
                 "bf16": bf16}
@@ -321,6 +326,7 @@ def run_pretrain(size: str, *, data: str | Path | None = None, preset: str | Non
                        "dtype": "bfloat16 compute, float32 parameters" if bf16 else "float32",
                        "jax_attention": runs["jax"][0].get("attention", "xla"),
                        "jax_remat": runs["jax"][0].get("remat", "dots"),
+                       "jax_scan_layers": runs["jax"][0].get("scan_layers", True),
                        "jax_steps_per_call": runs["jax"][0].get("steps_per_call", 1),
                        "data": "stdlib (prepared here)" if data is None else str(data)},
             "flops_per_token": fpt, "peak_flops": peak, "peak_source": peak_source,

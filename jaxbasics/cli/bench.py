@@ -69,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remat", default=None, metavar="POLICY",
                    help="pretrain suite: the JAX side's remat, as train --remat takes it "
                         "('dots', 'full', 'off'; None: train's default, auto)")
+    p.add_argument("--scan-layers", choices=["auto", "on", "off"], default=None,
+                   help="pretrain suite: the JAX side's layer loop, as train --scan-layers "
+                        "takes it (None: train's default, auto)")
     p.add_argument("--bf16", action="store_true",
                    help="pretrain suite: both sides in bfloat16 compute (JAX as train --bf16, "
                         "PyTorch under autocast), float32 parameters")
@@ -83,7 +86,8 @@ def _patterns(text: str) -> list[str]:
 
 #: run_pretrain's keywords as bench's options (the words of its refusals)
 PRETRAIN_FLAGS = {"steps": "--steps", "context": "--context", "batch_size": "--batch-size",
-                  "rounds": "--rounds", "preset": "--preset", "remat": "--remat"}
+                  "rounds": "--rounds", "preset": "--preset", "remat": "--remat",
+                  "scan_layers": "--scan-layers"}
 
 
 def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,6 +98,8 @@ def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
         given["bf16"] = True
     if args.remat is not None:
         given["remat"] = False if args.remat == "off" else args.remat
+    if args.scan_layers is not None:
+        given["scan_layers"] = {"on": True, "off": False}.get(args.scan_layers, "auto")
     return given
 
 
@@ -283,7 +289,8 @@ def print_pretrain(c: Any, p: dict[str, Any]) -> None:
                     f"{cfg.get('jax_steps_per_call', 1)} a call), "
                     f"{'bf16' if cfg.get('dtype', 'float32') != 'float32' else 'fp32'}, JAX "
                     f"attention {cfg.get('jax_attention', 'xla')}, remat "
-                    f"{cfg.get('jax_remat', 'dots') or 'off'}; peak "
+                    f"{cfg.get('jax_remat', 'dots') or 'off'}, layers "
+                    f"{'scanned' if cfg.get('jax_scan_layers', True) else 'unrolled'}; peak "
                     f"{p['peak_flops'] / 1e9:,.0f} GFLOP/s "
                     f"({p.get('peak_source', '2048² fp32 matmul, this run')})",
               title_justify="left")

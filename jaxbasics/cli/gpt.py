@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out: its own options are the defaults, and "
                           "only options typed here are compared with them (--steps, "
-                          "--save-every, --steps-per-call, --attention, --quiet may differ, "
+                          "--save-every, --steps-per-call, --attention, --scan-layers, "
+                          "--quiet may differ, "
                           "any other difference is refused; data is known "
                           "by content, so a moved folder resumes); --steps beyond the run "
                           "extends it, the schedule re-planned to the new --steps from the "
@@ -70,8 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bf16", action="store_true", help="bfloat16 compute (float32 params)")
     t.add_argument("--remat", nargs="?", const="full", default="auto", metavar="POLICY",
                    help="recompute block activations in the backward pass: 'full' (when given "
-                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on CPU "
-                        "and on GPU with XLA's attention, where it is fastest, else 'off')")
+                        "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on GPU "
+                        "with XLA's attention and on CPU with the layers scanned, where it is "
+                        "fastest, else 'off')")
+    t.add_argument("--scan-layers", choices=["auto", "on", "off"], default="auto",
+                   help="run the blocks as one lax.scan over the layers ('on': one block "
+                        "compiled whatever the depth) or unrolled ('off': faster for narrow "
+                        "models on a CPU, longer to compile); 'auto': 'off' on a CPU up to "
+                        "d=256, else 'on'")
     t.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
                    help="attention kernel: 'cudnn' (cuDNN flash attention: NVIDIA GPU, --bf16, "
                         "no --dropout), 'xla' (any device), or 'auto' ('cudnn' where it "
@@ -222,7 +229,8 @@ FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "learning_rate": "--l
          "warmup_steps": "--warmup", "min_lr_ratio": "--min-lr (as a ratio of --lr)",
          "schedule": "--schedule", "weight_decay": "--weight-decay", "b2": "--beta2",
          "clip_norm": "--grad-clip", "accumulate": "--accumulate", "bf16": "--bf16",
-         "remat": "--remat", "attention": "--attention", "seed": "--seed", "save_every": "--save-every",
+         "remat": "--remat", "attention": "--attention", "scan_layers": "--scan-layers",
+         "seed": "--seed", "save_every": "--save-every",
          "steps_per_call": "--steps-per-call", "n_layers": "--n-layer", "emb_dim": "--n-embd",
          "n_heads": "--n-head", "tie_embeddings": "--tie-embeddings", "qkv_bias": "--qkv-bias",
          "drop_rate": "--dropout", "context_length": "--context", "vocab_size": "--vocab-size",
@@ -318,6 +326,7 @@ def _defaults_from_run(args: argparse.Namespace, meta: dict, typed: set[str]) ->
              "accumulate": o["accumulate"], "bf16": o["bf16"],
              "remat": "off" if o["remat"] is False else o["remat"], "seed": o["seed"],
              "attention": o.get("attention", "auto"),
+             "scan_layers": {True: "on", False: "off"}.get(o.get("scan_layers", "auto"), "auto"),
              "save_every": o["save_every"], "steps_per_call": o.get("steps_per_call", 1),
              "beta2": o.get("b2", 0.95), "schedule": o.get("schedule", "cosine"),
              "grad_clip": 0.0 if o.get("clip_norm", 1.0) == float("inf") else o.get("clip_norm", 1.0)}
@@ -451,6 +460,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
                             attention=args.attention, seed=args.seed, save_every=args.save_every,
+                            scan_layers={"on": True, "off": False}.get(args.scan_layers, "auto"),
                             steps_per_call=args.steps_per_call)
         # refused here, before any output; the kernel the run takes is said in its first line
         attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)

@@ -7,13 +7,15 @@ epsilon, the MLP's width and nonlinearity and the attention scaling as Hugging F
 ``GPT2Config`` does.
 
     x = drop(tok_emb[idx] + pos_emb[pos])                      (B, T, d)
-    repeat n_layers:                                           (one lax.scan over stacked blocks)
+    repeat n_layers:                                           (lax.scan over stacked blocks)
         x = x + drop(attn(ln1(x)))     causal, n_heads heads of d/n_heads
         x = x + drop(mlp(ln2(x)))      d -> 4d -> GELU -> d
     logits = ln_f(x) @ W_out                                   (B, T, V)
 
 The blocks' parameters are stacked along a leading ``n_layers`` axis and the forward pass
-is one ``jax.lax.scan``, so trace and compile time do not grow with depth. Dropout uses an
+is one ``jax.lax.scan``, so trace and compile time do not grow with depth
+(``scan_layers=False`` unrolls it: the same program written out layer by layer, larger to
+compile, faster for narrow models on a CPU). Dropout uses an
 explicit key (``rng=``) and is active only with ``deterministic=False``; the model holds
 parameters and nothing else, so ``split_params`` gives a plain dict of arrays.
 
@@ -206,6 +208,11 @@ class GPT(nnx.Module):
         (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``), which on CPU is also
         the fastest, since it moves far less memory; any other name of a
         ``jax.checkpoint_policies`` policy is accepted too.
+      scan_layers: ``True`` (default) runs the blocks as a loop over the layers
+        (``jax.lax.scan``: one block compiled, whatever the depth); ``False`` unrolls that loop
+        (``unroll=True``: every layer written out, so XLA keeps each layer's saved activations
+        apart instead of stacking them; compile time grows with depth). The same function,
+        to float rounding; parameters stacked either way.
       attention: ``"xla"`` (default, any device) or ``"cudnn"`` (cuDNN flash attention on
         NVIDIA GPUs, bfloat16/float16, no dropout: ``cfg.drop_rate`` must be 0; decoding with
         a KV cache computes the same function through XLA); see
@@ -219,10 +226,12 @@ class GPT(nnx.Module):
     """
 
     def __init__(self, cfg: GPTConfig, *, dtype: Any = jnp.float32, remat: bool | str = False,
-                 attention: str = "xla", rngs: nnx.Rngs):
+                 scan_layers: bool = True, attention: str = "xla", rngs: nnx.Rngs):
         if not isinstance(cfg, GPTConfig):
             raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
         remat_policy(remat)  # validate early
+        if not isinstance(scan_layers, bool):
+            raise TypeError(f"scan_layers must be True or False, got {scan_layers!r}")
         check_implementation(attention)
         dtype = checks.dtype_of(dtype, "dtype", floating=True)
         if attention == "cudnn" and (why := cudnn_model_refusal(
@@ -230,6 +239,7 @@ class GPT(nnx.Module):
                 per_layer_scale=cfg.scale_attn_by_inverse_layer_idx)) is not None:
             raise ValueError(f"attention='cudnn' needs {why}; use attention='xla'")
         self.cfg, self.dtype, self.remat, self.attention = cfg, dtype, remat, attention
+        self.scan_layers = scan_layers
         emb_init = normal_init(INIT_STD)
         self.tok_emb = nnx.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, rngs=rngs,
                                  embedding_init=declared(emb_init, ("vocab", "embed"), "wte.weight"))
@@ -295,7 +305,7 @@ class GPT(nnx.Module):
         x = _dropout(x, self.cfg.drop_rate, emb_key)
         layer_cache = None if cache is None else (cache["k"], cache["v"])
         x, new_cache = scan_blocks(self.blocks, x, remat=self.remat, key=layer_key,
-                                   cache=layer_cache, pos=pos)
+                                   cache=layer_cache, pos=pos, unroll=not self.scan_layers)
         with jax.named_scope("head"):  # names its ops in profiles (bench.ops)
             x = self.ln_f(x.reshape(b * t, -1))  # (B·T, d): 2-D matmul for the head too
             logits = self.tok_emb.attend(x) if self.head is None else self.head(x)
@@ -307,9 +317,10 @@ class GPT(nnx.Module):
 
 def scan_blocks(blocks: Block, x: jax.Array, *, remat: bool | str = False,
                 key: jax.Array | None = None, cache: tuple[jax.Array, jax.Array] | None = None,
-                pos: jax.Array | int = 0) -> tuple[jax.Array, Any]:
+                pos: jax.Array | int = 0, unroll: bool = False) -> tuple[jax.Array, Any]:
     """Run stacked ``blocks`` (every parameter with a leading n_layers axis, as
-    ``GPT.blocks``) over ``x`` (B, T, d) as one ``jax.lax.scan``: h_{l+1} = block_l(h_l).
+    ``GPT.blocks``) over ``x`` (B, T, d) as one ``jax.lax.scan``: h_{l+1} = block_l(h_l),
+    fully unrolled with ``unroll`` (``GPT``'s ``scan_layers=False``).
 
     ``remat`` as in :class:`GPT` (``jax.checkpoint`` around each layer), ``key`` a dropout key
     split over the layers (None: no dropout), ``cache`` the (k, v) arrays of shape
@@ -323,13 +334,14 @@ def scan_blocks(blocks: Block, x: jax.Array, *, remat: bool | str = False,
 
     def body(h, xs):
         layer_state, lkey, lcache, layer = xs
-        h, lcache = nnx.merge(graphdef, layer_state)(
-            h, key=lkey, cache=lcache, pos=pos, layer=0 if layer is None else layer)
+        with jax.named_scope("blocks"):  # names its ops in profiles (bench.ops)
+            h, lcache = nnx.merge(graphdef, layer_state)(
+                h, key=lkey, cache=lcache, pos=pos, layer=0 if layer is None else layer)
         return h, lcache
 
     if remat:
         body = jax.checkpoint(body, prevent_cse=False, policy=remat_policy(remat))
-    return jax.lax.scan(body, x, (state, layer_keys, cache, index))
+    return jax.lax.scan(body, x, (state, layer_keys, cache, index), unroll=True if unroll else 1)
 
 
 REMAT_ALIASES = {"full": "nothing_saveable", "dots": "dots_with_no_batch_dims_saveable"}

@@ -15,6 +15,7 @@ memory at a time.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import time
@@ -65,6 +66,8 @@ class TrainOptions:
     bf16: bool = False  # bfloat16 compute, float32 parameters and optimizer state
     # see GPT: False, True/"full", "dots", a checkpoint policy name, or "auto" (resolve_remat)
     remat: bool | str = "auto"
+    # see GPT: True (a lax.scan over the layers), False (unrolled) or "auto" (resolve_layers)
+    scan_layers: bool | str = "auto"
     # attention kernel, see GPT: "xla", "cudnn" or "auto" (resolve_attention)
     attention: str = "auto"
     seed: int = 0
@@ -90,6 +93,8 @@ class TrainOptions:
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
             checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
+        if self.scan_layers != "auto":
+            resolve_layers(self.scan_layers, GPTConfig())
         if self.attention != "auto":
             check_implementation(self.attention)
         if self.schedule not in SCHEDULES:
@@ -154,18 +159,45 @@ def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformati
                     weight_decay=opts.weight_decay, mask=decay_mask(table)))
 
 
+#: ``scan_layers="auto"`` unrolls the layers on a CPU up to this residual width
+#: (:func:`resolve_layers`)
+UNROLL_MAX_WIDTH = 256
+
+
+def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None = None
+                   ) -> bool:
+    """The ``scan_layers`` setting to build the model with (:class:`GPT`): ``"auto"`` is
+    ``False`` (layers unrolled, and :func:`resolve_remat`'s ``"auto"`` then saves every
+    activation) on a CPU for models of residual width ``cfg.emb_dim`` up to
+    :data:`UNROLL_MAX_WIDTH`, where that measured faster than the scan with ``"dots"``
+    (README's shape, d=128: 1.07-1.14x the update; d=256: 1.07x; at d=768 no faster, with a
+    third more memory and a longer compile: docs/performance.md); ``True`` elsewhere
+    (``backend``, default: :func:`jaxbasics.timing.default_device`'s platform). ``True`` or
+    ``False`` is returned as given."""
+    if scan_layers == "auto":
+        backend = backend or default_device().platform
+        return not (backend == "cpu" and cfg.emb_dim <= UNROLL_MAX_WIDTH)
+    if not isinstance(scan_layers, bool):
+        raise ValueError(f"scan_layers must be True, False or 'auto', got {scan_layers!r}")
+    return scan_layers
+
+
 def resolve_remat(remat: bool | str, backend: str | None = None,
-                  attention: str = "xla") -> bool | str:
+                  attention: str = "xla", scan_layers: bool = True) -> bool | str:
     """The ``remat`` setting to build the model with: ``"auto"`` is ``"dots"`` where keeping
-    only the matmul outputs and recomputing the elementwise work measured fastest, on a CPU
-    and on a GPU (``backend``, default: :func:`jaxbasics.timing.default_device`'s platform)
-    whose attention is XLA's (``attention``: at GPT-2 124M's shape on an H200 1.12x the step
-    in fp32 and 1.09x in bf16, with a third of the memory; docs/performance.md); ``False``
-    beside cuDNN's attention and on a TPU, where it was not measured. Any other value is
-    checked and returned."""
+    only the matmul outputs and recomputing the elementwise work measured fastest: on a CPU
+    with the layers scanned (``scan_layers``), and on a GPU (``backend``, default:
+    :func:`jaxbasics.timing.default_device`'s platform) whose attention is XLA's
+    (``attention``: at GPT-2 124M's shape on an H200 1.12x the step in fp32 and 1.09x in
+    bf16, with a third of the memory; docs/performance.md); ``False`` (every activation
+    saved) on a CPU with the layers unrolled (:func:`resolve_layers`), beside cuDNN's
+    attention and on a TPU, where it was not measured. Any other value is checked and
+    returned."""
     if remat == "auto":
         backend = backend or default_device().platform
-        return "dots" if backend == "cpu" or (backend == "gpu" and attention == "xla") else False
+        if backend == "cpu":
+            return "dots" if scan_layers else False
+        return "dots" if backend == "gpu" and attention == "xla" else False
     remat_policy(remat)
     return remat
 
@@ -218,21 +250,22 @@ def resolve_attention(attention: str, cfg: GPTConfig, bf16: bool,
 _GRAPHDEFS: dict[tuple[Any, ...], nnx.GraphDef] = {}  # _initial_state's, by its static args
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _initial_state(cfg: GPTConfig, dtype: Any, remat: bool | str, attention: str,
-                   key: jax.Array) -> nnx.State:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _initial_state(cfg: GPTConfig, dtype: Any, remat: bool | str, scan_layers: bool,
+                   attention: str, key: jax.Array) -> nnx.State:
     """GPT's parameters from ``key``, compiled once a model shape; the model's GraphDef is
     kept in :data:`_GRAPHDEFS` when traced (a call that jit serves from its cache has the same
     static arguments, hence an entry)."""
-    graphdef, state = nnx.split(GPT(cfg, dtype=dtype, remat=remat, attention=attention,
-                                    rngs=nnx.Rngs(key)))
-    _GRAPHDEFS[(cfg, dtype, remat, attention)] = graphdef
+    graphdef, state = nnx.split(GPT(cfg, dtype=dtype, remat=remat, scan_layers=scan_layers,
+                                    attention=attention, rngs=nnx.Rngs(key)))
+    _GRAPHDEFS[(cfg, dtype, remat, scan_layers, attention)] = graphdef
     return state
 
 
 def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
-    """The GPT for ``cfg`` with the compute dtype, remat setting and attention kernel of
-    ``opts`` (:func:`resolve_remat`, :func:`resolve_attention`, for a run on ``mesh``),
+    """The GPT for ``cfg`` with the compute dtype, layer loop, remat setting and attention
+    kernel of ``opts`` (:func:`resolve_layers`, :func:`resolve_remat`,
+    :func:`resolve_attention`, for a run on ``mesh``),
     initialised from ``opts.seed``. The initialisation runs as one compiled program, the seed's
     key its argument: one program a model shape serves every seed (one lowering and one
     compilation-cache lookup a process, where eagerly ~30 operations were lowered and looked
@@ -242,8 +275,9 @@ def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
     run holds at least 4 times: weights, gradients, two AdamW moments). Raises what
     :class:`GPT` raises, before anything is compiled."""
     attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
-    remat = resolve_remat(opts.remat, attention=attention)
-    static = (cfg, jnp.bfloat16 if opts.bf16 else jnp.float32, remat, attention)
+    scan_layers = resolve_layers(opts.scan_layers, cfg)
+    remat = resolve_remat(opts.remat, attention=attention, scan_layers=scan_layers)
+    static = (cfg, jnp.bfloat16 if opts.bf16 else jnp.float32, remat, scan_layers, attention)
     state = _initial_state(*static, jax.random.key(opts.seed))
     return nnx.merge(_GRAPHDEFS[static], state)
 
@@ -714,6 +748,20 @@ class _Evaluator:
         return out
 
 
+def release_free_memory() -> bool:
+    """Hand the heap memory this process has freed back to the operating system (glibc's
+    ``malloc_trim(0)``). Compiling a training step, XLA's compiler allocates and frees a few
+    hundred MiB that glibc would otherwise keep for the process, and the step's own buffers
+    then come on top of them: :func:`train` calls this between compiling its programs and
+    running them, so a run's peak resident memory is the step's, not the compiler's plus the
+    step's. Returns False where the C library has no ``malloc_trim`` (not glibc)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 class _TrainLoop:
     """The update calls of :func:`train`, their history records and checkpoints."""
 
@@ -729,6 +777,7 @@ class _TrainLoop:
         self.one_update = make_gpt_train_step(graphdef, tx, accumulate=acc,
                                               shardings=placed.shardings)
         self.loop = make_gpt_train_loop(graphdef, tx, accumulate=acc, shardings=placed.shardings)
+        self.programs: dict[int, Any] = {}  # updates per call -> its compiled program
         self.schedule = learning_rate_schedule(opts)
         self.tokens_per_step = opts.batch_size * task_seq_len(task) * opts.accumulate
         self.flops_per_token = 0.0  # set by train: model FLOPs, and the peak MFU is against
@@ -754,9 +803,13 @@ class _TrainLoop:
             return read[rows]
 
         keys = jnp.stack([step_key(opts.seed, int(i)) for i in micros.ravel()]).reshape(lead)
-        run = self.loop if n > 1 else self.one_update  # n == 1: no updates axis
-        return run(params, opt_state, place(lambda r: rows_of(r)[0], shape, len(lead)),
-                   place(lambda r: rows_of(r)[1], shape, len(lead)), keys)
+        args = (params, opt_state, place(lambda r: rows_of(r)[0], shape, len(lead)),
+                place(lambda r: rows_of(r)[1], shape, len(lead)), keys)
+        if n not in self.programs:  # compiled (or loaded from the cache) at its first call,
+            run = self.loop if n > 1 else self.one_update  # n == 1: no updates axis
+            self.programs[n] = run.lower(*args).compile()
+            release_free_memory()  # then the compiler's freed memory goes back to the OS
+        return self.programs[n](*args)
 
     def records(self, first: int, n: int, m: dict[str, jax.Array], t0: float) -> list[dict]:
         """The history records of the n updates after step ``first`` (waits for their losses):
@@ -870,7 +923,7 @@ def _first_non_finite(records: list[dict]) -> tuple[int, str, float] | None:
 #: go in one call, how often a checkpoint is written, which kernel computes attention: the
 #: same function to rounding) or extend it (``steps``: the schedule is
 #: re-planned to the new length, :func:`learning_rate_schedule`)
-RESUME_MAY_DIFFER = ("steps", "steps_per_call", "save_every", "attention")
+RESUME_MAY_DIFFER = ("steps", "steps_per_call", "save_every", "attention", "scan_layers")
 
 
 def _resume_view(key: str, value: dict) -> dict:
