@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jaxbasics.gpt.attention import causal_attention
+from jaxbasics.gpt import attention
+from jaxbasics.gpt.attention import causal_attention, query_blocks
 
 
 def qkv(b=2, t=6, s=None, h=3, hd=4, seed=0, dtype=jnp.float32):
@@ -102,3 +103,32 @@ def test_bad_arguments_are_named():
     for rate in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match=rf"drop_rate must be in \[0, 1\), got {rate!r}"):
             causal_attention(q, k, v, drop_rate=rate, key=jax.random.key(0))
+
+
+def test_query_blocks_on_a_cpu_hold_at_least_32_rows_and_none_elsewhere():
+    assert [query_blocks(t, "cpu") for t in (16, 60, 64, 96, 100, 128, 256, 1024)] == \
+        [1, 1, 2, 3, 2, 4, 4, 4]
+    assert query_blocks(128, "gpu") == query_blocks(128, "tpu") == 1
+
+
+def test_blocks_of_queries_compute_the_whole_attention_with_its_dropout(monkeypatch):
+    """t=96 on the CPU: 3 blocks of 32 queries, each scoring only the keys it may see. Equal to
+    the formula, to PyTorch SDPA's forward and gradients, and, with dropout, to attention
+    computed whole (query_blocks 1) from the same key."""
+    q, k, v = qkv(b=1, t=96, h=2, hd=4, seed=2)
+    assert query_blocks(96) == 3  # these tests run on the CPU
+    g = jax.random.normal(jax.random.key(5), q.shape)
+    out, vjp = jax.vjp(causal_attention, q, k, v)
+    np.testing.assert_allclose(out, by_formula(q, k, v), rtol=1e-5, atol=1e-6)
+    tq, tk, tv = (torch.tensor(np.asarray(a)).transpose(1, 2).requires_grad_() for a in (q, k, v))
+    F.scaled_dot_product_attention(tq, tk, tv, is_causal=True).backward(
+        torch.tensor(np.asarray(g)).transpose(1, 2))
+    for ours, theirs in zip(vjp(g), (tq, tk, tv), strict=True):
+        np.testing.assert_allclose(ours, theirs.grad.transpose(1, 2).numpy(), rtol=1e-4,
+                                   atol=1e-5)
+    key = jax.random.key(7)
+    blocked = causal_attention(q, k, v, drop_rate=0.2, key=key)
+    monkeypatch.setattr(attention, "query_blocks", lambda t: 1)
+    np.testing.assert_allclose(blocked, causal_attention(q, k, v, drop_rate=0.2, key=key),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(blocked, out)  # dropout did drop
