@@ -28,7 +28,7 @@ print("by part (jaxbasics.bench.ops.part_of): " + ", ".join(
     f"{name} {ms:.1f} ms ({ms / result['busy_ms_per_update']:.0%})"
     for name, ms in result["parts_ms"].items()))
 print("ms: an op's wall share an update (time two ops ran at once is halved between them); "
-      "share: of the ops' time; events: runs an update (one per layer inside the layer scan)")
+      "share: of the ops' time; events: runs an update (one per layer inside a layer scan)")
 print(f"{'ms':>8} {'share':>6} {'events':>6}  {'op':28} {'shape':28} JAX op_name (its end)")
 for row in result["ops"][:args.top]:
     name = row["op_name"]

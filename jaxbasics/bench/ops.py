@@ -124,16 +124,17 @@ def parts(result: dict[str, Any]) -> dict[str, float]:
 
 def profile_update(size: str = "cpu", calls: int = 2) -> dict[str, Any]:
     """Profile ``calls`` calls of ``train``'s K-update program (:data:`UPDATES_PER_CALL`
-    updates each; AdamW, clipping, remat and attention as ``train``'s defaults choose them) at
-    ``size`` (:data:`SIZES`) on random tokens, after two unprofiled calls. Returns, per
-    update: ``wall_ms_per_update``, the profiled calls' wall time (under the profiler, which
-    slows them); ``busy_ms_per_update``, the time some op ran; ``idle_ms_per_update``, the
-    time none ran between the profile's first op and its last (the rest of the wall time is
-    before the first op and after the last: dispatch and the wait for the result); and one
-    row per op, largest first: ``ms``, its wall share (:func:`wall_shares`), ``share``, that
-    over the busy time, ``events`` (executions per update: 1 outside the layer scan, one per
-    layer inside), shape, opcode and JAX op_name. ``ValueError`` names a size or call count
-    out of range."""
+    updates each; AdamW, clipping, layer loop, remat and attention as ``train``'s defaults
+    choose them) at ``size`` (:data:`SIZES`) on random tokens, after two unprofiled calls.
+    Returns, per update: ``wall_ms_per_update``, the profiled calls' wall time (under the
+    profiler, which slows them); ``busy_ms_per_update``, the time some op ran;
+    ``idle_ms_per_update``, the time none ran between the profile's first op and its last
+    (the rest of the wall time is before the first op and after the last: dispatch and the
+    wait for the result); and one row per op, largest first: ``ms``, its wall share
+    (:func:`wall_shares`), ``share``, that over the busy time, ``events`` (executions per
+    update: 1 outside a layer scan, one per layer inside; unrolled layers are ops of their
+    own), shape, opcode and JAX op_name. ``ValueError`` names a size or call count out of
+    range."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
@@ -195,7 +196,8 @@ def profile_update(size: str = "cpu", calls: int = 2) -> dict[str, Any]:
     return {"size": size, "config": {"emb_dim": d, "n_layers": layers, "n_heads": heads,
                                      "vocab_size": s["vocab"], "context": s["context"],
                                      "batch": s["batch"], "updates_per_call": k,
-                                     "remat": model.remat, "attention": model.attention},
+                                     "remat": model.remat, "scan_layers": model.scan_layers,
+                                     "attention": model.attention},
             "updates": updates, "wall_ms_per_update": 1e3 * wall / updates,
             "busy_ms_per_update": busy_ms, "idle_ms_per_update": idle / 1e3 / updates,
             "ops": rows}
