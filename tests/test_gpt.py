@@ -98,7 +98,8 @@ def test_initialisation_follows_gpt2():
     assert float(p["ln_f"]["scale"].min()) == 1.0
 
 
-@pytest.mark.parametrize("remat, scan_layers", [(True, True), ("dots", True), (False, False)])
+@pytest.mark.parametrize("remat, scan_layers", [(True, True), ("dots", True), (False, False),
+                                                ("dots", False)])
 def test_remat_and_unrolled_layers_give_the_same_loss_and_gradients(remat, scan_layers):
     """Against the scanned model without remat, dropout on: the same keys reach each layer;
     unrolled, the program has no loop left."""

@@ -17,6 +17,8 @@ from jaxbasics.gpt.config import GPTConfig
 from jaxbasics.gpt.data import IGNORE, AdditionTask, TextDataset, step_key
 from jaxbasics.gpt.model import ParamInfo, parameter_table
 from jaxbasics.gpt.train import (
+    UNROLL_MAX_CONTEXT,
+    UNROLL_MAX_LAYERS,
     UNROLL_MAX_WIDTH,
     TrainOptions,
     build_model,
@@ -25,6 +27,7 @@ from jaxbasics.gpt.train import (
     make_gpt_train_loop,
     make_gpt_train_step,
     make_optimizer,
+    release_free_memory,
     resolve_layers,
     resolve_remat,
     train,
@@ -75,10 +78,15 @@ def test_auto_remat_keeps_matmul_outputs_where_measured_faster():
 
 
 def test_auto_scan_layers_unrolls_narrow_models_on_a_cpu():
+    """Unrolled only where measured faster: up to d=256, context 256, 12 layers."""
     wide = CFG.replace(emb_dim=UNROLL_MAX_WIDTH + 64)
+    edge = CFG.replace(emb_dim=UNROLL_MAX_WIDTH, context_length=UNROLL_MAX_CONTEXT,
+                       n_layers=UNROLL_MAX_LAYERS)
     assert resolve_layers("auto", CFG, "cpu") is False
-    assert resolve_layers("auto", CFG.replace(emb_dim=UNROLL_MAX_WIDTH), "cpu") is False
+    assert resolve_layers("auto", edge, "cpu") is False
     assert resolve_layers("auto", wide, "cpu") is True
+    assert resolve_layers("auto", edge.replace(context_length=UNROLL_MAX_CONTEXT * 2), "cpu")
+    assert resolve_layers("auto", edge.replace(n_layers=UNROLL_MAX_LAYERS + 1), "cpu")
     assert resolve_layers("auto", CFG, "gpu") is True and resolve_layers("auto", CFG, "tpu")
     assert resolve_layers(True, CFG, "cpu") is True and resolve_layers(False, wide) is False
     for bad in ("yes", 1, None):
@@ -836,3 +844,21 @@ def test_attention_auto_is_cudnn_exactly_where_cudnn_can_run():
             resolve_attention("cudnn", cfg, True, other)
     with pytest.raises(ValueError, match=r"attention implementation must be one of .*'flash'"):
         TrainOptions(attention="flash")
+
+
+def test_train_compiles_each_program_once_then_hands_freed_memory_back(monkeypatch):
+    """5 steps of 2 a call: calls of 2, 2, 1 (two programs), each compiled before its first
+    call and followed by one trim; glibc's malloc_trim is there on this Linux, and a C library
+    without it is answered False."""
+    import ctypes
+
+    import jaxbasics.gpt.train as gpt_train
+
+    trims = []
+    monkeypatch.setattr(gpt_train, "release_free_memory", lambda: trims.append(1) or True)
+    result = train(CFG, AdditionTask(2),
+                   TrainOptions(steps=5, batch_size=4, warmup_steps=1, steps_per_call=2))
+    assert len(result.history) == 5 and len(trims) == 2
+    assert release_free_memory() is True
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
+    assert release_free_memory() is False

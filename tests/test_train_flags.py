@@ -99,6 +99,13 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     # and its own --attention and --scan-layers (both replaced by the default 'auto')
     resumed = json.loads((run / "run.json").read_text())["options"]
     assert resumed["attention"] == "xla" and resumed["scan_layers"] is True
+    # a run saved before --scan-layers existed had its layers scanned: resumed so, not 'auto'
+    meta = json.loads((run / "run.json").read_text())
+    del meta["options"]["scan_layers"]
+    (run / "run.json").write_text(json.dumps(meta))
+    assert main(["train", "--out", str(run), "--resume", "--steps", "7", "--data", str(moved),
+                 "--quiet"]) == 0
+    assert json.loads((run / "run.json").read_text())["options"]["scan_layers"] is True
     # nothing to do: said, and the picture drawn
     (run / "loss.png").unlink()
     assert main(["train", "--out", str(run), "--resume", "--data", str(moved), "--quiet"]) == 0

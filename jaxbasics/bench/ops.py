@@ -97,7 +97,8 @@ def part_of(row: dict[str, Any], config: dict[str, Any]) -> str:
     ``head`` and each layer's ``blocks``, the loss ``loss``:
     :class:`jaxbasics.gpt.model.GPT`, :func:`jaxbasics.gpt.train.lm_loss`): in a block, the
     products (op_name ending in ``dot_general``, or a dot) are the projections and the rest
-    the blocks' other work; outside the blocks, everything else (embeddings, AdamW). An op
+    the blocks' other work; outside the blocks, everything else (embeddings, AdamW; with the
+    layers unrolled also the slicing of each layer's parameters out of their stacks). An op
     without a scope that ran once a layer (``events`` equal to the layer count: inside the
     layer scan, its bookkeeping) counts as a block's too. A fusion is named after one of
     its ops, so an op of two parts counts in one; the rows say exactly what ran."""

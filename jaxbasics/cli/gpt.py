@@ -326,7 +326,8 @@ def _defaults_from_run(args: argparse.Namespace, meta: dict, typed: set[str]) ->
              "accumulate": o["accumulate"], "bf16": o["bf16"],
              "remat": "off" if o["remat"] is False else o["remat"], "seed": o["seed"],
              "attention": o.get("attention", "auto"),
-             "scan_layers": {True: "on", False: "off"}.get(o.get("scan_layers", "auto"), "auto"),
+             # a run saved before the option existed scanned its layers: resumed as it ran
+             "scan_layers": {True: "on", False: "off"}.get(o.get("scan_layers", True), "auto"),
              "save_every": o["save_every"], "steps_per_call": o.get("steps_per_call", 1),
              "beta2": o.get("b2", 0.95), "schedule": o.get("schedule", "cosine"),
              "grad_clip": 0.0 if o.get("clip_norm", 1.0) == float("inf") else o.get("clip_norm", 1.0)}

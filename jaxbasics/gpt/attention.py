@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbasics import checks
+from jaxbasics.timing import default_device
 
 IMPLEMENTATIONS = ("xla", "cudnn")
 
@@ -137,12 +138,13 @@ MIN_BLOCK_ROWS, MAX_BLOCKS = 32, 4
 
 def query_blocks(t: int, backend: str | None = None) -> int:
     """How many blocks of queries ``"xla"`` causal self-attention over ``t`` tokens splits
-    into (module docstring) on ``backend`` (default: JAX's): on a CPU the most of
+    into (module docstring) on ``backend`` (default:
+    :func:`jaxbasics.timing.default_device`'s platform): on a CPU the most of
     :data:`MAX_BLOCKS`, 3, 2 that divides ``t`` into blocks of at least
     :data:`MIN_BLOCK_ROWS` rows (t=128: 4 blocks of 32, 62.5 % of the products; the
     README's pretraining step 1.08x faster, GPT-2's width at t=256 1.03x: docs/performance.md),
     else 1; 1 elsewhere (a GPU runs the whole product at once; not measured there)."""
-    if (backend or jax.default_backend()) != "cpu":
+    if (backend or default_device().platform) != "cpu":
         return 1
     for n in range(MAX_BLOCKS, 1, -1):
         if t % n == 0 and t // n >= MIN_BLOCK_ROWS:

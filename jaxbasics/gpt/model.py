@@ -205,9 +205,10 @@ class GPT(nnx.Module):
         ``False`` stores every activation; ``True`` or ``"full"`` recomputes the whole block
         (about a third more compute, activation memory no longer grows with depth);
         ``"dots"`` keeps only the matmul outputs and recomputes the cheap elementwise work
-        (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``), which on CPU is also
-        the fastest, since it moves far less memory; any other name of a
-        ``jax.checkpoint_policies`` policy is accepted too.
+        (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``), which on a CPU with
+        the layers scanned is also the fastest, since it moves far less memory (unrolled,
+        saving everything is: :func:`jaxbasics.gpt.train.resolve_remat`); any other name of
+        a ``jax.checkpoint_policies`` policy is accepted too.
       scan_layers: ``True`` (default) runs the blocks as a loop over the layers
         (``jax.lax.scan``: one block compiled, whatever the depth); ``False`` unrolls that loop
         (``unroll=True``: every layer written out, so XLA keeps each layer's saved activations

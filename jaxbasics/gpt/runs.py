@@ -29,9 +29,9 @@ def load_run(run_dir: str | Path) -> tuple[GPT, ByteTokenizer | HFTokenizer]:
     run_dir = Path(run_dir)
     meta = checkpoint.load_meta(run_dir)
     cfg, opts = checkpoint.config_of(meta), TrainOptions(**meta["options"])
-    # the attention kernel changes no parameter: this machine's choice, not the training one's
-    # (a run trained with cuDNN's attention on a GPU loads on a laptop)
-    opts = dataclasses.replace(opts, attention="auto")
+    # the attention kernel and the layer loop change no parameter: this machine's choice, not
+    # the training one's (a run trained with cuDNN's attention on a GPU loads on a laptop)
+    opts = dataclasses.replace(opts, attention="auto", scan_layers="auto")
     abstract = nnx.eval_shape(lambda: build_model(cfg, opts))
     graphdef, params_like = split_params(abstract)
     opt_like = jax.eval_shape(make_optimizer(opts, parameter_table(abstract)).init, params_like)

@@ -159,9 +159,9 @@ def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformati
                     weight_decay=opts.weight_decay, mask=decay_mask(table)))
 
 
-#: ``scan_layers="auto"`` unrolls the layers on a CPU up to this residual width
-#: (:func:`resolve_layers`)
-UNROLL_MAX_WIDTH = 256
+#: ``scan_layers="auto"`` unrolls the layers on a CPU up to this residual width, context
+#: length and depth, the range where it was measured faster (:func:`resolve_layers`)
+UNROLL_MAX_WIDTH, UNROLL_MAX_CONTEXT, UNROLL_MAX_LAYERS = 256, 256, 12
 
 
 def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None = None
@@ -169,14 +169,20 @@ def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None 
     """The ``scan_layers`` setting to build the model with (:class:`GPT`): ``"auto"`` is
     ``False`` (layers unrolled, and :func:`resolve_remat`'s ``"auto"`` then saves every
     activation) on a CPU for models of residual width ``cfg.emb_dim`` up to
-    :data:`UNROLL_MAX_WIDTH`, where that measured faster than the scan with ``"dots"``
-    (README's shape, d=128: 1.07-1.14x the update; d=256: 1.07x; at d=768 no faster, with a
-    third more memory and a longer compile: docs/performance.md); ``True`` elsewhere
-    (``backend``, default: :func:`jaxbasics.timing.default_device`'s platform). ``True`` or
-    ``False`` is returned as given."""
+    :data:`UNROLL_MAX_WIDTH`, context up to :data:`UNROLL_MAX_CONTEXT` and at most
+    :data:`UNROLL_MAX_LAYERS` layers, where that measured faster than the scan with ``"dots"``
+    (README's shape, d=128, context 128: 1.07-1.14x the update; 12 layers: 1.12x; context
+    256: 1.06x; d=256: 1.07x; at d=768 no faster, with half again the memory and a longer
+    compile: docs/performance.md). Beyond them the scan: every layer's saved T×T attention
+    weights would grow the memory several times over (context 1024: 3-5x the step's
+    temporaries) and the compile with the depth. ``True`` elsewhere (``backend``, default:
+    :func:`jaxbasics.timing.default_device`'s platform). ``True`` or ``False`` is returned as
+    given."""
     if scan_layers == "auto":
         backend = backend or default_device().platform
-        return not (backend == "cpu" and cfg.emb_dim <= UNROLL_MAX_WIDTH)
+        narrow = (cfg.emb_dim <= UNROLL_MAX_WIDTH and cfg.context_length <= UNROLL_MAX_CONTEXT
+                  and cfg.n_layers <= UNROLL_MAX_LAYERS)
+        return not (backend == "cpu" and narrow)
     if not isinstance(scan_layers, bool):
         raise ValueError(f"scan_layers must be True, False or 'auto', got {scan_layers!r}")
     return scan_layers
@@ -755,7 +761,10 @@ def release_free_memory() -> bool:
     then come on top of them: :func:`train` calls this between compiling its programs and
     running them, so a run's peak resident memory is the step's, not the compiler's plus the
     step's. Returns False where the C library has no ``malloc_trim`` (not glibc)."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # Windows: no C library by that name
+        return False
     if trim is None:
         return False
     trim(0)
@@ -806,6 +815,8 @@ class _TrainLoop:
         args = (params, opt_state, place(lambda r: rows_of(r)[0], shape, len(lead)),
                 place(lambda r: rows_of(r)[1], shape, len(lead)), keys)
         if n not in self.programs:  # compiled (or loaded from the cache) at its first call,
+            # (plain jitted steps: a checked step's compiled program would return its error,
+            # not raise it)
             run = self.loop if n > 1 else self.one_update  # n == 1: no updates axis
             self.programs[n] = run.lower(*args).compile()
             release_free_memory()  # then the compiler's freed memory goes back to the OS
