@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import re
 import signal
+from types import SimpleNamespace
 
 import chex
 import jax
@@ -87,6 +88,9 @@ def test_auto_scan_layers_unrolls_narrow_models_on_a_cpu():
     assert resolve_layers("auto", wide, "cpu") is True
     assert resolve_layers("auto", edge.replace(context_length=UNROLL_MAX_CONTEXT * 2), "cpu")
     assert resolve_layers("auto", edge.replace(n_layers=UNROLL_MAX_LAYERS + 1), "cpu")
+    # measured on one device: a mesh of several keeps the scan
+    assert resolve_layers("auto", CFG, "cpu", mesh=SimpleNamespace(size=1)) is False
+    assert resolve_layers("auto", CFG, "cpu", mesh=SimpleNamespace(size=8)) is True
     assert resolve_layers("auto", CFG, "gpu") is True and resolve_layers("auto", CFG, "tpu")
     assert resolve_layers(True, CFG, "cpu") is True and resolve_layers(False, wide) is False
     for bad in ("yes", 1, None):

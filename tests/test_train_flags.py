@@ -119,6 +119,8 @@ def test_shape_and_schedule_flags_train_resume_with_the_runs_own_options_and_ext
     assert main(["train", "--data", str(data), *SHAPE, "--steps", "2", "--eval-every", "0",
                  "--out", str(tmp_path / "quiet")]) == 0
     assert not any("val_loss" in r for r in _records(tmp_path / "quiet"))
+    # --scan-layers auto (the default) said where it unrolls: a narrow model on one CPU device
+    assert ", layers unrolled" in capsys.readouterr().out
 
 
 def test_a_run_made_from_python_with_a_custom_shape_resumes_from_the_command_line(data, tmp_path):

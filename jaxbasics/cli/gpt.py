@@ -77,8 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--scan-layers", choices=["auto", "on", "off"], default="auto",
                    help="run the blocks as one lax.scan over the layers ('on': one block "
                         "compiled whatever the depth) or unrolled ('off': faster for narrow "
-                        "models on a CPU, longer to compile); 'auto': 'off' on a CPU up to "
-                        "d=256, else 'on'")
+                        "models on a CPU, longer to compile); 'auto': 'off' on one CPU device "
+                        "up to d=256, context 256 and 12 layers, else 'on'")
     t.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
                    help="attention kernel: 'cudnn' (cuDNN flash attention: NVIDIA GPU, --bf16, "
                         "no --dropout), 'xla' (any device), or 'auto' ('cudnn' where it "
@@ -409,6 +409,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_fresh,
         check_resumable,
         resolve_attention,
+        resolve_layers,
         run_meta,
         task_seq_len,
         task_vocab,
@@ -465,6 +466,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             steps_per_call=args.steps_per_call)
         # refused here, before any output; the kernel the run takes is said in its first line
         attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
+        scanned = resolve_layers(opts.scan_layers, cfg, mesh=mesh)  # said there too
         evaluation = None
         if isinstance(task, PretrainData) and task.val is not None and args.eval_every > 0:
             evaluation = Evaluation(every=args.eval_every, batches=args.eval_batches,
@@ -498,6 +500,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{' ×' + str(opts.accumulate) if opts.accumulate > 1 else ''}"
             f"{', bf16' if opts.bf16 else ''}"
             f"{', cuDNN attention' if attention == 'cudnn' else ''}"
+            f"{'' if scanned else ', layers unrolled'}"
             f"{f', mesh {dict(mesh.shape)}' if mesh is not None else ''}")
     if old is not None:
         c.print(f"resuming {args.out} from step {old['step']} to step {opts.steps}"

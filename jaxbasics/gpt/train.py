@@ -164,8 +164,8 @@ def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformati
 UNROLL_MAX_WIDTH, UNROLL_MAX_CONTEXT, UNROLL_MAX_LAYERS = 256, 256, 12
 
 
-def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None = None
-                   ) -> bool:
+def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None = None,
+                   mesh: Any = None) -> bool:
     """The ``scan_layers`` setting to build the model with (:class:`GPT`): ``"auto"`` is
     ``False`` (layers unrolled, and :func:`resolve_remat`'s ``"auto"`` then saves every
     activation) on a CPU for models of residual width ``cfg.emb_dim`` up to
@@ -176,13 +176,15 @@ def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None 
     compile: docs/performance.md). Beyond them the scan: every layer's saved T×T attention
     weights would grow the memory several times over (context 1024: 3-5x the step's
     temporaries) and the compile with the depth. ``True`` elsewhere (``backend``, default:
-    :func:`jaxbasics.timing.default_device`'s platform). ``True`` or ``False`` is returned as
-    given."""
+    :func:`jaxbasics.timing.default_device`'s platform) and on a device ``mesh`` of more
+    than one device (measured on one; there XLA's partitioner reshards each unrolled layer's
+    slice of the stacked parameters whole). ``True`` or ``False`` is returned as given."""
     if scan_layers == "auto":
         backend = backend or default_device().platform
         narrow = (cfg.emb_dim <= UNROLL_MAX_WIDTH and cfg.context_length <= UNROLL_MAX_CONTEXT
                   and cfg.n_layers <= UNROLL_MAX_LAYERS)
-        return not (backend == "cpu" and narrow)
+        one_device = mesh is None or getattr(mesh, "size", 1) == 1
+        return not (backend == "cpu" and narrow and one_device)
     if not isinstance(scan_layers, bool):
         raise ValueError(f"scan_layers must be True, False or 'auto', got {scan_layers!r}")
     return scan_layers
@@ -281,7 +283,7 @@ def build_model(cfg: GPTConfig, opts: TrainOptions, mesh: Any = None) -> GPT:
     run holds at least 4 times: weights, gradients, two AdamW moments). Raises what
     :class:`GPT` raises, before anything is compiled."""
     attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)
-    scan_layers = resolve_layers(opts.scan_layers, cfg)
+    scan_layers = resolve_layers(opts.scan_layers, cfg, mesh=mesh)
     remat = resolve_remat(opts.remat, attention=attention, scan_layers=scan_layers)
     static = (cfg, jnp.bfloat16 if opts.bf16 else jnp.float32, remat, scan_layers, attention)
     state = _initial_state(*static, jax.random.key(opts.seed))
