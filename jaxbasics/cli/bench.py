@@ -50,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "as well (meta.complete false until the run ends; None: no file)")
     p.add_argument("--plot", type=Path, default=None,
                    help="also draw PNG charts into this folder (None: no charts)")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip torch.compile (the smoke size skips it anyway: its compile takes "
+                        "longer than the runs)")
     p.add_argument("--data", type=Path, default=None,
                    help="pretrain suite: a prepared DATA folder (None: the standard library, "
                         "prepared in a temporary folder)")
