@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.cli.help import DefaultsFormatter, in_flags
+from jaxbasics.cli.help import SCAN_LAYERS_WORDS, DefaultsFormatter, in_flags
 from jaxbasics.cli.paths import require_writable
 
 
@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remat", default=None, metavar="POLICY",
                    help="pretrain suite: the JAX side's remat, as train --remat takes it "
                         "('dots', 'full', 'off'; None: train's default, auto)")
-    p.add_argument("--scan-layers", choices=["auto", "on", "off"], default=None,
+    p.add_argument("--scan-layers", choices=list(SCAN_LAYERS_WORDS), default=None,
                    help="pretrain suite: the JAX side's layer loop, as train --scan-layers "
                         "takes it (None: train's default, auto)")
     p.add_argument("--bf16", action="store_true",
@@ -101,7 +101,7 @@ def _pretrain_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.remat is not None:
         given["remat"] = False if args.remat == "off" else args.remat
     if args.scan_layers is not None:
-        given["scan_layers"] = {"on": True, "off": False}.get(args.scan_layers, "auto")
+        given["scan_layers"] = SCAN_LAYERS_WORDS[args.scan_layers]
     return given
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxbasics.cli.help import DefaultsFormatter, in_flags
+from jaxbasics.cli.help import SCAN_LAYERS_WORDS, DefaultsFormatter, in_flags
 from jaxbasics.gpt.config import PRESETS
 
 
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alone), 'dots' (keep matmul outputs), 'off', or 'auto' ('dots' on GPU "
                         "with XLA's attention and on CPU with the layers scanned, where it is "
                         "fastest, else 'off')")
-    t.add_argument("--scan-layers", choices=["auto", "on", "off"], default="auto",
+    t.add_argument("--scan-layers", choices=list(SCAN_LAYERS_WORDS), default="auto",
                    help="run the blocks as one lax.scan over the layers ('on': one block "
                         "compiled whatever the depth) or unrolled ('off': faster for narrow "
                         "models on a CPU, longer to compile); 'auto': 'off' on one CPU device "
@@ -327,7 +327,8 @@ def _defaults_from_run(args: argparse.Namespace, meta: dict, typed: set[str]) ->
              "remat": "off" if o["remat"] is False else o["remat"], "seed": o["seed"],
              "attention": o.get("attention", "auto"),
              # a run saved before the option existed scanned its layers: resumed as it ran
-             "scan_layers": {True: "on", False: "off"}.get(o.get("scan_layers", True), "auto"),
+             "scan_layers": {v: k for k, v in SCAN_LAYERS_WORDS.items()}.get(
+                 o.get("scan_layers", True), "auto"),
              "save_every": o["save_every"], "steps_per_call": o.get("steps_per_call", 1),
              "beta2": o.get("b2", 0.95), "schedule": o.get("schedule", "cosine"),
              "grad_clip": 0.0 if o.get("clip_norm", 1.0) == float("inf") else o.get("clip_norm", 1.0)}
@@ -462,7 +463,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             weight_decay=args.weight_decay, accumulate=args.accumulate,
                             bf16=args.bf16, remat=False if args.remat == "off" else args.remat,
                             attention=args.attention, seed=args.seed, save_every=args.save_every,
-                            scan_layers={"on": True, "off": False}.get(args.scan_layers, "auto"),
+                            scan_layers=SCAN_LAYERS_WORDS[args.scan_layers],
                             steps_per_call=args.steps_per_call)
         # refused here, before any output; the kernel the run takes is said in its first line
         attention = resolve_attention(opts.attention, cfg, opts.bf16, mesh=mesh)

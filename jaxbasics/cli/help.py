@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: --scan-layers' words (train, bench) and the TrainOptions.scan_layers value each stands for
+SCAN_LAYERS_WORDS: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default, as "(default: X)", except where the help text

@@ -93,8 +93,7 @@ class TrainOptions:
         for name in ("b1", "b2"):  # Adam divides by 1 - β^t: β = 1 is refused
             checks.number_in(getattr(self, name), name, 0.0, 1.0, open_hi=True)
         resolve_remat(self.remat)
-        if self.scan_layers != "auto":
-            resolve_layers(self.scan_layers, GPTConfig())
+        check_scan_layers(self.scan_layers)
         if self.attention != "auto":
             check_implementation(self.attention)
         if self.schedule not in SCHEDULES:
@@ -164,6 +163,13 @@ def make_optimizer(opts: TrainOptions, table: Any) -> optax.GradientTransformati
 UNROLL_MAX_WIDTH, UNROLL_MAX_CONTEXT, UNROLL_MAX_LAYERS = 256, 256, 12
 
 
+def check_scan_layers(scan_layers: Any) -> bool | str:
+    """Validate a ``scan_layers`` setting (True, False or ``"auto"``); returns it."""
+    if scan_layers != "auto" and not isinstance(scan_layers, bool):
+        raise ValueError(f"scan_layers must be True, False or 'auto', got {scan_layers!r}")
+    return scan_layers
+
+
 def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None = None,
                    mesh: Any = None) -> bool:
     """The ``scan_layers`` setting to build the model with (:class:`GPT`): ``"auto"`` is
@@ -179,15 +185,13 @@ def resolve_layers(scan_layers: bool | str, cfg: GPTConfig, backend: str | None 
     :func:`jaxbasics.timing.default_device`'s platform) and on a device ``mesh`` of more
     than one device (measured on one; there XLA's partitioner reshards each unrolled layer's
     slice of the stacked parameters whole). ``True`` or ``False`` is returned as given."""
-    if scan_layers == "auto":
+    if check_scan_layers(scan_layers) == "auto":
         backend = backend or default_device().platform
         narrow = (cfg.emb_dim <= UNROLL_MAX_WIDTH and cfg.context_length <= UNROLL_MAX_CONTEXT
                   and cfg.n_layers <= UNROLL_MAX_LAYERS)
         one_device = mesh is None or getattr(mesh, "size", 1) == 1
         return not (backend == "cpu" and narrow and one_device)
-    if not isinstance(scan_layers, bool):
-        raise ValueError(f"scan_layers must be True, False or 'auto', got {scan_layers!r}")
-    return scan_layers
+    return bool(scan_layers)
 
 
 def resolve_remat(remat: bool | str, backend: str | None = None,
